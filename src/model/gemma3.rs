@@ -1,0 +1,337 @@
+//! The Gemma 3 transformer on candle: GELU MLP, sliding-window attention in the local
+//! layers, per-sequence positions and KV caches so one forward pass serves a whole batch of
+//! sequences that joined at different times.
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::rotary_emb::rope_thd;
+
+use super::config::Gemma3Config;
+use super::error::{ModelError, Result};
+use super::kv_cache::{LayerCache, SequenceCache, attention_mask};
+use super::rope::Rope;
+use super::weights::{Embedding, FusedLinear, Linear, WeightSource};
+
+/// Longest run of tokens one sequence may feed in one forward pass; longer prompts are
+/// prefilled in chunks of this size so they do not stall everyone else's decoding.
+pub const DEFAULT_MAX_CHUNK: usize = 512;
+
+/// One transformer block.
+struct Block {
+    attn_norm: Tensor,
+    qkv: FusedLinear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    attn_output: Linear,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate_up: FusedLinear,
+    down: Linear,
+    post_ffn_norm: Tensor,
+    sliding: bool,
+}
+
+/// One sequence's share of a batched forward pass.
+pub struct BatchEntry<'a> {
+    /// New tokens of the sequence (one when decoding, a chunk when prefilling).
+    pub tokens: &'a [u32],
+    /// The sequence's cache; its positions continue from `cache.len`.
+    pub cache: &'a mut SequenceCache,
+}
+
+/// A loaded Gemma 3 model.
+pub struct Gemma3 {
+    cfg: Gemma3Config,
+    device: Device,
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    final_norm: Tensor,
+    output_head: Linear,
+    rope_global: Rope,
+    rope_local: Rope,
+    context: usize,
+    max_chunk: usize,
+}
+
+impl Gemma3 {
+    /// Builds the model from its weights; `context` caps the positions a sequence may use.
+    pub fn load(
+        cfg: Gemma3Config,
+        weights: &mut WeightSource,
+        device: &Device,
+        context: usize,
+    ) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let name = |t: &str| format!("blk.{i}.{t}.weight");
+            blocks.push(Block {
+                attn_norm: weights.norm(&name("attn_norm"), device)?,
+                qkv: weights.fused(&[&name("attn_q"), &name("attn_k"), &name("attn_v")], device)?,
+                q_norm: weights.norm(&name("attn_q_norm"), device)?,
+                k_norm: weights.norm(&name("attn_k_norm"), device)?,
+                attn_output: weights.linear(&name("attn_output"), device)?,
+                post_attn_norm: weights.norm(&name("post_attention_norm"), device)?,
+                ffn_norm: weights.norm(&name("ffn_norm"), device)?,
+                gate_up: weights.fused(&[&name("ffn_gate"), &name("ffn_up")], device)?,
+                down: weights.linear(&name("ffn_down"), device)?,
+                post_ffn_norm: weights.norm(&name("post_ffw_norm"), device)?,
+                sliding: cfg.is_sliding(i),
+            });
+        }
+        let embedding = weights.embedding(device)?;
+        let output_head = embedding.as_output_head()?;
+        Ok(Self {
+            rope_global: Rope::new(cfg.head_dim, cfg.rope_base_global, cfg.rope_scale_global),
+            rope_local: Rope::new(cfg.head_dim, cfg.rope_base_local, 1.0),
+            final_norm: weights.norm("output_norm.weight", device)?,
+            context: context.min(cfg.context_length),
+            max_chunk: DEFAULT_MAX_CHUNK,
+            device: device.clone(),
+            embedding,
+            output_head,
+            blocks,
+            cfg,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Gemma3Config {
+        &self.cfg
+    }
+
+    /// Positions one sequence may hold (prompt and generated tokens together).
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Longest chunk one sequence may feed in a single forward pass.
+    pub fn max_chunk(&self) -> usize {
+        self.max_chunk
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for a new sequence.
+    pub fn new_sequence(&self) -> SequenceCache {
+        let ring_slots = self.cfg.sliding_window + self.max_chunk;
+        let layers = self
+            .blocks
+            .iter()
+            .map(|b| {
+                if b.sliding {
+                    LayerCache::ring(ring_slots)
+                } else {
+                    LayerCache::growing()
+                }
+            })
+            .collect();
+        SequenceCache { layers, len: 0 }
+    }
+
+    /// Runs every entry's new tokens through the model, appending them to the entries'
+    /// caches, and returns the logits after each entry's last token, `[entries, vocab]` f32.
+    /// After an error the caches of this batch are unusable and must be dropped.
+    pub fn forward(&self, batch: &mut [BatchEntry]) -> Result<Tensor> {
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        for entry in batch.iter() {
+            self.check_entry(entry)?;
+            ids.extend_from_slice(entry.tokens);
+            positions.extend(entry.cache.len..entry.cache.len + entry.tokens.len());
+        }
+        let total = ids.len();
+        let ids = Tensor::from_vec(ids, total, &self.device)?;
+        let mut xs = (self.embedding.lookup(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        let global = self.rope_global.cos_sin(&positions, &self.device)?;
+        let local = self.rope_local.cos_sin(&positions, &self.device)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let (cos, sin) = if block.sliding { &local } else { &global };
+            xs = self.block_forward(block, layer, &xs, cos, sin, batch)?;
+        }
+        let mut last_rows = Vec::with_capacity(batch.len());
+        let mut end = 0u32;
+        for entry in batch.iter_mut() {
+            end += entry.tokens.len() as u32;
+            last_rows.push(end - 1);
+            entry.cache.len += entry.tokens.len();
+        }
+        let last_rows = Tensor::from_vec(last_rows, batch.len(), &self.device)?;
+        let xs = xs.index_select(&last_rows, 0)?;
+        let xs = rms_norm(&xs, &self.final_norm, self.eps())?;
+        Ok(self.output_head.forward(&xs)?.to_dtype(DType::F32)?)
+    }
+
+    fn eps(&self) -> f32 {
+        self.cfg.rms_norm_eps as f32
+    }
+
+    fn check_entry(&self, entry: &BatchEntry) -> Result<()> {
+        let t = entry.tokens.len();
+        let invalid = |reason: String| {
+            Err(ModelError::InvalidParameter {
+                name: "batch entry",
+                reason,
+            })
+        };
+        if t == 0 {
+            return invalid("an entry has no tokens".into());
+        }
+        if t > self.max_chunk {
+            return invalid(format!(
+                "{t} tokens exceed the chunk limit {}",
+                self.max_chunk
+            ));
+        }
+        if entry.cache.len + t > self.context {
+            return Err(ModelError::PromptTooLong {
+                tokens: entry.cache.len + t,
+                context: self.context,
+            });
+        }
+        if let Some(&bad) = entry
+            .tokens
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return invalid(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.cfg.vocab_size
+            ));
+        }
+        Ok(())
+    }
+
+    fn block_forward(
+        &self,
+        block: &Block,
+        layer: usize,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &mut [BatchEntry],
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let total = xs.dim(0)?;
+        let h = rms_norm(xs, &block.attn_norm, self.eps())?;
+        let [q, k, v]: [Tensor; 3] = block
+            .qkv
+            .forward(&h)?
+            .try_into()
+            .expect("three projections");
+        let q = rms_norm(
+            &q.reshape((total, cfg.num_heads, cfg.head_dim))?,
+            &block.q_norm,
+            self.eps(),
+        )?;
+        let k = rms_norm(
+            &k.reshape((total, cfg.num_kv_heads, cfg.head_dim))?,
+            &block.k_norm,
+            self.eps(),
+        )?;
+        let v = v.reshape((total, cfg.num_kv_heads, cfg.head_dim))?;
+        let q =
+            (rope_thd(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)? / cfg.query_pre_attn_scalar.sqrt())?;
+        let k = rope_thd(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+
+        let mut outputs = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for entry in batch.iter_mut() {
+            let t = entry.tokens.len();
+            let cache = &mut entry.cache.layers[layer];
+            let pos0 = entry.cache.len;
+            outputs.push(self.attention(
+                block,
+                cache,
+                pos0,
+                &q.narrow(0, start, t)?,
+                &k.narrow(0, start, t)?,
+                &v.narrow(0, start, t)?,
+            )?);
+            start += t;
+        }
+        let attn = Tensor::cat(&outputs, 0)?;
+        let h = rms_norm(
+            &block.attn_output.forward(&attn)?,
+            &block.post_attn_norm,
+            self.eps(),
+        )?;
+        let xs = (xs + h)?;
+
+        let h = rms_norm(&xs, &block.ffn_norm, self.eps())?;
+        let [gate, up]: [Tensor; 2] = block
+            .gate_up
+            .forward(&h)?
+            .try_into()
+            .expect("two projections");
+        let h = block.down.forward(&(gate.gelu()? * up)?)?;
+        let h = rms_norm(&h, &block.post_ffn_norm, self.eps())?;
+        Ok((xs + h)?)
+    }
+
+    /// Attention of one sequence's chunk (`q: [t, heads, dim]`, `k`/`v: [t, kv_heads, dim]`)
+    /// over its cache; returns `[t, heads * dim]`.
+    fn attention(
+        &self,
+        block: &Block,
+        cache: &mut LayerCache,
+        pos0: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let t = q.dim(0)?;
+        let (kv_heads, group) = (cfg.num_kv_heads, cfg.num_heads / cfg.num_kv_heads);
+        // [t, kv, group, d] -> [kv, group * t, d]: all query heads sharing a KV head at once.
+        let q = q
+            .reshape((t, kv_heads, group, cfg.head_dim))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?
+            .reshape((kv_heads, group * t, cfg.head_dim))?;
+        let view = cache.append(&k.transpose(0, 1)?, &v.transpose(0, 1)?, pos0)?;
+        let n = view.positions.len();
+        let scores = q.matmul(&view.k.t()?)?;
+        let window = block.sliding.then_some(cfg.sliding_window);
+        let scores = match attention_mask(pos0, t, view.positions, window) {
+            Some(mask) => {
+                let mask =
+                    Tensor::from_vec(mask, (t, n), &self.device)?.to_dtype(scores.dtype())?;
+                scores
+                    .reshape((kv_heads, group, t, n))?
+                    .broadcast_add(&mask)?
+            }
+            None => scores,
+        };
+        let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * t, n))?;
+        let out = probs.matmul(&view.v.contiguous()?)?;
+        Ok(out
+            .reshape((kv_heads, group, t, cfg.head_dim))?
+            .permute((2, 0, 1, 3))?
+            .reshape((t, cfg.num_heads * cfg.head_dim))?)
+    }
+}
+
+/// Index of the largest logit and the gap to the runner-up, relative to the largest.
+pub fn top2(logits: &[f32]) -> (u32, f32) {
+    let (mut best, mut second) = ((0usize, f32::NEG_INFINITY), f32::NEG_INFINITY);
+    for (i, &l) in logits.iter().enumerate() {
+        if l > best.1 {
+            second = best.1;
+            best = (i, l);
+        } else if l > second {
+            second = l;
+        }
+    }
+    (
+        best.0 as u32,
+        (best.1 - second) / best.1.abs().max(f32::MIN_POSITIVE),
+    )
+}
+
+#[allow(dead_code)]
+fn _assert_last_dim(t: &Tensor) -> candle_core::Result<usize> {
+    t.dim(D::Minus1)
+}

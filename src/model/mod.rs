@@ -1,0 +1,141 @@
+//! The Gemma 3 model: loading (GGUF or safetensors), tokenizer, batched forward pass,
+//! sampling and single-sequence generation.
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod gemma3;
+pub mod generate;
+pub mod kv_cache;
+mod quant;
+pub mod rope;
+pub mod sampling;
+pub mod text_stream;
+pub mod threads;
+pub mod tokenizer;
+pub mod weights;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use candle_core::quantized::gguf_file;
+
+pub use config::Gemma3Config;
+pub use error::ModelError;
+pub use gemma3::{BatchEntry, Gemma3};
+pub use tokenizer::GemmaTokenizer;
+use weights::WeightSource;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where to run it.
+    pub device: Device,
+    /// Cap on positions per sequence; `None` means the model's trained context.
+    pub context: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            context: None,
+        }
+    }
+}
+
+/// A model with its tokenizer, ready to run.
+pub struct LoadedModel {
+    /// The transformer.
+    pub model: Gemma3,
+    /// Its tokenizer.
+    pub tokenizer: GemmaTokenizer,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Wall-clock seconds the load took.
+    pub load_seconds: f64,
+}
+
+/// Loads a Gemma 3 GGUF file, or a directory with `config.json`, `tokenizer.json` and
+/// `*.safetensors`.
+pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
+    let started = Instant::now();
+    let shown = path.display().to_string();
+    if !path.exists() {
+        return Err(ModelError::NotFound { path: shown });
+    }
+    let (cfg, tokenizer, mut weights) = if path.is_dir() {
+        open_safetensors_dir(path, &options.device)?
+    } else {
+        open_gguf(path)?
+    };
+    let context = options.context.unwrap_or(cfg.context_length);
+    if context == 0 {
+        return Err(ModelError::InvalidParameter {
+            name: "--context",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let model = Gemma3::load(cfg, &mut weights, &options.device, context)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        path: path.to_path_buf(),
+        load_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn open_gguf(path: &Path) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
+    let shown = path.display().to_string();
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: shown.clone(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(|e| corrupt(e.to_string()))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| corrupt(format!("not a GGUF file ({e})")))?;
+    let architecture = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| corrupt("metadata key `general.architecture` is missing".into()))?;
+    if architecture != "gemma3" {
+        return Err(ModelError::UnsupportedArchitecture {
+            path: shown,
+            architecture,
+        });
+    }
+    let cfg = Gemma3Config::from_gguf(&content, &shown)?;
+    let tokenizer = GemmaTokenizer::from_gguf(&content, &shown)?;
+    Ok((
+        cfg,
+        tokenizer,
+        WeightSource::Gguf {
+            path: path.to_path_buf(),
+            content,
+            file,
+        },
+    ))
+}
+
+fn open_safetensors_dir(
+    dir: &Path,
+    device: &Device,
+) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
+    let config_path = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::Corrupt {
+        path: config_path.display().to_string(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    let cfg = Gemma3Config::from_hf_json(&config_text, &config_path.display().to_string())?;
+    let tokenizer = GemmaTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    Ok((cfg, tokenizer, WeightSource::open_safetensors(dir, device)?))
+}
+
+/// The device to run on: the first CUDA GPU when built with `cuda` and one is present.
+pub fn default_device() -> Device {
+    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+}
