@@ -37,6 +37,10 @@ pub struct ModelArgs {
     /// Most positions (prompt + output) per sequence [default: the model's context].
     #[arg(long)]
     pub context: Option<usize>,
+    /// Expand quantized weights to f32: exact arithmetic, the same logits whatever the
+    /// batch, at about four times the memory and a fraction of the speed.
+    #[arg(long)]
+    pub dense: bool,
 }
 
 /// `gembatch tokenize`.

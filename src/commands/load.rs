@@ -17,6 +17,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     let options = LoadOptions {
         device: model::default_device(),
         context: args.context,
+        dense: args.dense,
     };
     let loaded = model::load(&path, &options)?;
     tracing::info!(path = %path.display(), threads, seconds = loaded.load_seconds, "model loaded");

@@ -70,5 +70,15 @@ impl ModelError {
     }
 }
 
+/// The message of a candle error without the backtrace candle appends when
+/// `RUST_BACKTRACE` is set, for one-line user-facing messages.
+pub fn one_line(err: &candle_core::Error) -> String {
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Result alias of the model layer.
 pub type Result<T> = std::result::Result<T, ModelError>;

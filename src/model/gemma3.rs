@@ -79,7 +79,7 @@ impl Gemma3 {
             });
         }
         let embedding = weights.embedding(device)?;
-        let output_head = embedding.as_output_head()?;
+        let output_head = embedding.as_output_head(weights.dense())?;
         Ok(Self {
             rope_global: Rope::new(cfg.head_dim, cfg.rope_base_global, cfg.rope_scale_global),
             rope_local: Rope::new(cfg.head_dim, cfg.rope_base_local, 1.0),

@@ -35,6 +35,9 @@ pub struct LoadOptions {
     pub device: Device,
     /// Cap on positions per sequence; `None` means the model's trained context.
     pub context: Option<usize>,
+    /// Expand quantized weights to f32: exact arithmetic, identical results whatever the
+    /// batch, at several times the memory and time. For checks, not for serving.
+    pub dense: bool,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +45,7 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             context: None,
+            dense: false,
         }
     }
 }
@@ -69,7 +73,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
     let (cfg, tokenizer, mut weights) = if path.is_dir() {
         open_safetensors_dir(path, &options.device)?
     } else {
-        open_gguf(path)?
+        open_gguf(path, options.dense)?
     };
     let context = options.context.unwrap_or(cfg.context_length);
     if context == 0 {
@@ -87,7 +91,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
     })
 }
 
-fn open_gguf(path: &Path) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
+fn open_gguf(
+    path: &Path,
+    dense: bool,
+) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
     let shown = path.display().to_string();
     let corrupt = |reason: String| ModelError::Corrupt {
         path: shown.clone(),
@@ -95,7 +102,7 @@ fn open_gguf(path: &Path) -> error::Result<(Gemma3Config, GemmaTokenizer, Weight
     };
     let mut file = File::open(path).map_err(|e| corrupt(e.to_string()))?;
     let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| corrupt(format!("not a GGUF file ({e})")))?;
+        .map_err(|e| corrupt(format!("not a GGUF file ({})", error::one_line(&e))))?;
     let architecture = content
         .metadata
         .get("general.architecture")
@@ -117,6 +124,7 @@ fn open_gguf(path: &Path) -> error::Result<(Gemma3Config, GemmaTokenizer, Weight
             path: path.to_path_buf(),
             content,
             file,
+            dense,
         },
     ))
 }

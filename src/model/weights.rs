@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::error::{ModelError, Result};
+use super::error::{ModelError, Result, one_line};
 use super::quant::q5_0_to_q8_0;
 
 /// A linear layer (`y = x W^T`) whose weight may be quantized.
@@ -65,9 +65,10 @@ impl Embedding {
     }
 
     /// The same matrix as an output projection to vocabulary logits.
-    pub fn as_output_head(&self) -> candle_core::Result<Linear> {
+    /// With `dense`, a quantized matrix is expanded to f32 for the projection.
+    pub fn as_output_head(&self, dense: bool) -> candle_core::Result<Linear> {
         let inner = match self {
-            Self::Quantized(q) => QMatMul::from_arc(q.clone())?,
+            Self::Quantized(q) => quantized_matmul(q.clone(), dense)?,
             Self::Dense(w) => QMatMul::Tensor(w.to_dtype(DType::F32)?),
         };
         Ok(Linear { inner })
@@ -84,6 +85,8 @@ pub enum WeightSource {
         content: gguf_file::Content,
         /// Open handle to read tensor data from.
         file: File,
+        /// Expand quantized matrices to f32 (exact, batch-invariant arithmetic; slower).
+        dense: bool,
     },
     /// A Hugging Face safetensors checkpoint (tensor names `model.layers.N.self_attn.q_proj.weight`, ...).
     Safetensors {
@@ -119,7 +122,7 @@ impl WeightSource {
         };
         // SAFETY: the files are mapped read-only; gembatch never writes to its model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| corrupt(one_line(&e)))?;
         let prefix = if vb.contains_tensor("language_model.model.embed_tokens.weight") {
             "language_model.model."
         } else {
@@ -130,6 +133,11 @@ impl WeightSource {
             vb,
             prefix: prefix.to_string(),
         })
+    }
+
+    /// Whether quantized matrices are expanded to f32.
+    pub fn dense(&self) -> bool {
+        matches!(self, Self::Gguf { dense: true, .. })
     }
 
     /// Loads a 1-D norm weight as the multiplier actually applied (GGUF already stores
@@ -158,14 +166,16 @@ impl WeightSource {
     /// Loads several linear layers with the same input as one fused matrix.
     pub fn fused(&mut self, gguf_names: &[&str], device: &Device) -> Result<FusedLinear> {
         match self {
-            Self::Gguf { .. } => {
+            Self::Gguf { dense, .. } => {
+                let dense = *dense;
                 let parts = gguf_names
                     .iter()
                     .map(|name| self.read_gguf(name, device))
                     .collect::<Result<Vec<_>>>()?;
                 let out_dims = parts.iter().map(|q| q.shape().dims()[0]).collect();
+                let joined = Arc::new(concat_rows(parts, device)?);
                 let matrix = Linear {
-                    inner: QMatMul::from_arc(Arc::new(concat_rows(parts, device)?))?,
+                    inner: quantized_matmul(joined, dense)?,
                 };
                 Ok(FusedLinear { matrix, out_dims })
             }
@@ -210,6 +220,7 @@ impl WeightSource {
             path,
             content,
             file,
+            ..
         } = self
         else {
             unreachable!("read_gguf is only called on GGUF sources")
@@ -248,6 +259,16 @@ impl WeightSource {
     }
 }
 
+/// A matmul over quantized weights: kept quantized (activations quantized to Q8 on the
+/// fly, as llama.cpp does on CPU), or with `dense` expanded to f32.
+fn quantized_matmul(q: Arc<QTensor>, dense: bool) -> candle_core::Result<QMatMul> {
+    if dense {
+        Ok(QMatMul::Tensor(q.dequantize(&q.device())?))
+    } else {
+        QMatMul::from_arc(q)
+    }
+}
+
 /// Stacks quantized matrices with the same input width and type along their rows. Parts
 /// of different types stay apart by being dequantized only when they cannot be joined.
 fn concat_rows(mut parts: Vec<QTensor>, device: &Device) -> Result<QTensor> {
@@ -279,10 +300,10 @@ fn concat_rows(mut parts: Vec<QTensor>, device: &Device) -> Result<QTensor> {
     Ok(QTensor::new(storage, (rows, cols))?)
 }
 
-fn missing(dir: &Path, name: &str, e: impl std::fmt::Display) -> ModelError {
+fn missing(dir: &Path, name: &str, e: candle_core::Error) -> ModelError {
     ModelError::Corrupt {
         path: dir.display().to_string(),
-        reason: format!("tensor `{name}`: {e}"),
+        reason: format!("tensor `{name}`: {}", one_line(&e)),
     }
 }
 

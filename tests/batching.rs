@@ -1,0 +1,148 @@
+//! Continuous batching at the model level: sequences of different lengths, at different
+//! positions, joining and leaving between steps, give the same logits in one batch as alone.
+
+mod common;
+
+use candle_core::{IndexOp, Tensor};
+use common::{default_model, default_model_path};
+use gembatch::model::gemma3::top2;
+use gembatch::model::{self, BatchEntry, LoadOptions};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// With dense weights the arithmetic is exact per row, so a sequence's logits must not
+/// depend on its batch companions at all: any cross-talk between sequences shows up here.
+/// (Quantized kernels round activations differently for one row and for many, which moves
+/// logits by up to ~1 %, as llama.cpp's own batched and single-row paths do.)
+#[test]
+fn batched_sequences_match_their_solo_runs() {
+    let options = LoadOptions {
+        dense: true,
+        ..LoadOptions::default()
+    };
+    let loaded = &model::load(&default_model_path(), &options).unwrap();
+    let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Kubernetes is a system for managing",
+    ];
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| tokenizer.encode(p, true, true).unwrap())
+        .collect();
+
+    // Solo: each prompt, then three greedy decode steps, alone.
+    let mut solo = Vec::new();
+    for prompt in &ids {
+        let mut cache = model.new_sequence();
+        let mut rows = vec![
+            model
+                .forward(&mut [BatchEntry {
+                    tokens: prompt,
+                    cache: &mut cache,
+                }])
+                .unwrap()
+                .i(0)
+                .unwrap(),
+        ];
+        for _ in 0..3 {
+            let next = top2(&rows.last().unwrap().to_vec1::<f32>().unwrap()).0;
+            rows.push(
+                model
+                    .forward(&mut [BatchEntry {
+                        tokens: &[next],
+                        cache: &mut cache,
+                    }])
+                    .unwrap()
+                    .i(0)
+                    .unwrap(),
+            );
+        }
+        solo.push(rows);
+    }
+
+    // Batched: sequence 0 starts alone, 1 and 2 join while 0 decodes (mixing prefill and
+    // decode in one pass), and every step runs all live sequences together.
+    let mut caches: Vec<_> = (0..3).map(|_| model.new_sequence()).collect();
+    let mut step = [0usize; 3];
+    let mut pending: Vec<Vec<u32>> = ids.clone();
+    let schedule: [&[usize]; 5] = [&[0], &[0, 1, 2], &[0, 1, 2], &[0, 1, 2], &[1, 2]];
+    for live in schedule {
+        let mut entries = Vec::new();
+        let mut order = Vec::new();
+        for (i, cache) in caches.iter_mut().enumerate() {
+            if live.contains(&i) && step[i] <= 3 {
+                entries.push((i, cache));
+            }
+        }
+        let mut batch: Vec<BatchEntry> = entries
+            .iter_mut()
+            .map(|(i, cache)| {
+                order.push(*i);
+                BatchEntry {
+                    tokens: &pending[*i],
+                    cache,
+                }
+            })
+            .collect();
+        let logits = model.forward(&mut batch).unwrap();
+        drop(batch);
+        for (row, &i) in order.iter().enumerate() {
+            let got = logits.i(row).unwrap();
+            let want = &solo[i][step[i]];
+            let diff = max_abs_diff(&got, want);
+            assert!(
+                diff < 1e-3,
+                "sequence {i} step {}: batched logits differ from solo by {diff}",
+                step[i]
+            );
+            pending[i] = vec![top2(&got.to_vec1::<f32>().unwrap()).0];
+            step[i] += 1;
+        }
+    }
+    assert_eq!(
+        step,
+        [4, 4, 4],
+        "every sequence ran its prompt and three decode steps"
+    );
+}
+
+#[test]
+fn sliding_window_cache_stays_bounded_for_long_sequences() {
+    let model = &default_model().model;
+    let mut cache = model.new_sequence();
+    let chunk: Vec<u32> = (0..model.max_chunk() as u32)
+        .map(|i| 1000 + i % 50)
+        .collect();
+    model
+        .forward(&mut [BatchEntry {
+            tokens: &chunk,
+            cache: &mut cache,
+        }])
+        .unwrap();
+    let after_one = cache.bytes();
+    for _ in 0..2 {
+        model
+            .forward(&mut [BatchEntry {
+                tokens: &chunk,
+                cache: &mut cache,
+            }])
+            .unwrap();
+    }
+    let cfg = model.config();
+    let global_layers = (0..cfg.num_layers).filter(|&l| !cfg.is_sliding(l)).count();
+    let per_position = 2 * cfg.kv_dim() * 4;
+    // Three chunks later only the global layers grew; the sliding layers' rings did not.
+    let growth = cache.bytes() - after_one;
+    assert_eq!(growth, global_layers * per_position * 2 * model.max_chunk());
+}

@@ -1,0 +1,267 @@
+//! The `gembatch` binary end to end: tokenize and generate on the default model, and every
+//! user error the foundation names (missing, corrupt, truncated or foreign model file, empty
+//! or over-long prompt, bad parameter) exits 2 with a one-line message naming what is wrong.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+use common::default_model_path;
+
+fn gembatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(args)
+        .env("GEMBATCH_THREADS", "2")
+        .output()
+        .expect("run gembatch")
+}
+
+/// Asserts a user error: exit code 2, one line on stderr containing every `needle`, no panic.
+fn assert_user_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
+    }
+}
+
+fn model_arg() -> String {
+    default_model_path().display().to_string()
+}
+
+#[test]
+fn tokenize_json_prints_ids_without_bos_unless_asked() {
+    let model = model_arg();
+    let out = gembatch(&["tokenize", "--model", &model, "--json", "Hello, world!"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"ids":[9259,236764,1902,236888]}"#
+    );
+    let out = gembatch(&[
+        "tokenize",
+        "--model",
+        &model,
+        "--json",
+        "--bos",
+        "Hello, world!",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"ids":[2,9259,236764,1902,236888]}"#
+    );
+}
+
+#[test]
+fn tokenize_parses_control_tokens_only_when_asked() {
+    let model = model_arg();
+    let out = gembatch(&[
+        "tokenize",
+        "--model",
+        &model,
+        "--json",
+        "--special",
+        "<start_of_turn>user",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"ids":[105,2364]}"#
+    );
+}
+
+#[test]
+fn generate_json_reports_ids_text_and_speeds() {
+    let model = model_arg();
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(
+        report["prompt_ids"],
+        serde_json::json!([2, 818, 5279, 529, 7001, 563])
+    );
+    // llama.cpp's greedy continuation of this prompt starts with these eight tokens.
+    assert_eq!(
+        report["output_ids"],
+        serde_json::json!([506, 5279, 529, 506, 2891, 529, 7001, 236761])
+    );
+    assert_eq!(report["text"], " the capital of the country of France.");
+    assert_eq!(report["finish_reason"], "length");
+    assert!(report["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn generate_streams_text_to_stdout() {
+    let model = model_arg();
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        " the capital of the country of France.\n"
+    );
+}
+
+#[test]
+fn seeded_sampling_reproduces_its_output() {
+    let model = model_arg();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.9",
+        "--top-p",
+        "0.95",
+        "--top-k",
+        "40",
+        "--seed",
+        "42",
+        "--json",
+    ];
+    let first: serde_json::Value = serde_json::from_slice(&gembatch(&args).stdout).unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&gembatch(&args).stdout).unwrap();
+    assert_eq!(first["output_ids"], second["output_ids"]);
+    assert_eq!(first["output_ids"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
+    assert_user_error(&out, &["/nonexistent/model.gguf", "--model"]);
+}
+
+#[test]
+fn corrupt_model_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.gguf");
+    std::fs::write(&path, b"this is not a gguf file at all").unwrap();
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_user_error(&out, &["garbage.gguf", "not a GGUF file"]);
+}
+
+#[test]
+fn truncated_model_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("truncated.gguf");
+    let full = std::fs::read(default_model_path()).unwrap();
+    std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_user_error(&out, &["truncated.gguf", "tensor"]);
+}
+
+/// Writes a small valid GGUF that declares another architecture.
+fn write_foreign_gguf(path: &Path) {
+    let tensor = QTensor::quantize(
+        &Tensor::zeros((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
+    let arch = gguf_file::Value::String("llama".into());
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(
+        &mut file,
+        &[("general.architecture", &arch)],
+        &[("token_embd.weight", &tensor)],
+    )
+    .unwrap();
+}
+
+#[test]
+fn model_of_another_architecture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama.gguf");
+    write_foreign_gguf(&path);
+    let out = gembatch(&["tokenize", "--model", path.to_str().unwrap(), "hi"]);
+    assert_user_error(&out, &["llama.gguf", "`llama`", "gemma3"]);
+}
+
+#[test]
+fn empty_prompt_is_refused() {
+    let model = model_arg();
+    let out = gembatch(&["generate", "--model", &model, "--prompt", ""]);
+    assert_user_error(&out, &["prompt is empty"]);
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_refused() {
+    let model = model_arg();
+    let prompt = "word ".repeat(40);
+    let out = gembatch(&[
+        "generate",
+        "--model",
+        &model,
+        "--context",
+        "16",
+        "--prompt",
+        &prompt,
+    ]);
+    assert_user_error(
+        &out,
+        &[
+            "the prompt has",
+            "tokens but the context holds 16",
+            "--context",
+        ],
+    );
+}
+
+#[test]
+fn out_of_range_sampling_parameter_is_named() {
+    let model = model_arg();
+    let out = gembatch(&[
+        "generate", "--model", &model, "--prompt", "hi", "--top-p", "1.5",
+    ]);
+    assert_user_error(&out, &["top_p"]);
+}
