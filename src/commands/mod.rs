@@ -1,5 +1,6 @@
 //! One module per subcommand; this layer alone prints and wires the library together.
 
+mod bench_model;
 mod fetch_model;
 mod generate;
 mod load;
@@ -13,5 +14,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),
         Command::FetchModel(args) => fetch_model::run(args),
+        Command::BenchModel(args) => bench_model::run(args),
     }
 }

@@ -1,0 +1,114 @@
+//! `gembatch bench-model`: the model's speed and memory as one JSON object, the figures
+//! `benches/model_vs_llamacpp.py` sets beside llama.cpp's.
+
+use std::time::Instant;
+
+use anyhow::ensure;
+use candle_core::IndexOp;
+
+use crate::cli::BenchModelArgs;
+use crate::model::gemma3::top2;
+use crate::model::kv_cache::SequenceCache;
+use crate::model::{BatchEntry, Gemma3};
+
+use super::load::load_model;
+
+/// Runs the subcommand.
+pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.batch >= 1 && args.repeat >= 1 && args.decode_tokens >= 1,
+        "--batch, --repeat and --decode-tokens must be at least 1"
+    );
+    let loaded = load_model(&args.model)?;
+    let model = &loaded.model;
+    ensure!(
+        args.prefill_tokens <= model.max_chunk(),
+        "--prefill-tokens is limited to {}",
+        model.max_chunk()
+    );
+    let prompt = synthetic_prompt(args.prefill_tokens);
+
+    let prefill_seconds = best_of(args.repeat, || {
+        let mut cache = model.new_sequence();
+        let started = Instant::now();
+        model.forward(&mut [BatchEntry {
+            tokens: &prompt,
+            cache: &mut cache,
+        }])?;
+        Ok(started.elapsed().as_secs_f64())
+    })?;
+    let single_seconds = best_of(args.repeat, || {
+        decode_batch(model, &[&prompt[..16]], args.decode_tokens)
+    })?;
+    // Sequences of different lengths, decoded together.
+    let prompts: Vec<&[u32]> = (0..args.batch)
+        .map(|i| &prompt[..8 + 24 * i % (prompt.len() - 8)])
+        .collect();
+    let batch_seconds = best_of(args.repeat, || {
+        decode_batch(model, &prompts, args.decode_tokens)
+    })?;
+
+    let report = serde_json::json!({
+        "model": loaded.path.display().to_string(),
+        "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
+        "load_seconds": loaded.load_seconds,
+        "prefill_tokens": prompt.len(),
+        "prefill_tokens_per_s": prompt.len() as f64 / prefill_seconds,
+        "decode_tokens_per_s": args.decode_tokens as f64 / single_seconds,
+        "batch": args.batch,
+        "batch_decode_tokens_per_s": (args.batch * args.decode_tokens) as f64 / batch_seconds,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// A prompt of `n` ordinary tokens (BOS first) that needs no tokenizer.
+fn synthetic_prompt(n: usize) -> Vec<u32> {
+    std::iter::once(2)
+        .chain((0..n as u32 - 1).map(|i| 1000 + (i * 7919) % 20000))
+        .collect()
+}
+
+/// Prefills every prompt, then times `steps` greedy decoding steps of all of them together.
+fn decode_batch(model: &Gemma3, prompts: &[&[u32]], steps: usize) -> anyhow::Result<f64> {
+    let mut caches: Vec<SequenceCache> = prompts.iter().map(|_| model.new_sequence()).collect();
+    let mut next = Vec::with_capacity(prompts.len());
+    for (prompt, cache) in prompts.iter().zip(caches.iter_mut()) {
+        let logits = model.forward(&mut [BatchEntry {
+            tokens: prompt,
+            cache,
+        }])?;
+        next.push(top2(&logits.i(0)?.to_vec1()?).0);
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let mut batch: Vec<BatchEntry> = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| BatchEntry { tokens: t, cache })
+            .collect();
+        let logits = model.forward(&mut batch)?;
+        for (row, token) in next.iter_mut().enumerate() {
+            *token = top2(&logits.i(row)?.to_vec1()?).0;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn best_of(repeat: usize, mut run: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat {
+        best = best.min(run()?);
+    }
+    Ok(best)
+}
+
+/// Peak resident memory of this process (`VmHWM`), where Linux reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
