@@ -201,6 +201,13 @@ impl GemmaTokenizer {
             .map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
+    /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
     /// The beginning-of-sequence id.
     pub fn bos(&self) -> u32 {
         self.bos
