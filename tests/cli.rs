@@ -38,43 +38,41 @@ fn model_arg() -> String {
     default_model_path().display().to_string()
 }
 
+/// `gembatch tokenize --json` on the default model with extra flags; its stdout.
+fn tokenize_json(extra: &[&str]) -> String {
+    let model = model_arg();
+    let mut args = vec!["tokenize", "--model", &model, "--json"];
+    args.extend_from_slice(extra);
+    let out = gembatch(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 fn tokenize_json_prints_ids_without_bos_unless_asked() {
-    let model = model_arg();
-    let out = gembatch(&["tokenize", "--model", &model, "--json", "Hello, world!"]);
-    assert!(out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        tokenize_json(&["Hello, world!"]),
         r#"{"ids":[9259,236764,1902,236888]}"#
     );
-    let out = gembatch(&[
-        "tokenize",
-        "--model",
-        &model,
-        "--json",
-        "--bos",
-        "Hello, world!",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        tokenize_json(&["--bos", "Hello, world!"]),
         r#"{"ids":[2,9259,236764,1902,236888]}"#
     );
 }
 
 #[test]
 fn tokenize_parses_control_tokens_only_when_asked() {
-    let model = model_arg();
-    let out = gembatch(&[
-        "tokenize",
-        "--model",
-        &model,
-        "--json",
-        "--special",
-        "<start_of_turn>user",
-    ]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        tokenize_json(&["--special", "<start_of_turn>user"]),
         r#"{"ids":[105,2364]}"#
+    );
+    assert_eq!(
+        tokenize_json(&["<start_of_turn>user"]),
+        r#"{"ids":[236820,3041,236779,1340,236779,887,236813,2364]}"#
     );
 }
 

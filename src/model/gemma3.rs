@@ -2,7 +2,7 @@
 //! layers, per-sequence positions and KV caches so one forward pass serves a whole batch of
 //! sequences that joined at different times.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope_thd;
 
@@ -329,9 +329,4 @@ pub fn top2(logits: &[f32]) -> (u32, f32) {
         best.0 as u32,
         (best.1 - second) / best.1.abs().max(f32::MIN_POSITIVE),
     )
-}
-
-#[allow(dead_code)]
-fn _assert_last_dim(t: &Tensor) -> candle_core::Result<usize> {
-    t.dim(D::Minus1)
 }

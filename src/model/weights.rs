@@ -26,22 +26,25 @@ impl Linear {
     }
 }
 
-/// Several linear layers over the same input, stored as one matrix so that the input is
-/// quantized once and the weights are streamed in one pass (QKV, gate+up).
+/// Several linear layers over the same input (QKV, gate+up), stored as one matrix where
+/// their types allow, so that the input is quantized once and the weights are streamed in
+/// one pass; otherwise one matrix each.
 pub struct FusedLinear {
-    matrix: Linear,
-    out_dims: Vec<usize>,
+    /// Each matrix with the output widths of the layers stacked in it.
+    matrices: Vec<(Linear, Vec<usize>)>,
 }
 
 impl FusedLinear {
     /// Applies all layers, returning one output per layer.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let ys = self.matrix.forward(xs)?;
-        let mut start = 0;
-        let mut out = Vec::with_capacity(self.out_dims.len());
-        for &dim in &self.out_dims {
-            out.push(ys.narrow(candle_core::D::Minus1, start, dim)?);
-            start += dim;
+        let mut out = Vec::new();
+        for (matrix, out_dims) in &self.matrices {
+            let ys = matrix.forward(xs)?;
+            let mut start = 0;
+            for &dim in out_dims {
+                out.push(ys.narrow(candle_core::D::Minus1, start, dim)?);
+                start += dim;
+            }
         }
         Ok(out)
     }
@@ -160,7 +163,8 @@ impl WeightSource {
 
     /// Loads a linear layer's weight.
     pub fn linear(&mut self, gguf_name: &str, device: &Device) -> Result<Linear> {
-        Ok(self.fused(&[gguf_name], device)?.matrix)
+        let fused = self.fused(&[gguf_name], device)?;
+        Ok(fused.matrices.into_iter().next().expect("one matrix").0)
     }
 
     /// Loads several linear layers with the same input as one fused matrix.
@@ -172,12 +176,18 @@ impl WeightSource {
                     .iter()
                     .map(|name| self.read_gguf(name, device))
                     .collect::<Result<Vec<_>>>()?;
-                let out_dims = parts.iter().map(|q| q.shape().dims()[0]).collect();
-                let joined = Arc::new(concat_rows(parts, device)?);
-                let matrix = Linear {
-                    inner: quantized_matmul(joined, dense)?,
-                };
-                Ok(FusedLinear { matrix, out_dims })
+                let matrices = join_rows(parts, device)?
+                    .into_iter()
+                    .map(|(q, dims)| {
+                        Ok((
+                            Linear {
+                                inner: quantized_matmul(Arc::new(q), dense)?,
+                            },
+                            dims,
+                        ))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(FusedLinear { matrices })
             }
             Self::Safetensors { dir, vb, prefix } => {
                 let mut parts = Vec::with_capacity(gguf_names.len());
@@ -192,7 +202,9 @@ impl WeightSource {
                 let matrix = Linear {
                     inner: QMatMul::Tensor(Tensor::cat(&parts, 0)?),
                 };
-                Ok(FusedLinear { matrix, out_dims })
+                Ok(FusedLinear {
+                    matrices: vec![(matrix, out_dims)],
+                })
             }
         }
     }
@@ -269,35 +281,32 @@ fn quantized_matmul(q: Arc<QTensor>, dense: bool) -> candle_core::Result<QMatMul
     }
 }
 
-/// Stacks quantized matrices with the same input width and type along their rows. Parts
-/// of different types stay apart by being dequantized only when they cannot be joined.
-fn concat_rows(mut parts: Vec<QTensor>, device: &Device) -> Result<QTensor> {
-    if parts.len() == 1 {
-        return Ok(parts.pop().expect("one part"));
-    }
+/// Stacks quantized matrices with the same input width along their rows, returning each
+/// resulting matrix with the row counts of its parts. Matrices of different types stay
+/// apart (requantizing would change their values).
+fn join_rows(parts: Vec<QTensor>, device: &Device) -> Result<Vec<(QTensor, Vec<usize>)>> {
     let dtype = parts[0].dtype();
     let cols = parts[0].shape().dims()[1];
+    let rows: Vec<usize> = parts.iter().map(|q| q.shape().dims()[0]).collect();
     let joinable = parts
         .iter()
         .all(|q| q.dtype() == dtype && q.shape().dims()[1] == cols);
-    if !joinable {
-        // Mixed types: join in f32 and requantize to the most precise type among them.
-        let dense = parts
-            .iter()
-            .map(|q| q.dequantize(device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        return Ok(QTensor::quantize(
-            &Tensor::cat(&dense, 0)?,
-            GgmlDType::Q8_0,
-        )?);
+    if parts.len() == 1 || !joinable {
+        return Ok(parts
+            .into_iter()
+            .zip(rows)
+            .map(|(q, r)| (q, vec![r]))
+            .collect());
     }
-    let rows: usize = parts.iter().map(|q| q.shape().dims()[0]).sum();
     let mut bytes = Vec::with_capacity(parts.iter().map(|q| q.storage_size_in_bytes()).sum());
     for q in &parts {
         bytes.extend_from_slice(&q.data()?);
     }
     let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
-    Ok(QTensor::new(storage, (rows, cols))?)
+    Ok(vec![(
+        QTensor::new(storage, (rows.iter().sum::<usize>(), cols))?,
+        rows,
+    )])
 }
 
 fn missing(dir: &Path, name: &str, e: candle_core::Error) -> ModelError {
@@ -370,10 +379,11 @@ mod tests {
             0,
         )
         .unwrap();
-        let joined = concat_rows(vec![qa, qb], &dev)
-            .unwrap()
-            .dequantize(&dev)
-            .unwrap();
+        let mut joined = join_rows(vec![qa, qb], &dev).unwrap();
+        assert_eq!(joined.len(), 1);
+        let (joined, rows) = joined.pop().unwrap();
+        assert_eq!(rows, vec![2, 2]);
+        let joined = joined.dequantize(&dev).unwrap();
         let diff = (joined - expected)
             .unwrap()
             .abs()
@@ -383,5 +393,22 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert_eq!(diff, 0.0);
+    }
+
+    #[test]
+    fn matrices_of_different_types_stay_apart() {
+        let dev = Device::Cpu;
+        let a = Tensor::ones((2, 256), DType::F32, &dev).unwrap();
+        let qa = QTensor::quantize(&a, GgmlDType::Q8_0).unwrap();
+        let qb = QTensor::quantize(&a, GgmlDType::Q4K).unwrap();
+        let parts = join_rows(vec![qa, qb], &dev).unwrap();
+        let types: Vec<_> = parts
+            .iter()
+            .map(|(q, rows)| (q.dtype(), rows.clone()))
+            .collect();
+        assert_eq!(
+            types,
+            vec![(GgmlDType::Q8_0, vec![2]), (GgmlDType::Q4K, vec![2])]
+        );
     }
 }
