@@ -9,8 +9,9 @@ use candle_nn::rotary_emb::rope_thd;
 use super::config::Gemma3Config;
 use super::error::{ModelError, Result};
 use super::kv_cache::{LayerCache, SequenceCache, attention_mask};
+use super::linear::{Embedding, FusedLinear, Linear};
 use super::rope::Rope;
-use super::weights::{Embedding, FusedLinear, Linear, WeightSource};
+use super::weights::WeightSource;
 
 /// Longest run of tokens one sequence may feed in one forward pass; longer prompts are
 /// prefilled in chunks of this size so they do not stall everyone else's decoding.

@@ -1,5 +1,6 @@
-//! Reading weights from a GGUF file or a safetensors directory into candle tensors, with the
-//! load-time conversions the CPU kernels want (Q5_0 to Q8_0, fused projections).
+//! Reading weights from a GGUF file or a safetensors directory: 8-bit blocks are streamed
+//! into gembatch's packed CPU format, other types become candle tensors; projections that
+//! share an input are stacked into one matrix.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -8,75 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::error::{ModelError, Result, one_line};
-use super::quant::q5_0_to_q8_0;
+use super::kernels::{GROUP, PackedQ8, SourceType};
+use super::linear::{Embedding, FusedLinear, Linear};
 
-/// A linear layer (`y = x W^T`) whose weight may be quantized.
-pub struct Linear {
-    inner: QMatMul,
-}
-
-impl Linear {
-    /// Applies the layer to `[tokens, in]` activations.
-    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        self.inner.forward(xs)
-    }
-}
-
-/// Several linear layers over the same input (QKV, gate+up), stored as one matrix where
-/// their types allow, so that the input is quantized once and the weights are streamed in
-/// one pass; otherwise one matrix each.
-pub struct FusedLinear {
-    /// Each matrix with the output widths of the layers stacked in it.
-    matrices: Vec<(Linear, Vec<usize>)>,
-}
-
-impl FusedLinear {
-    /// Applies all layers, returning one output per layer.
-    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        for (matrix, out_dims) in &self.matrices {
-            let ys = matrix.forward(xs)?;
-            let mut start = 0;
-            for &dim in out_dims {
-                out.push(ys.narrow(candle_core::D::Minus1, start, dim)?);
-                start += dim;
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The token embedding, also used (tied) as the output head.
-pub enum Embedding {
-    /// Rows kept quantized; a lookup dequantizes only the rows asked for.
-    Quantized(Arc<QTensor>),
-    /// A dense `[vocab, hidden]` matrix.
-    Dense(Tensor),
-}
-
-impl Embedding {
-    /// Looks up the rows of `ids` (a `u32` vector), giving `[ids, hidden]` in f32.
-    pub fn lookup(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Quantized(q) => q.embedding(ids),
-            Self::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32),
-        }
-    }
-
-    /// The same matrix as an output projection to vocabulary logits.
-    /// With `dense`, a quantized matrix is expanded to f32 for the projection.
-    pub fn as_output_head(&self, dense: bool) -> candle_core::Result<Linear> {
-        let inner = match self {
-            Self::Quantized(q) => quantized_matmul(q.clone(), dense)?,
-            Self::Dense(w) => QMatMul::Tensor(w.to_dtype(DType::F32)?),
-        };
-        Ok(Linear { inner })
-    }
-}
+/// Rows read from the file at once while packing (bounds the transient memory).
+const PACK_CHUNK_ROWS: usize = 256 * GROUP;
 
 /// Where the weights come from.
 pub enum WeightSource {
@@ -147,10 +88,7 @@ impl WeightSource {
     /// `1 + w`; Hugging Face checkpoints store `w`).
     pub fn norm(&mut self, gguf_name: &str, device: &Device) -> Result<Tensor> {
         match self {
-            Self::Gguf { .. } => {
-                let q = self.read_gguf(gguf_name, device)?;
-                Ok(q.dequantize(device)?)
-            }
+            Self::Gguf { .. } => Ok(self.read_qtensor(gguf_name, device)?.dequantize(device)?),
             Self::Safetensors { dir, vb, prefix } => {
                 let name = format!("{prefix}{}", hf_name(gguf_name));
                 let w = vb
@@ -163,31 +101,28 @@ impl WeightSource {
 
     /// Loads a linear layer's weight.
     pub fn linear(&mut self, gguf_name: &str, device: &Device) -> Result<Linear> {
-        let fused = self.fused(&[gguf_name], device)?;
-        Ok(fused.matrices.into_iter().next().expect("one matrix").0)
+        Ok(self.fused(&[gguf_name], device)?.into_single())
     }
 
-    /// Loads several linear layers with the same input as one fused matrix.
+    /// Loads several linear layers with the same input, stacked where their formats allow.
     pub fn fused(&mut self, gguf_names: &[&str], device: &Device) -> Result<FusedLinear> {
         match self {
             Self::Gguf { dense, .. } => {
                 let dense = *dense;
+                if self.packs(gguf_names, device) {
+                    let parts = gguf_names
+                        .iter()
+                        .map(|name| self.read_packed(name))
+                        .collect::<Result<Vec<_>>>()?;
+                    let out_dims = parts.iter().map(PackedQ8::rows).collect();
+                    let matrix = Linear::Packed(Arc::new(PackedQ8::concat(parts)));
+                    return Ok(FusedLinear::stacked(matrix, out_dims));
+                }
                 let parts = gguf_names
                     .iter()
-                    .map(|name| self.read_gguf(name, device))
+                    .map(|name| self.read_qtensor(name, device))
                     .collect::<Result<Vec<_>>>()?;
-                let matrices = join_rows(parts, device)?
-                    .into_iter()
-                    .map(|(q, dims)| {
-                        Ok((
-                            Linear {
-                                inner: quantized_matmul(Arc::new(q), dense)?,
-                            },
-                            dims,
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                Ok(FusedLinear { matrices })
+                stack_qtensors(parts, device, dense)
             }
             Self::Safetensors { dir, vb, prefix } => {
                 let mut parts = Vec::with_capacity(gguf_names.len());
@@ -199,12 +134,8 @@ impl WeightSource {
                     );
                 }
                 let out_dims = parts.iter().map(|t| t.dims()[0]).collect();
-                let matrix = Linear {
-                    inner: QMatMul::Tensor(Tensor::cat(&parts, 0)?),
-                };
-                Ok(FusedLinear {
-                    matrices: vec![(matrix, out_dims)],
-                })
+                let matrix = Linear::Candle(QMatMul::Tensor(Tensor::cat(&parts, 0)?));
+                Ok(FusedLinear::stacked(matrix, out_dims))
             }
         }
     }
@@ -212,9 +143,13 @@ impl WeightSource {
     /// Loads the token embedding.
     pub fn embedding(&mut self, device: &Device) -> Result<Embedding> {
         match self {
-            Self::Gguf { .. } => Ok(Embedding::Quantized(Arc::new(
-                self.read_gguf("token_embd.weight", device)?,
-            ))),
+            Self::Gguf { .. } if self.packs(&["token_embd.weight"], device) => Ok(
+                Embedding::Packed(Arc::new(self.read_packed("token_embd.weight")?)),
+            ),
+            Self::Gguf { .. } => {
+                let q = self.read_qtensor("token_embd.weight", device)?;
+                Ok(Embedding::Quantized(Arc::new(q)))
+            }
             Self::Safetensors { dir, vb, prefix } => {
                 let name = format!("{prefix}embed_tokens.weight");
                 Ok(Embedding::Dense(
@@ -225,17 +160,30 @@ impl WeightSource {
         }
     }
 
-    /// Reads one GGUF tensor, converting Q5_0 to the exactly equivalent Q8_0 (candle has
-    /// SIMD kernels for Q8_0 only).
-    fn read_gguf(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+    /// Whether the named GGUF matrices go to gembatch's packed CPU kernels: all of them
+    /// 8-bit block types with whole groups of rows, on the CPU, not dense.
+    fn packs(&self, names: &[&str], device: &Device) -> bool {
         let Self::Gguf {
-            path,
             content,
-            file,
+            dense: false,
             ..
         } = self
         else {
-            unreachable!("read_gguf is only called on GGUF sources")
+            return false;
+        };
+        device.is_cpu()
+            && names.iter().all(|name| {
+                content.tensor_infos.get(*name).is_some_and(|info| {
+                    matches!(info.ggml_dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0)
+                        && matches!(info.shape.dims(), [rows, _] if rows.is_multiple_of(GROUP))
+                })
+            })
+    }
+
+    /// Where tensor `name` lies in the file: its info, first byte and size in bytes.
+    fn locate(&self, name: &str) -> Result<(GgmlDType, candle_core::Shape, u64, usize)> {
+        let Self::Gguf { path, content, .. } = self else {
+            unreachable!("only GGUF sources are read by name")
         };
         let corrupt = |reason: String| ModelError::Corrupt {
             path: path.display().to_string(),
@@ -245,68 +193,100 @@ impl WeightSource {
             .tensor_infos
             .get(name)
             .ok_or_else(|| corrupt(format!("tensor `{name}` is missing")))?;
-        let dtype = info.ggml_dtype;
-        let elems = info.shape.elem_count();
+        let (dtype, elems) = (info.ggml_dtype, info.shape.elem_count());
         if !elems.is_multiple_of(dtype.block_size()) {
             return Err(corrupt(format!(
                 "tensor `{name}` has {elems} elements, not whole {dtype:?} blocks"
             )));
         }
         let size = elems / dtype.block_size() * dtype.type_size();
-        let start = content.tensor_data_offset + info.offset;
-        let mut bytes = vec![0u8; size];
-        file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|e| {
-                corrupt(format!(
-                    "tensor `{name}` ({size} bytes at offset {start}): {e}"
-                ))
-            })?;
-        let (dtype, bytes) = match dtype {
-            GgmlDType::Q5_0 => (GgmlDType::Q8_0, q5_0_to_q8_0(&bytes)),
-            other => (other, bytes),
+        Ok((
+            dtype,
+            info.shape.clone(),
+            content.tensor_data_offset + info.offset,
+            size,
+        ))
+    }
+
+    /// Reads `buffer.len()` bytes of tensor `name` starting `offset` bytes into it.
+    fn read_bytes(
+        &mut self,
+        name: &str,
+        start: u64,
+        offset: usize,
+        buffer: &mut [u8],
+    ) -> Result<()> {
+        let Self::Gguf { path, file, .. } = self else {
+            unreachable!("only GGUF sources are read by name")
         };
+        file.seek(SeekFrom::Start(start + offset as u64))
+            .and_then(|_| file.read_exact(buffer))
+            .map_err(|e| ModelError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!(
+                    "tensor `{name}` ({} bytes at offset {}): {e}",
+                    buffer.len(),
+                    start + offset as u64
+                ),
+            })
+    }
+
+    /// Streams an 8-bit block matrix into the packed format, a bounded chunk at a time.
+    fn read_packed(&mut self, name: &str) -> Result<PackedQ8> {
+        let (dtype, shape, start, size) = self.locate(name)?;
+        let source = if dtype == GgmlDType::Q5_0 {
+            SourceType::Q5_0
+        } else {
+            SourceType::Q8_0
+        };
+        let (rows, cols) = shape.dims2()?;
+        let row_bytes = size / rows;
+        let mut packed = PackedQ8::with_capacity(rows, cols);
+        let mut buffer = vec![0u8; PACK_CHUNK_ROWS.min(rows) * row_bytes];
+        for first in (0..rows).step_by(PACK_CHUNK_ROWS) {
+            let chunk = &mut buffer[..(rows - first).min(PACK_CHUNK_ROWS) * row_bytes];
+            self.read_bytes(name, start, first * row_bytes, chunk)?;
+            packed.push_rows(source, chunk);
+        }
+        Ok(packed)
+    }
+
+    /// Reads a tensor as a candle `QTensor` on `device`.
+    fn read_qtensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        let (dtype, shape, start, size) = self.locate(name)?;
+        let mut bytes = vec![0u8; size];
+        self.read_bytes(name, start, 0, &mut bytes)?;
         let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
-        Ok(QTensor::new(storage, info.shape.clone())?)
+        Ok(QTensor::new(storage, shape)?)
     }
 }
 
-/// A matmul over quantized weights: kept quantized (activations quantized to Q8 on the
-/// fly, as llama.cpp does on CPU), or with `dense` expanded to f32.
-fn quantized_matmul(q: Arc<QTensor>, dense: bool) -> candle_core::Result<QMatMul> {
-    if dense {
-        Ok(QMatMul::Tensor(q.dequantize(&q.device())?))
-    } else {
-        QMatMul::from_arc(q)
-    }
-}
-
-/// Stacks quantized matrices with the same input width along their rows, returning each
-/// resulting matrix with the row counts of its parts. Matrices of different types stay
-/// apart (requantizing would change their values).
-fn join_rows(parts: Vec<QTensor>, device: &Device) -> Result<Vec<(QTensor, Vec<usize>)>> {
-    let dtype = parts[0].dtype();
-    let cols = parts[0].shape().dims()[1];
-    let rows: Vec<usize> = parts.iter().map(|q| q.shape().dims()[0]).collect();
-    let joinable = parts
+/// Stacks candle matrices of one type along their rows into one layer group; matrices of
+/// different types stay apart (converting would change their values).
+fn stack_qtensors(parts: Vec<QTensor>, device: &Device, dense: bool) -> Result<FusedLinear> {
+    let first = &parts[0];
+    let (dtype, cols) = (first.dtype(), first.shape().dims()[1]);
+    let same_type = parts
         .iter()
         .all(|q| q.dtype() == dtype && q.shape().dims()[1] == cols);
-    if parts.len() == 1 || !joinable {
-        return Ok(parts
+    if parts.len() == 1 || !same_type {
+        let layers = parts
             .into_iter()
-            .zip(rows)
-            .map(|(q, r)| (q, vec![r]))
-            .collect());
+            .map(|q| Linear::from_qtensor(Arc::new(q), dense))
+            .collect::<candle_core::Result<_>>()?;
+        return Ok(FusedLinear::separate(layers)?);
     }
+    let out_dims: Vec<usize> = parts.iter().map(|q| q.shape().dims()[0]).collect();
     let mut bytes = Vec::with_capacity(parts.iter().map(|q| q.storage_size_in_bytes()).sum());
     for q in &parts {
         bytes.extend_from_slice(&q.data()?);
     }
     let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
-    Ok(vec![(
-        QTensor::new(storage, (rows.iter().sum::<usize>(), cols))?,
-        rows,
-    )])
+    let joined = QTensor::new(storage, (out_dims.iter().sum::<usize>(), cols))?;
+    Ok(FusedLinear::stacked(
+        Linear::from_qtensor(Arc::new(joined), dense)?,
+        out_dims,
+    ))
 }
 
 fn missing(dir: &Path, name: &str, e: candle_core::Error) -> ModelError {
@@ -362,53 +342,43 @@ mod tests {
     }
 
     #[test]
-    fn concatenates_quantized_rows_losslessly() {
+    fn candle_matrices_of_one_type_are_stacked_and_of_different_types_kept_apart() {
         let dev = Device::Cpu;
-        let a = Tensor::arange(0f32, 64.0 * 2.0, &dev)
-            .unwrap()
-            .reshape((2, 64))
-            .unwrap();
-        let b = Tensor::arange(-64f32, 64.0, &dev)
-            .unwrap()
-            .reshape((2, 64))
-            .unwrap();
-        let qa = QTensor::quantize(&a, GgmlDType::Q8_0).unwrap();
-        let qb = QTensor::quantize(&b, GgmlDType::Q8_0).unwrap();
-        let expected = Tensor::cat(
-            &[qa.dequantize(&dev).unwrap(), qb.dequantize(&dev).unwrap()],
-            0,
-        )
-        .unwrap();
-        let mut joined = join_rows(vec![qa, qb], &dev).unwrap();
-        assert_eq!(joined.len(), 1);
-        let (joined, rows) = joined.pop().unwrap();
-        assert_eq!(rows, vec![2, 2]);
-        let joined = joined.dequantize(&dev).unwrap();
-        let diff = (joined - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0);
-    }
-
-    #[test]
-    fn matrices_of_different_types_stay_apart() {
-        let dev = Device::Cpu;
-        let a = Tensor::ones((2, 256), DType::F32, &dev).unwrap();
-        let qa = QTensor::quantize(&a, GgmlDType::Q8_0).unwrap();
-        let qb = QTensor::quantize(&a, GgmlDType::Q4K).unwrap();
-        let parts = join_rows(vec![qa, qb], &dev).unwrap();
-        let types: Vec<_> = parts
-            .iter()
-            .map(|(q, rows)| (q.dtype(), rows.clone()))
+        let x = Tensor::ones((3, 256), DType::F32, &dev).unwrap();
+        let values: Vec<f32> = (0..512)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
             .collect();
-        assert_eq!(
-            types,
-            vec![(GgmlDType::Q8_0, vec![2]), (GgmlDType::Q4K, vec![2])]
-        );
+        let w = Tensor::from_vec(values, (2, 256), &dev).unwrap();
+        let quantize = |dtype| QTensor::quantize(&w, dtype).unwrap();
+        // With all-ones input each output is the row sum of the dequantized weights.
+        let row_sums = |q: &QTensor| -> Vec<f32> {
+            q.dequantize(&dev)
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (a, b) in [
+            (GgmlDType::Q4K, GgmlDType::Q4K),
+            (GgmlDType::Q4K, GgmlDType::Q6K),
+        ] {
+            let (qa, qb) = (quantize(a), quantize(b));
+            let expected = [row_sums(&qa), row_sums(&qb)];
+            let fused = stack_qtensors(vec![qa, qb], &dev, false).unwrap();
+            let outputs = fused.forward(&x).unwrap();
+            assert_eq!(outputs.len(), 2);
+            for (y, want) in outputs.iter().zip(&expected) {
+                assert_eq!(y.dims(), &[3, 2]);
+                for row in y.to_vec2::<f32>().unwrap() {
+                    for (got, want) in row.iter().zip(want) {
+                        assert!(
+                            (got - want).abs() < 0.05 * want.abs().max(1.0),
+                            "{a:?}/{b:?}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

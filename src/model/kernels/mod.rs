@@ -1,0 +1,353 @@
+//! CPU matrix kernels for 8-bit block-quantized weights (Q8_0, and Q5_0 re-encoded as
+//! Q8_0): weights packed four rows at a time so one tile of the product reuses every load
+//! for several activation rows and several weight rows, which candle's one-dot-at-a-time
+//! loop cannot. Activations are quantized to Q8_0 per 32 values (f16-rounded scale), as
+//! llama.cpp and candle do, so the arithmetic is the same as theirs.
+
+mod avx2;
+mod scalar;
+
+use candle_core::utils::barrier_pool;
+use half::f16;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+/// Weight rows packed together.
+pub const GROUP: usize = 4;
+/// Bytes of one Q8_0 block in a GGUF file (f16 scale, 32 quants).
+const Q8_0_BYTES: usize = 34;
+/// Bytes of one Q5_0 block in a GGUF file (f16 scale, 32 high bits, 16 nibble bytes).
+const Q5_0_BYTES: usize = 22;
+
+/// A `[rows, cols]` weight matrix of Q8_0 blocks, packed `[rows/4][cols/32][4 rows]`.
+pub struct PackedQ8 {
+    rows: usize,
+    cols: usize,
+    /// Quants, 32 per block, in group-block-row order.
+    qs: Vec<[i8; BLOCK]>,
+    /// One scale per block, same order.
+    scales: Vec<f32>,
+}
+
+/// The encodings `PackedQ8` reads from GGUF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceType {
+    /// `d: f16, qs: [i8; 32]`.
+    Q8_0,
+    /// `d: f16, qh: u32, qs: [u8; 16]`, values `(q5 - 16) * d`.
+    Q5_0,
+}
+
+impl SourceType {
+    /// Bytes per 32-value block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => Q8_0_BYTES,
+            Self::Q5_0 => Q5_0_BYTES,
+        }
+    }
+}
+
+impl PackedQ8 {
+    /// An empty matrix of `cols` columns, to be filled with [`PackedQ8::push_rows`].
+    pub fn with_capacity(rows: usize, cols: usize) -> Self {
+        assert!(cols.is_multiple_of(BLOCK), "columns must be whole blocks");
+        let blocks = rows.next_multiple_of(GROUP) * cols / BLOCK;
+        Self {
+            rows: 0,
+            cols,
+            qs: Vec::with_capacity(blocks),
+            scales: Vec::with_capacity(blocks),
+        }
+    }
+
+    /// Appends whole rows given as raw GGUF blocks of `source`; the row count of each call
+    /// must be a multiple of 4 except in the last call.
+    pub fn push_rows(&mut self, source: SourceType, bytes: &[u8]) {
+        let kb = self.cols / BLOCK;
+        let row_bytes = kb * source.block_bytes();
+        assert!(bytes.len().is_multiple_of(row_bytes) && self.rows.is_multiple_of(GROUP));
+        for group in bytes.chunks(row_bytes * GROUP) {
+            let rows_here = group.len() / row_bytes;
+            for b in 0..kb {
+                for r in 0..GROUP {
+                    let (q, d) = if r < rows_here {
+                        let start = r * row_bytes + b * source.block_bytes();
+                        decode_block(source, &group[start..start + source.block_bytes()])
+                    } else {
+                        ([0; BLOCK], 0.0)
+                    };
+                    self.qs.push(q);
+                    self.scales.push(d);
+                }
+            }
+            self.rows += rows_here;
+        }
+    }
+
+    /// Rows of the matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the matrix.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.qs.len() * BLOCK + self.scales.len() * 4
+    }
+
+    /// Stacks matrices with the same column count along their rows.
+    pub fn concat(parts: Vec<PackedQ8>) -> PackedQ8 {
+        let cols = parts[0].cols;
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.cols == cols && p.rows.is_multiple_of(GROUP))
+        );
+        let mut joined = PackedQ8::with_capacity(parts.iter().map(|p| p.rows).sum(), cols);
+        for part in parts {
+            joined.rows += part.rows;
+            joined.qs.extend_from_slice(&part.qs);
+            joined.scales.extend_from_slice(&part.scales);
+        }
+        joined
+    }
+
+    /// Writes row `row` as f32 into `out` (`cols` values).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let kb = self.cols / BLOCK;
+        let (group, r) = (row / GROUP, row % GROUP);
+        for b in 0..kb {
+            let at = (group * kb + b) * GROUP + r;
+            let d = self.scales[at];
+            for (o, &q) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(&self.qs[at]) {
+                *o = q as f32 * d;
+            }
+        }
+    }
+
+    /// `x W^T` for `x: [m, cols]` row-major f32, giving `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(x, m, avx2::available())
+    }
+
+    /// [`PackedQ8::matmul`] with the SIMD kernel (`simd`, when the CPU has it) or the
+    /// portable one.
+    fn matmul_with(&self, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols);
+        let acts = QuantizedRows::quantize(x, m, self.cols);
+        let n = self.rows;
+        let padded = n.next_multiple_of(GROUP);
+        let mut out = vec![0f32; m * padded];
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let groups = padded / GROUP;
+        let use_avx2 = simd && avx2::available();
+        barrier_pool().execute_chunked(groups, |range| {
+            // Each group writes only its own four columns of every output row.
+            let out_ptr = &out_ptr;
+            for group in range {
+                let w = self.group(group);
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(avx2::MAX_ROWS);
+                    let mut tile = [[0f32; GROUP]; avx2::MAX_ROWS];
+                    if use_avx2 {
+                        // SAFETY: AVX2 and FMA were detected at run time.
+                        unsafe { avx2::tile(&w, &acts, i, rows, &mut tile) };
+                    } else {
+                        scalar::tile(&w, &acts, i, rows, &mut tile);
+                    }
+                    for (r, values) in tile[..rows].iter().enumerate() {
+                        // SAFETY: row i + r, columns 4*group..4*group+4 belong to this item alone.
+                        unsafe {
+                            let dst = out_ptr.0.add((i + r) * padded + group * GROUP);
+                            std::ptr::copy_nonoverlapping(values.as_ptr(), dst, GROUP);
+                        }
+                    }
+                    i += rows;
+                }
+            }
+        });
+        if padded != n {
+            out = out
+                .chunks(padded)
+                .flat_map(|row| row[..n].to_vec())
+                .collect();
+        }
+        out
+    }
+
+    fn group(&self, group: usize) -> WeightGroup<'_> {
+        let kb = self.cols / BLOCK;
+        let span = group * kb * GROUP..(group + 1) * kb * GROUP;
+        WeightGroup {
+            qs: &self.qs[span.clone()],
+            scales: &self.scales[span],
+            blocks: kb,
+        }
+    }
+}
+
+/// Four packed weight rows: block `b` of row `r` is at index `b * 4 + r`.
+pub(crate) struct WeightGroup<'a> {
+    qs: &'a [[i8; BLOCK]],
+    scales: &'a [f32],
+    blocks: usize,
+}
+
+/// Activation rows quantized to Q8_0: row `i`, block `b` at index `i * blocks + b`.
+pub(crate) struct QuantizedRows {
+    qs: Vec<[i8; BLOCK]>,
+    scales: Vec<f32>,
+    blocks: usize,
+}
+
+impl QuantizedRows {
+    /// Quantizes `m` rows of `cols` values, each block to `round(x / d)` with
+    /// `d = max|x| / 127` stored as f16 (llama.cpp's and candle's Q8_0).
+    pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
+        let blocks = cols / BLOCK;
+        let mut qs = Vec::with_capacity(m * blocks);
+        let mut scales = Vec::with_capacity(m * blocks);
+        for block in x.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut q = [0i8; BLOCK];
+            for (q, &v) in q.iter_mut().zip(block) {
+                *q = (v * id).round() as i8;
+            }
+            qs.push(q);
+            scales.push(f16::from_f32(d).to_f32());
+        }
+        Self { qs, scales, blocks }
+    }
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: work items write disjoint parts of the output (see `matmul`).
+unsafe impl Sync for SharedOut {}
+
+/// Decodes one GGUF block into 32 signed quants and their scale.
+fn decode_block(source: SourceType, block: &[u8]) -> ([i8; BLOCK], f32) {
+    let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+    let mut q = [0i8; BLOCK];
+    match source {
+        SourceType::Q8_0 => {
+            for (q, &b) in q.iter_mut().zip(&block[2..]) {
+                *q = b as i8;
+            }
+        }
+        SourceType::Q5_0 => {
+            let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+            for j in 0..BLOCK / 2 {
+                let lo = (block[6 + j] & 0x0f) as u32 | ((qh >> j) & 1) << 4;
+                let hi = (block[6 + j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+                q[j] = lo as i8 - 16;
+                q[j + BLOCK / 2] = hi as i8 - 16;
+            }
+        }
+    }
+    (q, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The packed kernel against candle's own quantized matmul on the same blocks.
+    fn check_against_candle(
+        dtype: GgmlDType,
+        source: SourceType,
+        rows: usize,
+        cols: usize,
+        m: usize,
+    ) {
+        let dev = Device::Cpu;
+        let w = Tensor::from_vec(pseudo_random(rows * cols, 7), (rows, cols), &dev).unwrap();
+        let qw = QTensor::quantize(&w, dtype).unwrap();
+        let mut packed = PackedQ8::with_capacity(rows, cols);
+        packed.push_rows(source, &qw.data().unwrap());
+        let x = pseudo_random(m * cols, 11);
+        let ours = packed.matmul(&x, m);
+        let xt = Tensor::from_vec(x, (m, cols), &dev).unwrap();
+        let reference: Vec<f32> = QMatMul::from_qtensor(qw)
+            .unwrap()
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ours.len(), reference.len());
+        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "element {i}: {a} vs candle {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_candle_for_q8_0_weights_over_every_tile_shape() {
+        for m in [1, 2, 3, 4, 7] {
+            check_against_candle(GgmlDType::Q8_0, SourceType::Q8_0, 12, 96, m);
+        }
+    }
+
+    #[test]
+    fn matches_candle_for_q5_0_weights_and_rows_not_a_multiple_of_four() {
+        check_against_candle(GgmlDType::Q5_0, SourceType::Q5_0, 10, 64, 5);
+    }
+
+    #[test]
+    fn portable_and_simd_kernels_agree() {
+        let dev = Device::Cpu;
+        let w = Tensor::from_vec(pseudo_random(16 * 128, 5), (16, 128), &dev).unwrap();
+        let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let mut packed = PackedQ8::with_capacity(16, 128);
+        packed.push_rows(SourceType::Q8_0, &qw.data().unwrap());
+        let x = pseudo_random(5 * 128, 9);
+        let portable = packed.matmul_with(&x, 5, false);
+        let simd = packed.matmul_with(&x, 5, true);
+        for (a, b) in portable.iter().zip(&simd) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn dequantized_rows_and_concatenation_keep_values() {
+        let dev = Device::Cpu;
+        let w = Tensor::from_vec(pseudo_random(8 * 64, 3), (8, 64), &dev).unwrap();
+        let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let expected: Vec<Vec<f32>> = qw.dequantize(&dev).unwrap().to_vec2().unwrap();
+        let half = qw.data().unwrap().len() / 2;
+        let mut top = PackedQ8::with_capacity(4, 64);
+        top.push_rows(SourceType::Q8_0, &qw.data().unwrap()[..half]);
+        let mut bottom = PackedQ8::with_capacity(4, 64);
+        bottom.push_rows(SourceType::Q8_0, &qw.data().unwrap()[half..]);
+        let joined = PackedQ8::concat(vec![top, bottom]);
+        assert_eq!(joined.rows(), 8);
+        let mut row = vec![0f32; 64];
+        for (r, want) in expected.iter().enumerate() {
+            joined.dequantize_row(r, &mut row);
+            assert_eq!(&row, want);
+        }
+    }
+}
