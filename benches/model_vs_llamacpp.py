@@ -98,14 +98,22 @@ def main():
         ("decode, 1 sequence (tokens/s)", ours["decode_tokens_per_s"], theirs["decode_tokens_per_s"], "%.1f"),
         ("decode, %d sequences together (tokens/s, aggregate)" % ours["batch"], ours["batch_decode_tokens_per_s"],
          None, "%.1f"),
-        ("peak RSS (MiB)", ours["peak_rss_bytes"] / mib, theirs["peak_rss_bytes"] / mib, "%.0f"),
+        ("peak RSS, 1 sequence (MiB)", ours["peak_rss_bytes"] / mib, theirs["peak_rss_bytes"] / mib, "%.0f"),
+        ("peak RSS, with the %d-sequence batch (MiB)" % ours["batch"], ours["peak_rss_with_batch_bytes"] / mib, None,
+         "%.0f"),
         ("load (s)", ours["load_seconds"], theirs["load_seconds"], "%.2f"),
     ]
     print("threads: %d, model: %s" % (args.threads, os.path.basename(model)))
     print("| | gembatch | llama.cpp (llama-cpp-python) | gembatch / llama.cpp |")
     print("|---|---|---|---|")
     for name, a, b, fmt in rows:
-        ratio = "%.2fx" % (a / b) if b else "%.2fx of gembatch's 1-sequence decode" % (a / ours["decode_tokens_per_s"])
+        if b:
+            ratio = "%.2fx" % (a / b)
+        elif "decode" in name:
+            ratio = "%.2fx of gembatch's 1-sequence decode" % (a / ours["decode_tokens_per_s"])
+        else:
+            ratio = ""
+
         print("| %s | %s | %s | %s |" % (name, fmt % a, fmt % b if b else "n/a", ratio))
 
 

@@ -40,6 +40,8 @@ pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
     let single_seconds = best_of(args.repeat, || {
         decode_batch(model, &[&prompt[..16]], args.decode_tokens)
     })?;
+    // Comparable with llama.cpp's figure, which covers one sequence only.
+    let single_sequence_peak_rss = peak_rss_bytes();
     // Sequences of different lengths, decoded together.
     let prompts: Vec<&[u32]> = (0..args.batch)
         .map(|i| &prompt[..8 + 24 * i % (prompt.len() - 8)])
@@ -57,7 +59,8 @@ pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
         "decode_tokens_per_s": args.decode_tokens as f64 / single_seconds,
         "batch": args.batch,
         "batch_decode_tokens_per_s": (args.batch * args.decode_tokens) as f64 / batch_seconds,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": single_sequence_peak_rss,
+        "peak_rss_with_batch_bytes": peak_rss_bytes(),
     });
     println!("{report}");
     Ok(())

@@ -66,16 +66,18 @@ impl LayerCache {
         pos0: usize,
     ) -> Result<AttendView<'_>> {
         let (heads, t, head_dim) = k_new.dims3()?;
-        let capacity = match self.ring {
-            Some(slots) => slots,
-            None => (pos0 + t).next_multiple_of(GROW_STEP),
-        };
+        // Rings grow like the other caches until they reach their size, so a short
+        // sequence holds memory for its length only.
+        let needed = (pos0 + t).next_multiple_of(GROW_STEP);
+        let capacity = self.ring.map_or(needed, |slots| needed.min(slots));
         self.reserve(capacity, heads, head_dim, k_new.dtype(), k_new.device())?;
         let (k, v) = (
             self.k.as_ref().expect("reserved"),
             self.v.as_ref().expect("reserved"),
         );
-        let slots = self.slot_positions.len();
+        // Slot of position p: p modulo the ring's full size (never reached before the ring
+        // has grown to it), or p itself in a growing cache.
+        let slots = self.ring.unwrap_or(self.slot_positions.len());
         // Write the chunk in at most two contiguous runs (a ring may wrap once).
         let mut written = 0;
         while written < t {
@@ -191,12 +193,29 @@ mod tests {
 
     #[test]
     fn ring_wraps_and_each_slot_knows_its_position() {
-        let mut cache = LayerCache::ring(8);
+        let slots = 2 * GROW_STEP;
+        let mut cache = LayerCache::ring(slots);
         cache.append(&keys(6, 0), &keys(6, 0), 0).unwrap();
-        let view = cache.append(&keys(4, 6), &keys(4, 6), 6).unwrap();
-        assert_eq!(view.positions, &[8, 9, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(stored(&view), vec![8., 9., 2., 3., 4., 5., 6., 7.]);
-        assert_eq!(cache.bytes(), 2 * 8 * 4);
+        assert_eq!(
+            cache.bytes(),
+            2 * GROW_STEP * 4,
+            "a short sequence holds one growth step"
+        );
+        cache
+            .append(&keys(slots - 8, 6), &keys(slots - 8, 6), 6)
+            .unwrap();
+        let view = cache
+            .append(&keys(4, slots - 2), &keys(4, slots - 2), slots - 2)
+            .unwrap();
+        let mut expected: Vec<usize> = (0..slots).collect();
+        expected[0] = slots;
+        expected[1] = slots + 1;
+        assert_eq!(view.positions, expected);
+        assert_eq!(
+            stored(&view),
+            expected.iter().map(|&p| p as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(cache.bytes(), 2 * slots * 4);
     }
 
     #[test]
