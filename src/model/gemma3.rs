@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope_thd;
 
+use super::activation::gelu_mul;
 use super::config::Gemma3Config;
 use super::error::{ModelError, Result};
 use super::kv_cache::{LayerCache, SequenceCache, attention_mask};
@@ -267,7 +268,7 @@ impl Gemma3 {
             .forward(&h)?
             .try_into()
             .expect("two projections");
-        let h = block.down.forward(&(gate.gelu()? * up)?)?;
+        let h = block.down.forward(&gelu_mul(&gate, &up)?)?;
         let h = rms_norm(&h, &block.post_ffn_norm, self.eps())?;
         Ok((xs + h)?)
     }

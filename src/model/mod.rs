@@ -1,6 +1,7 @@
 //! The Gemma 3 model: loading (GGUF or safetensors), tokenizer, batched forward pass,
 //! sampling and single-sequence generation.
 
+pub mod activation;
 pub mod config;
 pub mod error;
 pub mod fetch;
