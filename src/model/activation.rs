@@ -10,7 +10,8 @@ const CHUNK: usize = 4096;
 
 /// `gelu_tanh(x)` in f32, evaluated exactly as candle does.
 pub fn gelu(x: f32) -> f32 {
-    const SQRT_TWO_OVER_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+    const SQRT_TWO_OVER_PI: f32 =
+        std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
     0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
 }
 

@@ -7,6 +7,9 @@ use std::arch::x86_64::*;
 
 use super::{GROUP, QuantizedRows, WeightGroup};
 
+/// How far ahead (in 32-byte blocks) weights are prefetched.
+const PREFETCH_BLOCKS: usize = 32;
+
 /// Activation rows per tile (3 x 4 accumulators fit the 16 vector registers).
 pub(crate) const MAX_ROWS: usize = 3;
 
@@ -15,8 +18,11 @@ pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE
-            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *AVAILABLE.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -25,9 +31,9 @@ pub(crate) fn available() -> bool {
 /// Same contract as `scalar::tile`.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA ([`available`]).
+/// The CPU must support AVX2, FMA and F16C ([`available`]).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn tile(
     w: &WeightGroup,
     x: &QuantizedRows,
@@ -54,7 +60,7 @@ pub(crate) unsafe fn tile(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn tile_n<const R: usize>(
     w: &WeightGroup,
     x: &QuantizedRows,
@@ -68,23 +74,34 @@ fn tile_n<const R: usize>(
         // x.blocks activation blocks); unaligned loads of 32 bytes from [i8; 32].
         unsafe {
             let wq = w.qs.as_ptr().add(b * GROUP);
+            // Stream ahead: decoding reads every weight once, limited by memory latency.
+            _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH_BLOCKS) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH_BLOCKS + 2) as *const i8);
             let weights = [
                 _mm256_loadu_si256(wq as *const __m256i),
                 _mm256_loadu_si256(wq.add(1) as *const __m256i),
                 _mm256_loadu_si256(wq.add(2) as *const __m256i),
                 _mm256_loadu_si256(wq.add(3) as *const __m256i),
             ];
-            let wd = w.scales.as_ptr().add(b * GROUP);
+            // The four rows' f16 scales of this block, as f32.
+            let wd = _mm_cvtph_ps(_mm_loadl_epi64(
+                w.scales.as_ptr().add(b * GROUP) as *const __m128i
+            ));
             for (r, acc_row) in acc.iter_mut().enumerate() {
                 let at = (row0 + r) * x.blocks + b;
                 let xv = _mm256_loadu_si256(x.qs.as_ptr().add(at) as *const __m256i);
                 let x_abs = _mm256_sign_epi8(xv, xv);
-                let xd = *x.scales.get_unchecked(at);
-                for (j, (acc, weight)) in acc_row.iter_mut().zip(&weights).enumerate() {
+                let scales = _mm_mul_ps(wd, _mm_set1_ps(*x.scales.get_unchecked(at)));
+                let scales = [
+                    _mm256_broadcastss_ps(scales),
+                    _mm256_broadcastss_ps(_mm_permute_ps::<0b01>(scales)),
+                    _mm256_broadcastss_ps(_mm_permute_ps::<0b10>(scales)),
+                    _mm256_broadcastss_ps(_mm_permute_ps::<0b11>(scales)),
+                ];
+                for ((acc, weight), scale) in acc_row.iter_mut().zip(&weights).zip(scales) {
                     // |x| * (w with x's sign) = x * w, as u8 x i8 pairs summed to i16, then i32.
                     let pairs = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(*weight, xv));
                     let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                    let scale = _mm256_set1_ps(xd * *wd.add(j));
                     *acc = _mm256_fmadd_ps(dot, scale, *acc);
                 }
             }

@@ -25,8 +25,8 @@ pub struct PackedQ8 {
     cols: usize,
     /// Quants, 32 per block, in group-block-row order.
     qs: Vec<[i8; BLOCK]>,
-    /// One scale per block, same order.
-    scales: Vec<f32>,
+    /// One scale per block, same order, as in the file (f16: decoding is bandwidth-bound).
+    scales: Vec<f16>,
 }
 
 /// The encodings `PackedQ8` reads from GGUF.
@@ -75,7 +75,7 @@ impl PackedQ8 {
                         let start = r * row_bytes + b * source.block_bytes();
                         decode_block(source, &group[start..start + source.block_bytes()])
                     } else {
-                        ([0; BLOCK], 0.0)
+                        ([0; BLOCK], f16::ZERO)
                     };
                     self.qs.push(q);
                     self.scales.push(d);
@@ -97,7 +97,7 @@ impl PackedQ8 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.qs.len() * BLOCK + self.scales.len() * 4
+        self.qs.len() * BLOCK + self.scales.len() * 2
     }
 
     /// Stacks matrices with the same column count along their rows.
@@ -123,7 +123,7 @@ impl PackedQ8 {
         let (group, r) = (row / GROUP, row % GROUP);
         for b in 0..kb {
             let at = (group * kb + b) * GROUP + r;
-            let d = self.scales[at];
+            let d = self.scales[at].to_f32();
             for (o, &q) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(&self.qs[at]) {
                 *o = q as f32 * d;
             }
@@ -156,7 +156,7 @@ impl PackedQ8 {
                     let rows = (m - i).min(avx2::MAX_ROWS);
                     let mut tile = [[0f32; GROUP]; avx2::MAX_ROWS];
                     if use_avx2 {
-                        // SAFETY: AVX2 and FMA were detected at run time.
+                        // SAFETY: AVX2, FMA and F16C were detected at run time.
                         unsafe { avx2::tile(&w, &acts, i, rows, &mut tile) };
                     } else {
                         scalar::tile(&w, &acts, i, rows, &mut tile);
@@ -195,7 +195,7 @@ impl PackedQ8 {
 /// Four packed weight rows: block `b` of row `r` is at index `b * 4 + r`.
 pub(crate) struct WeightGroup<'a> {
     qs: &'a [[i8; BLOCK]],
-    scales: &'a [f32],
+    scales: &'a [f16],
     blocks: usize,
 }
 
@@ -233,8 +233,8 @@ struct SharedOut(*mut f32);
 unsafe impl Sync for SharedOut {}
 
 /// Decodes one GGUF block into 32 signed quants and their scale.
-fn decode_block(source: SourceType, block: &[u8]) -> ([i8; BLOCK], f32) {
-    let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+fn decode_block(source: SourceType, block: &[u8]) -> ([i8; BLOCK], f16) {
+    let d = f16::from_le_bytes([block[0], block[1]]);
     let mut q = [0i8; BLOCK];
     match source {
         SourceType::Q8_0 => {

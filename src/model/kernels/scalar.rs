@@ -17,7 +17,7 @@ pub(crate) fn tile(
             for b in 0..w.blocks {
                 let (wq, xq) = (&w.qs[b * GROUP + j], &x.qs[base + b]);
                 let dot: i32 = (0..BLOCK).map(|t| wq[t] as i32 * xq[t] as i32).sum();
-                sum += dot as f32 * (w.scales[b * GROUP + j] * x.scales[base + b]);
+                sum += dot as f32 * (w.scales[b * GROUP + j].to_f32() * x.scales[base + b]);
             }
             *value = sum;
         }
