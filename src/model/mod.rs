@@ -28,6 +28,7 @@ pub use config::Gemma3Config;
 pub use error::ModelError;
 pub use gemma3::{BatchEntry, Gemma3};
 pub use tokenizer::GemmaTokenizer;
+use tokenizer::GgufVocab;
 use weights::WeightSource;
 
 /// How to load a model.
@@ -84,7 +85,18 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
             reason: "must be at least 1".into(),
         });
     }
-    let model = Gemma3::load(cfg, &mut weights, &options.device, context)?;
+    // The tokenizer (a BPE over 262k tokens) builds on another thread while the weights load.
+    let (model, tokenizer) = std::thread::scope(|scope| {
+        let tokenizer = scope.spawn(move || tokenizer.build());
+        let model = Gemma3::load(cfg, &mut weights, &options.device, context);
+        (
+            model,
+            tokenizer
+                .join()
+                .expect("the tokenizer thread does not panic"),
+        )
+    });
+    let (model, tokenizer) = (model?, tokenizer?);
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -93,10 +105,27 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
     })
 }
 
+/// Where the tokenizer comes from, read but not yet built.
+enum TokenizerSource {
+    /// Vocabulary and scores from GGUF metadata.
+    Gguf(GgufVocab),
+    /// A `tokenizer.json` file.
+    File(PathBuf),
+}
+
+impl TokenizerSource {
+    fn build(self) -> error::Result<GemmaTokenizer> {
+        match self {
+            Self::Gguf(vocab) => GemmaTokenizer::from_vocab(vocab),
+            Self::File(path) => GemmaTokenizer::from_file(&path),
+        }
+    }
+}
+
 fn open_gguf(
     path: &Path,
     dense: bool,
-) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
+) -> error::Result<(Gemma3Config, TokenizerSource, WeightSource)> {
     let shown = path.display().to_string();
     let corrupt = |reason: String| ModelError::Corrupt {
         path: shown.clone(),
@@ -118,7 +147,7 @@ fn open_gguf(
         });
     }
     let cfg = Gemma3Config::from_gguf(&content, &shown)?;
-    let tokenizer = GemmaTokenizer::from_gguf(&content, &shown)?;
+    let tokenizer = TokenizerSource::Gguf(GgufVocab::read(&content, &shown)?);
     Ok((
         cfg,
         tokenizer,
@@ -134,14 +163,14 @@ fn open_gguf(
 fn open_safetensors_dir(
     dir: &Path,
     device: &Device,
-) -> error::Result<(Gemma3Config, GemmaTokenizer, WeightSource)> {
+) -> error::Result<(Gemma3Config, TokenizerSource, WeightSource)> {
     let config_path = dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::Corrupt {
         path: config_path.display().to_string(),
         reason: format!("cannot read: {e}"),
     })?;
     let cfg = Gemma3Config::from_hf_json(&config_text, &config_path.display().to_string())?;
-    let tokenizer = GemmaTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let tokenizer = TokenizerSource::File(dir.join("tokenizer.json"));
     Ok((cfg, tokenizer, WeightSource::open_safetensors(dir, device)?))
 }
 

@@ -22,18 +22,19 @@ const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
 
-/// Text to token ids and back, with Gemma's special tokens.
-pub struct GemmaTokenizer {
-    inner: Tokenizer,
-    /// Control tokens (`<start_of_turn>`, ...) by text, matched only when asked to.
-    control: HashMap<String, u32>,
+/// The tokenizer's data as GGUF metadata holds it.
+pub struct GgufVocab {
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<i32>,
     bos: u32,
-    end_of_generation: Vec<u32>,
+    eos: u32,
+    unk: usize,
 }
 
-impl GemmaTokenizer {
-    /// Rebuilds the tokenizer from `tokenizer.ggml.*` metadata.
-    pub fn from_gguf(content: &gguf_file::Content, path: &str) -> Result<Self> {
+impl GgufVocab {
+    /// Reads `tokenizer.ggml.*` metadata, naming `path` when something is missing.
+    pub fn read(content: &gguf_file::Content, path: &str) -> Result<Self> {
         let md = &content.metadata;
         let corrupt = |what: &str| ModelError::Corrupt {
             path: path.to_string(),
@@ -67,12 +68,50 @@ impl GemmaTokenizer {
             .ok_or_else(|| corrupt("tokenizer.ggml.eos_token_id"))?;
         let unk = id_of("tokenizer.ggml.unknown_token_id").unwrap_or(3) as usize;
 
+        Ok(Self {
+            tokens,
+            scores,
+            types,
+            bos,
+            eos,
+            unk,
+        })
+    }
+}
+
+/// Text to token ids and back, with Gemma's special tokens.
+pub struct GemmaTokenizer {
+    inner: Tokenizer,
+    /// Control tokens (`<start_of_turn>`, ...) by text, matched only when asked to.
+    control: HashMap<String, u32>,
+    bos: u32,
+    end_of_generation: Vec<u32>,
+}
+
+impl GemmaTokenizer {
+    /// Rebuilds the tokenizer from `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(content: &gguf_file::Content, path: &str) -> Result<Self> {
+        Self::from_vocab(GgufVocab::read(content, path)?)
+    }
+
+    /// Builds the tokenizer from a vocabulary read out of GGUF metadata (the slow part of
+    /// loading a tokenizer, which [`GgufVocab`] lets run beside the weight loading).
+    pub fn from_vocab(vocab: GgufVocab) -> Result<Self> {
+        let GgufVocab {
+            tokens,
+            scores,
+            types,
+            bos,
+            eos,
+            unk,
+        } = vocab;
+
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
             .map(|(id, t)| (t.clone(), id as u32))
             .collect();
-        let merges = merges_from_scores(&tokens, &scores, &types);
+        let merges = merges_from_scores(&vocab, &tokens, &scores, &types);
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .unk_token(tokens.get(unk).cloned().unwrap_or_else(|| "<unk>".into()))
@@ -221,27 +260,43 @@ impl GemmaTokenizer {
 
 /// SentencePiece BPE merges: a pair may merge when its concatenation is a token, and the
 /// pair whose result scores highest merges first. Ranks are ordered by that score.
-fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i32]) -> Vec<(String, String)> {
-    let index: HashMap<&str, usize> = tokens
-        .iter()
-        .enumerate()
-        .filter(|&(id, _)| types[id] != TYPE_BYTE)
-        .map(|(id, t)| (t.as_str(), id))
-        .collect();
-    let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
-    for (id, token) in tokens.iter().enumerate() {
-        if types[id] == TYPE_BYTE {
-            continue;
-        }
-        for (split, _) in token.char_indices().skip(1) {
-            let (left, right) = token.split_at(split);
-            if let (Some(&l), Some(&r)) = (index.get(left), index.get(right)) {
-                merges.push((scores[id], id, l, r));
+fn merges_from_scores(
+    vocab: &Vocab,
+    tokens: &[String],
+    scores: &[f32],
+    types: &[i32],
+) -> Vec<(String, String)> {
+    // A byte-fallback token (`<0x0A>`) is never one side of a merge.
+    let lookup = |piece: &str| {
+        vocab
+            .get(piece)
+            .map(|&id| id as usize)
+            .filter(|&id| types[id] != TYPE_BYTE)
+    };
+    // Candidate pairs of a range of tokens: (score, merged id, left id, right id).
+    let candidates = |ids: std::ops::Range<usize>| {
+        let mut found = Vec::new();
+        for id in ids.filter(|&id| types[id] != TYPE_BYTE) {
+            let token = &tokens[id];
+            for (split, _) in token.char_indices().skip(1) {
+                let (left, right) = token.split_at(split);
+                if let (Some(l), Some(r)) = (lookup(left), lookup(right)) {
+                    found.push((scores[id], id, l, r));
+                }
             }
         }
-    }
+        found
+    };
+    // Two halves on two threads: this is most of the time it takes to build the tokenizer.
+    let half = tokens.len() / 2;
+    let mut merges = std::thread::scope(|scope| {
+        let upper = scope.spawn(|| candidates(half..tokens.len()));
+        let mut lower = candidates(0..half);
+        lower.extend(upper.join().expect("the merge scan does not panic"));
+        lower
+    });
     // Highest score first; among equal scores the leftmost split merges first.
-    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    merges.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     merges
         .into_iter()
         .map(|(_, _, l, r)| (tokens[l].clone(), tokens[r].clone()))
