@@ -77,12 +77,6 @@ fn tile_n<const R: usize>(
             // Stream ahead: decoding reads every weight once, limited by memory latency.
             _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH_BLOCKS) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH_BLOCKS + 2) as *const i8);
-            let weights = [
-                _mm256_loadu_si256(wq as *const __m256i),
-                _mm256_loadu_si256(wq.add(1) as *const __m256i),
-                _mm256_loadu_si256(wq.add(2) as *const __m256i),
-                _mm256_loadu_si256(wq.add(3) as *const __m256i),
-            ];
             // The four rows' f16 scales of this block, as f32.
             let wd = _mm_cvtph_ps(_mm_loadl_epi64(
                 w.scales.as_ptr().add(b * GROUP) as *const __m128i
@@ -91,18 +85,19 @@ fn tile_n<const R: usize>(
                 let at = (row0 + r) * x.blocks + b;
                 let xv = _mm256_loadu_si256(x.qs.as_ptr().add(at) as *const __m256i);
                 let x_abs = _mm256_sign_epi8(xv, xv);
-                let scales = _mm_mul_ps(wd, _mm_set1_ps(*x.scales.get_unchecked(at)));
-                let scales = [
-                    _mm256_broadcastss_ps(scales),
-                    _mm256_broadcastss_ps(_mm_permute_ps::<0b01>(scales)),
-                    _mm256_broadcastss_ps(_mm_permute_ps::<0b10>(scales)),
-                    _mm256_broadcastss_ps(_mm_permute_ps::<0b11>(scales)),
-                ];
-                for ((acc, weight), scale) in acc_row.iter_mut().zip(&weights).zip(scales) {
+                // Products of the row's and the four weight rows' scales, broadcast from
+                // memory (load ports) rather than shuffled (vector ports, the busy ones).
+                let mut scales = [0f32; GROUP];
+                _mm_storeu_ps(
+                    scales.as_mut_ptr(),
+                    _mm_mul_ps(wd, _mm_set1_ps(*x.scales.get_unchecked(at))),
+                );
+                for (j, acc) in acc_row.iter_mut().enumerate() {
+                    let weight = _mm256_loadu_si256(wq.add(j) as *const __m256i);
                     // |x| * (w with x's sign) = x * w, as u8 x i8 pairs summed to i16, then i32.
-                    let pairs = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(*weight, xv));
+                    let pairs = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(weight, xv));
                     let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                    *acc = _mm256_fmadd_ps(dot, scale, *acc);
+                    *acc = _mm256_fmadd_ps(dot, _mm256_broadcast_ss(&scales[j]), *acc);
                 }
             }
         }
