@@ -89,12 +89,7 @@ pub struct GemmaTokenizer {
 }
 
 impl GemmaTokenizer {
-    /// Rebuilds the tokenizer from `tokenizer.ggml.*` metadata.
-    pub fn from_gguf(content: &gguf_file::Content, path: &str) -> Result<Self> {
-        Self::from_vocab(GgufVocab::read(content, path)?)
-    }
-
-    /// Builds the tokenizer from a vocabulary read out of GGUF metadata (the slow part of
+    /// Rebuilds the tokenizer from a vocabulary read out of GGUF metadata (the slow part of
     /// loading a tokenizer, which [`GgufVocab`] lets run beside the weight loading).
     pub fn from_vocab(vocab: GgufVocab) -> Result<Self> {
         let GgufVocab {
@@ -118,15 +113,13 @@ impl GemmaTokenizer {
             .byte_fallback(true)
             .fuse_unk(true)
             .build()
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            .map_err(tokenizer_error)?;
         let mut inner = Tokenizer::new(bpe);
-        let space =
-            Replace::new(" ", SPACE_MARK).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let space = Replace::new(" ", SPACE_MARK).map_err(tokenizer_error)?;
         inner
             .with_normalizer(Some(space))
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let unspace =
-            Replace::new(SPACE_MARK, " ").map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            .map_err(tokenizer_error)?;
+        let unspace = Replace::new(SPACE_MARK, " ").map_err(tokenizer_error)?;
         inner.with_decoder(Some(Sequence::new(vec![
             DecoderWrapper::Replace(unspace),
             DecoderWrapper::ByteFallback(ByteFallback::new()),
@@ -142,7 +135,6 @@ impl GemmaTokenizer {
                 .map(|(t, _)| AddedToken::from(t.clone(), special).normalized(false))
                 .collect()
         };
-        let tokenizer_error = |e: tokenizers::Error| ModelError::Tokenizer(e.to_string());
         inner
             .add_tokens(token_of_type(TYPE_USER_DEFINED, false))
             .map_err(tokenizer_error)?;
@@ -204,10 +196,7 @@ impl GemmaTokenizer {
                 (rest, None)
             };
             if !plain.is_empty() {
-                let encoding = self
-                    .inner
-                    .encode(plain, false)
-                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let encoding = self.inner.encode(plain, false).map_err(tokenizer_error)?;
                 ids.extend_from_slice(encoding.get_ids());
             }
             rest = &rest[plain.len()..];
@@ -235,16 +224,12 @@ impl GemmaTokenizer {
 
     /// Text of `ids`, control tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.inner.decode(ids, true).map_err(tokenizer_error)
     }
 
     /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.inner.save(path, false).map_err(tokenizer_error)
     }
 
     /// The beginning-of-sequence id.
@@ -256,6 +241,10 @@ impl GemmaTokenizer {
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.contains(&id)
     }
+}
+
+fn tokenizer_error(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
 }
 
 /// SentencePiece BPE merges: a pair may merge when its concatenation is a token, and the
