@@ -16,8 +16,9 @@ pub fn default_model_path() -> PathBuf {
 /// The default model, loaded once and shared by every test of the binary.
 pub fn default_model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
+    // Threads stay candle's default (all CPUs): `threads::configure` writes the environment,
+    // which is not safe while other test threads run.
     MODEL.get_or_init(|| {
-        model::threads::configure(None);
         model::load(&default_model_path(), &LoadOptions::default()).expect("load default model")
     })
 }
