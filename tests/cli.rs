@@ -34,16 +34,30 @@ fn assert_user_error(out: &Output, needles: &[&str]) {
     }
 }
 
-fn model_arg() -> String {
-    default_model_path().display().to_string()
+/// `gembatch SUBCOMMAND --model <default model> EXTRA...`.
+fn on_default_model(subcommand: &str, extra: &[&str]) -> Output {
+    let model = default_model_path().display().to_string();
+    let mut args = vec![subcommand, "--model", &model];
+    args.extend_from_slice(extra);
+    gembatch(&args)
+}
+
+/// `gembatch generate --model PATH --prompt hi`, for the model-file error cases.
+fn generate_with_model(path: &Path) -> Output {
+    gembatch(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ])
 }
 
 /// `gembatch tokenize --json` on the default model with extra flags; its stdout.
 fn tokenize_json(extra: &[&str]) -> String {
-    let model = model_arg();
-    let mut args = vec!["tokenize", "--model", &model, "--json"];
+    let mut args = vec!["--json"];
     args.extend_from_slice(extra);
-    let out = gembatch(&args);
+    let out = on_default_model("tokenize", &args);
     assert!(
         out.status.success(),
         "{}",
@@ -78,17 +92,16 @@ fn tokenize_parses_control_tokens_only_when_asked() {
 
 #[test]
 fn generate_json_reports_ids_text_and_speeds() {
-    let model = model_arg();
-    let out = gembatch(&[
+    let out = on_default_model(
         "generate",
-        "--model",
-        &model,
-        "--prompt",
-        "The capital of France is",
-        "--max-tokens",
-        "8",
-        "--json",
-    ]);
+        &[
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "8",
+            "--json",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -112,16 +125,10 @@ fn generate_json_reports_ids_text_and_speeds() {
 
 #[test]
 fn generate_streams_text_to_stdout() {
-    let model = model_arg();
-    let out = gembatch(&[
+    let out = on_default_model(
         "generate",
-        "--model",
-        &model,
-        "--prompt",
-        "The capital of France is",
-        "--max-tokens",
-        "8",
-    ]);
+        &["--prompt", "The capital of France is", "--max-tokens", "8"],
+    );
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -131,11 +138,7 @@ fn generate_streams_text_to_stdout() {
 
 #[test]
 fn seeded_sampling_reproduces_its_output() {
-    let model = model_arg();
     let args = [
-        "generate",
-        "--model",
-        &model,
         "--prompt",
         "Once upon a time",
         "--max-tokens",
@@ -150,21 +153,17 @@ fn seeded_sampling_reproduces_its_output() {
         "42",
         "--json",
     ];
-    let first: serde_json::Value = serde_json::from_slice(&gembatch(&args).stdout).unwrap();
-    let second: serde_json::Value = serde_json::from_slice(&gembatch(&args).stdout).unwrap();
+    let run = || -> serde_json::Value {
+        serde_json::from_slice(&on_default_model("generate", &args).stdout).unwrap()
+    };
+    let (first, second) = (run(), run());
     assert_eq!(first["output_ids"], second["output_ids"]);
     assert_eq!(first["output_ids"].as_array().unwrap().len(), 12);
 }
 
 #[test]
 fn missing_model_file_is_named() {
-    let out = gembatch(&[
-        "generate",
-        "--model",
-        "/nonexistent/model.gguf",
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate_with_model(Path::new("/nonexistent/model.gguf"));
     assert_user_error(&out, &["/nonexistent/model.gguf", "--model"]);
 }
 
@@ -173,13 +172,7 @@ fn corrupt_model_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage.gguf");
     std::fs::write(&path, b"this is not a gguf file at all").unwrap();
-    let out = gembatch(&[
-        "generate",
-        "--model",
-        path.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate_with_model(&path);
     assert_user_error(&out, &["garbage.gguf", "not a GGUF file"]);
 }
 
@@ -189,13 +182,7 @@ fn truncated_model_file_is_named() {
     let path = dir.path().join("truncated.gguf");
     let full = std::fs::read(default_model_path()).unwrap();
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-    let out = gembatch(&[
-        "generate",
-        "--model",
-        path.to_str().unwrap(),
-        "--prompt",
-        "hi",
-    ]);
+    let out = generate_with_model(&path);
     assert_user_error(&out, &["truncated.gguf", "tensor"]);
 }
 
@@ -227,24 +214,14 @@ fn model_of_another_architecture_is_refused() {
 
 #[test]
 fn empty_prompt_is_refused() {
-    let model = model_arg();
-    let out = gembatch(&["generate", "--model", &model, "--prompt", ""]);
+    let out = on_default_model("generate", &["--prompt", ""]);
     assert_user_error(&out, &["prompt is empty"]);
 }
 
 #[test]
 fn prompt_longer_than_the_context_is_refused() {
-    let model = model_arg();
     let prompt = "word ".repeat(40);
-    let out = gembatch(&[
-        "generate",
-        "--model",
-        &model,
-        "--context",
-        "16",
-        "--prompt",
-        &prompt,
-    ]);
+    let out = on_default_model("generate", &["--context", "16", "--prompt", &prompt]);
     assert_user_error(
         &out,
         &[
@@ -257,9 +234,6 @@ fn prompt_longer_than_the_context_is_refused() {
 
 #[test]
 fn out_of_range_sampling_parameter_is_named() {
-    let model = model_arg();
-    let out = gembatch(&[
-        "generate", "--model", &model, "--prompt", "hi", "--top-p", "1.5",
-    ]);
+    let out = on_default_model("generate", &["--prompt", "hi", "--top-p", "1.5"]);
     assert_user_error(&out, &["top_p"]);
 }

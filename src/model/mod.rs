@@ -1,4 +1,4 @@
-//! The Gemma 3 model: loading (GGUF or safetensors), tokenizer, batched forward pass,
+//! The Gemma 3 model: loading (GGUF or safetensors), CPU kernels, tokenizer, batched forward pass,
 //! sampling and single-sequence generation.
 
 pub mod activation;
