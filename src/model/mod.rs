@@ -18,6 +18,7 @@ pub mod tokenizer;
 pub mod weights;
 
 use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -131,9 +132,12 @@ fn open_gguf(
         path: shown.clone(),
         reason,
     };
-    let mut file = File::open(path).map_err(|e| corrupt(e.to_string()))?;
-    let content = gguf_file::Content::read(&mut file)
+    let file = File::open(path).map_err(|e| corrupt(e.to_string()))?;
+    // Buffered: the header holds ~800k small fields (the vocabulary), one read call each.
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let content = gguf_file::Content::read(&mut reader)
         .map_err(|e| corrupt(format!("not a GGUF file ({})", error::one_line(&e))))?;
+    let file = reader.into_inner();
     let architecture = content
         .metadata
         .get("general.architecture")
