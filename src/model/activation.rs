@@ -2,11 +2,12 @@
 //! CPU threads (candle's elementwise GELU runs `tanhf` on one thread, a tenth of a prefill).
 //! Same formula and evaluation order as candle's, so results are bit-identical to it.
 
-use candle_core::utils::barrier_pool;
 use candle_core::{Result, Tensor};
 
-/// Elements per work item of the parallel loop; a single decoding step (one chunk or
-/// less) runs inline, where waking the pool would cost more than it saves.
+use super::kernels::for_each_chunk_mut;
+
+/// Elements per work item of the parallel loop (a single decoding step is one item, and
+/// runs on the calling thread).
 const CHUNK: usize = 4096;
 
 /// `gelu_tanh(x)` in f32, evaluated exactly as candle does.
@@ -23,32 +24,15 @@ pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     }
     let gate_values = gate.flatten_all()?.to_vec1::<f32>()?;
     let up_values = up.flatten_all()?.to_vec1::<f32>()?;
-    if gate_values.len() <= CHUNK {
-        let out: Vec<f32> = gate_values
-            .iter()
-            .zip(&up_values)
-            .map(|(&g, &u)| gelu(g) * u)
-            .collect();
-        return Tensor::from_vec(out, gate.shape(), gate.device());
-    }
     let mut out = vec![0f32; gate_values.len()];
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    barrier_pool().execute_chunked(out.len().div_ceil(CHUNK), |items| {
-        let out_ptr = &out_ptr;
-        for item in items {
-            let range = item * CHUNK..((item + 1) * CHUNK).min(gate_values.len());
-            for i in range {
-                // SAFETY: each index is written by the one work item whose range holds it.
-                unsafe { *out_ptr.0.add(i) = gelu(gate_values[i]) * up_values[i] };
-            }
+    for_each_chunk_mut(&mut out, CHUNK, |start, piece| {
+        let inputs = gate_values[start..].iter().zip(&up_values[start..]);
+        for (o, (&g, &u)) in piece.iter_mut().zip(inputs) {
+            *o = gelu(g) * u;
         }
     });
     Tensor::from_vec(out, gate.shape(), gate.device())
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: work items write disjoint ranges (see `gelu_mul`).
-unsafe impl Sync for SharedOut {}
 
 #[cfg(test)]
 mod tests {

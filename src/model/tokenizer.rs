@@ -100,7 +100,6 @@ impl GemmaTokenizer {
             eos,
             unk,
         } = vocab;
-
         let vocab: Vocab = tokens
             .iter()
             .enumerate()

@@ -229,8 +229,32 @@ impl QuantizedRows {
 }
 
 struct SharedOut(*mut f32);
-// SAFETY: work items write disjoint parts of the output (see `matmul`).
+// SAFETY: work items write disjoint parts of the output (see `matmul` and
+// `for_each_chunk_mut`).
 unsafe impl Sync for SharedOut {}
+
+/// Calls `f(start, chunk)` for consecutive `chunk_len`-element pieces of `out`, spread over
+/// the CPU threads; output of one piece or less is filled on the calling thread, where
+/// waking the pool would cost more than it saves.
+pub fn for_each_chunk_mut(out: &mut [f32], chunk_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= chunk_len {
+        f(0, out);
+        return;
+    }
+    let len = out.len();
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    barrier_pool().execute_chunked(len.div_ceil(chunk_len), |items| {
+        let out_ptr = &out_ptr;
+        for item in items {
+            let start = item * chunk_len;
+            let end = (start + chunk_len).min(len);
+            // SAFETY: pieces are disjoint and each is handed to exactly one work item.
+            let piece =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(start), end - start) };
+            f(start, piece);
+        }
+    });
+}
 
 /// Decodes one GGUF block into 32 signed quants and their scale.
 fn decode_block(source: SourceType, block: &[u8]) -> ([i8; BLOCK], f16) {
