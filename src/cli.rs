@@ -1,5 +1,6 @@
 //! The command line as clap types: every subcommand and flag, with help text.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +25,8 @@ pub enum Command {
     FetchModel(FetchModelArgs),
     /// Measure the model: load time, prefill, single and batched decode speed, peak memory.
     BenchModel(BenchModelArgs),
+    /// Serve the model over HTTP with the OpenAI API, batching requests continuously.
+    Serve(ServeArgs),
 }
 
 /// Which model to load and how.
@@ -119,4 +122,36 @@ pub struct BenchModelArgs {
     /// Repetitions of each measurement; the best one is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+}
+
+/// `gembatch serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model to serve.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "GEMBATCH_LISTEN")]
+    pub listen: SocketAddr,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "GEMBATCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The model name clients send and /v1/models lists [default: the model file's name].
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Most sequences decoded together.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// Most tokens (decode tokens plus prompt chunks) in one model step.
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Most requests waiting for a place in the batch; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_waiting: usize,
+    /// On SIGTERM or Ctrl-C, seconds in-flight requests get to finish before the exit.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::cli::GenerateArgs;
 use crate::model::ModelError;
 use crate::model::generate::generate;
-use crate::model::sampling::SamplingParams;
+use crate::model::sampling::{SamplingParams, random_seed};
 use crate::model::text_stream::TextStream;
 
 use super::load::load_model;
@@ -19,7 +19,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
-        seed: args.seed.unwrap_or_else(rand_seed),
+        seed: args.seed.unwrap_or_else(random_seed),
     };
     sampling.validate()?;
     let loaded = load_model(&args.model)?;
@@ -80,11 +80,4 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A seed from the clock, for sampling without `--seed`.
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -4,6 +4,7 @@ mod bench_model;
 mod fetch_model;
 mod generate;
 mod load;
+mod serve;
 mod tokenize;
 
 use crate::cli::{Cli, Command};
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::FetchModel(args) => fetch_model::run(args),
         Command::BenchModel(args) => bench_model::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

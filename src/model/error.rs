@@ -68,6 +68,14 @@ impl ModelError {
     pub fn is_user_error(&self) -> bool {
         !matches!(self, Self::Candle(_) | Self::Tokenizer(_))
     }
+
+    /// The flag or field an [`InvalidParameter`](Self::InvalidParameter) error is about.
+    pub fn parameter(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidParameter { name, .. } => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// The message of a candle error without the backtrace candle appends when

@@ -73,6 +73,13 @@ impl SamplingParams {
     }
 }
 
+/// A seed for a request that names none: different on every call, also for calls made at
+/// the same instant.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 /// Per-sequence sampling state.
 pub struct Sampler {
     inner: LogitsProcessor,

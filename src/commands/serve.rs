@@ -1,0 +1,97 @@
+//! `gembatch serve`: load the model, start the engine, serve HTTP until SIGTERM or
+//! Ctrl-C, drain, exit 0.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::HeaderValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::model::ModelError;
+use crate::server::api::Limits;
+use crate::server::engine::{self, EngineConfig};
+use crate::server::metrics::Metrics;
+use crate::server::{self, AppState};
+use crate::shutdown;
+
+use super::load::load_model;
+
+/// Runs the subcommand.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    for (name, value) in [
+        ("--max-batch", args.max_batch),
+        ("--max-batch-tokens", args.max_batch_tokens),
+        ("--max-waiting", args.max_waiting),
+    ] {
+        if value == 0 {
+            return Err(ModelError::InvalidParameter {
+                name: "serve flag",
+                reason: format!("{name} must be at least 1"),
+            }
+            .into());
+        }
+    }
+    let loaded = Arc::new(load_model(&args.model)?);
+    let served_model = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| default_model_name(&loaded.path));
+    let metrics = Arc::new(Metrics::default());
+    let config = EngineConfig {
+        max_batch: args.max_batch,
+        max_batch_tokens: args.max_batch_tokens,
+        max_waiting: args.max_waiting,
+    };
+    let engine = engine::start(loaded.clone(), config, metrics.clone());
+    let replica = server::replica_name();
+    let state = Arc::new(AppState {
+        limits: Limits {
+            context: loaded.model.context(),
+        },
+        model: loaded,
+        engine,
+        metrics,
+        served_model,
+        api_key: args.api_key.clone().filter(|key| !key.is_empty()),
+        body_limit: args.max_body_bytes,
+        replica: HeaderValue::from_str(&replica).unwrap_or(HeaderValue::from_static("gembatch")),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        println!(
+            "listening on http://{address} (model `{}`, replica {replica})",
+            state.served_model
+        );
+        std::io::stdout().flush()?;
+        let shutdown = CancellationToken::new();
+        shutdown::cancel_on_signals(shutdown.clone());
+        server::serve(
+            listener,
+            state,
+            shutdown,
+            Duration::from_secs(args.drain_seconds),
+        )
+        .await?;
+        eprintln!("gembatch serve: drained, exiting");
+        Ok(())
+    })
+}
+
+/// The name a model is served under by default: its file name without `.gguf`.
+fn default_model_name(path: &std::path::Path) -> String {
+    let name = path.file_name().map_or_else(
+        || "gemma".to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+}

@@ -1,0 +1,324 @@
+//! The OpenAI request bodies this server accepts, parsed strictly (a wrong type names its
+//! field) and validated against the model into a [`GenerationSpec`] for the engine.
+//! Fields of the OpenAI API that this server does not implement are ignored.
+
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::model::sampling::{SamplingParams, random_seed};
+
+/// `max_tokens` of a completion that does not say (the OpenAI API's default).
+pub const DEFAULT_COMPLETION_TOKENS: usize = 16;
+/// Most stop sequences per request (the OpenAI API's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// The body of `POST /v1/completions` (which needs `prompt`) and of
+/// `POST /v1/chat/completions` (which needs `messages`): one type, so that a wrong value
+/// anywhere is reported with its field's path.
+#[derive(Debug, Default, Deserialize)]
+pub struct GenerationRequest {
+    pub model: Option<String>,
+    pub prompt: Option<Prompt>,
+    pub messages: Option<Vec<Message>>,
+    /// The newer name of `max_tokens` for chat.
+    pub max_completion_tokens: Option<i64>,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    pub n: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// A completion prompt: text, a one-element list of texts, or token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+}
+
+/// One chat message.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: Content,
+}
+
+/// Message content: a string or a list of parts, of which only text parts are accepted.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of a message's content.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+/// `stop`: one string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+/// A validated request, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct GenerationSpec {
+    pub prompt_ids: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Parses a JSON body into `T`; a syntax error or wrong type becomes a 400 naming the
+/// field (`messages[0].content`) where there is one.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest {
+                message: format!("the body is not a valid request: {inner}"),
+                param: None,
+            }
+        } else {
+            ApiError::bad_param(&path, format!("`{path}`: {inner}"))
+        }
+    })?;
+    deserializer.end().map_err(|err| ApiError::BadRequest {
+        message: format!("the body is not a valid request: {err}"),
+        param: None,
+    })?;
+    Ok(parsed)
+}
+
+/// The model's limits a request is validated against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most positions (prompt + output) of one sequence.
+    pub context: usize,
+}
+
+impl GenerationRequest {
+    /// Validates the parameters for a prompt of `prompt_ids` (BOS included); `max_tokens`
+    /// (or `max_completion_tokens`) defaults to `default_max_tokens`, else to what the
+    /// context leaves.
+    pub fn into_spec(
+        self,
+        prompt_ids: Vec<u32>,
+        default_max_tokens: Option<usize>,
+        limits: Limits,
+    ) -> Result<GenerationSpec, ApiError> {
+        if let Some(n) = self.n
+            && n != 1
+        {
+            return Err(ApiError::bad_param("n", "only n = 1 is supported"));
+        }
+        let prompt_tokens = prompt_ids.len();
+        if prompt_tokens >= limits.context {
+            return Err(ApiError::bad_param(
+                "prompt",
+                format!(
+                    "the prompt has {prompt_tokens} tokens, more than this model's context of {} \
+                     leaves room for; shorten it",
+                    limits.context
+                ),
+            ));
+        }
+        let room = limits.context - prompt_tokens;
+        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
+            Some(requested) if requested < 1 => {
+                return Err(ApiError::bad_param("max_tokens", "must be at least 1"));
+            }
+            Some(requested) if requested as u64 > room as u64 => {
+                return Err(ApiError::bad_param(
+                    "max_tokens",
+                    format!(
+                        "{prompt_tokens} prompt tokens + max_tokens {requested} exceed this model's \
+                         context of {} tokens; ask for at most {room}",
+                        limits.context
+                    ),
+                ));
+            }
+            Some(requested) => requested as usize,
+            None => default_max_tokens.map_or(room, |default| default.min(room)),
+        };
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: match self.top_k {
+                None | Some(-1) | Some(0) => 0,
+                Some(k) if k > 0 => k as usize,
+                Some(_) => {
+                    return Err(ApiError::bad_param(
+                        "top_k",
+                        "must be a positive number, or 0 or -1 to disable",
+                    ));
+                }
+            },
+            seed: self.seed.map_or_else(random_seed, |seed| seed as u64),
+        };
+        sampling.validate().map_err(|err| {
+            ApiError::bad_param(err.parameter().unwrap_or("sampling"), err.to_string())
+        })?;
+        let stop = match self.stop {
+            None => Vec::new(),
+            Some(Stop::One(stop)) => vec![stop],
+            Some(Stop::Many(stops)) => stops,
+        };
+        if stop.len() > MAX_STOP_SEQUENCES {
+            return Err(ApiError::bad_param(
+                "stop",
+                format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed"),
+            ));
+        }
+        if stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad_param(
+                "stop",
+                "stop sequences must not be empty",
+            ));
+        }
+        let stream = self.stream.unwrap_or(false);
+        Ok(GenerationSpec {
+            prompt_ids,
+            max_tokens,
+            sampling,
+            stop,
+            stream,
+            include_usage: stream
+                && self
+                    .stream_options
+                    .and_then(|options| options.include_usage)
+                    .unwrap_or(false),
+        })
+    }
+}
+
+/// Checks the `model` field against the served name (an absent field means that one).
+pub fn check_model(requested: Option<&str>, served: &str) -> Result<(), ApiError> {
+    match requested {
+        Some(name) if name != served => Err(ApiError::UnknownModel {
+            requested: name.to_string(),
+            served: served.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits { context: 100 };
+
+    fn spec(body: &str, prompt_tokens: usize) -> Result<GenerationSpec, ApiError> {
+        let request: GenerationRequest = parse_body(body.as_bytes())?;
+        request.into_spec(vec![2; prompt_tokens], Some(16), LIMITS)
+    }
+
+    fn param_of(err: ApiError) -> Option<String> {
+        match err {
+            ApiError::BadRequest { param, .. } => param,
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_their_field() {
+        let err = spec(r#"{"prompt": "hi", "max_tokens": "ten"}"#, 3).unwrap_err();
+        assert_eq!(param_of(err).as_deref(), Some("max_tokens"));
+        let err =
+            parse_body::<GenerationRequest>(br#"{"messages": [{"role": "user", "content": 5}]}"#)
+                .unwrap_err();
+        assert_eq!(param_of(err).as_deref(), Some("messages[0].content"));
+        let err = spec("{not json", 3).unwrap_err();
+        assert_eq!(param_of(err), None);
+        let err = spec(r#"{"prompt": "a"} trailing"#, 3).unwrap_err();
+        assert_eq!(param_of(err), None);
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        for (body, field) in [
+            (r#"{"prompt": "a", "max_tokens": 0}"#, "max_tokens"),
+            (r#"{"prompt": "a", "max_tokens": -5}"#, "max_tokens"),
+            (r#"{"prompt": "a", "max_tokens": 98}"#, "max_tokens"),
+            (r#"{"prompt": "a", "temperature": -1}"#, "temperature"),
+            (r#"{"prompt": "a", "top_p": 0}"#, "top_p"),
+            (r#"{"prompt": "a", "top_k": -3}"#, "top_k"),
+            (r#"{"prompt": "a", "n": 2}"#, "n"),
+            (r#"{"prompt": "a", "stop": ["a","b","c","d","e"]}"#, "stop"),
+            (r#"{"prompt": "a", "stop": ""}"#, "stop"),
+        ] {
+            let err = spec(body, 3).unwrap_err();
+            assert_eq!(param_of(err).as_deref(), Some(field), "{body}");
+        }
+        let err = spec(r#"{"prompt": "a"}"#, 100).unwrap_err();
+        assert_eq!(param_of(err).as_deref(), Some("prompt"));
+    }
+
+    #[test]
+    fn defaults_and_limits() {
+        let ok = spec(r#"{"prompt": "a", "max_tokens": 97, "stop": "\n"}"#, 3).unwrap();
+        assert_eq!(
+            (ok.max_tokens, ok.stop.clone()),
+            (97, vec!["\n".to_string()])
+        );
+        assert!(!ok.stream && !ok.include_usage);
+        let ok = spec(
+            r#"{"prompt": "a", "stream": true, "stream_options": {"include_usage": true}, "seed": 5}"#,
+            3,
+        )
+        .unwrap();
+        assert!(ok.stream && ok.include_usage);
+        assert_eq!((ok.max_tokens, ok.sampling.seed), (16, 5));
+        assert_eq!(spec(r#"{"prompt": "a"}"#, 90).unwrap().max_tokens, 10);
+        assert!(check_model(Some("other"), "gemma").is_err());
+        assert!(check_model(None, "gemma").is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = spec(&String::from_utf8_lossy(&body), 3);
+            let _ = parse_body::<GenerationRequest>(&body);
+        }
+
+        #[test]
+        fn arbitrary_field_values_never_panic(
+            max_tokens in any::<i64>(), temperature in any::<f64>(), top_p in any::<f64>(),
+            top_k in any::<i64>(), seed in any::<i64>(), n in any::<i64>(),
+            prompt_tokens in 0usize..200,
+        ) {
+            let body = serde_json::json!({
+                "prompt": "x", "max_tokens": max_tokens, "temperature": temperature,
+                "top_p": top_p, "top_k": top_k, "seed": seed, "n": n,
+            });
+            if let Ok(ok) = spec(&body.to_string(), prompt_tokens) {
+                prop_assert!(ok.max_tokens >= 1 && ok.prompt_ids.len() + ok.max_tokens <= LIMITS.context);
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The continuous-batching engine: one thread owns the model and runs it step after step.
+//! Between steps it admits waiting requests (up to `max_batch` sequences), gives every
+//! decoding sequence one token and the prefilling ones prompt chunks from what is left of
+//! the step's token budget (so a long prompt never stalls everyone's decoding), samples
+//! each sequence with its own seeded sampler, and drops a sequence the moment it finishes
+//! or its client goes away. Requests reach it over a channel and answer through their own.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use candle_core::IndexOp;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::api::GenerationSpec;
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::sequence::{Outcome, Sequence};
+use crate::model::LoadedModel;
+use crate::model::generate::FinishReason;
+
+/// How much the engine takes on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Most sequences in one step.
+    pub max_batch: usize,
+    /// Most tokens (decode tokens plus prompt chunks) in one step.
+    pub max_batch_tokens: usize,
+    /// Most requests waiting for a place in the batch; beyond it requests are refused.
+    pub max_waiting: usize,
+}
+
+/// What a request hears back, in order: text pieces, then one `Finished` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    /// Newly generated text.
+    Text(String),
+    /// Generation ended normally.
+    Finished(Usage),
+    /// Generation failed; nothing more follows.
+    Failed(ApiError),
+}
+
+/// Token counts and finish reason of a finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub finish: FinishReason,
+}
+
+/// A request on its way to the engine.
+pub struct Request {
+    pub spec: GenerationSpec,
+    pub events: UnboundedSender<Event>,
+    pub arrived: Instant,
+}
+
+/// The handle the HTTP layer submits through; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    requests: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+/// State the engine thread and the handles share.
+struct Shared {
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    abort: AtomicBool,
+}
+
+/// Starts the engine thread on a loaded model.
+pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics>) -> EngineHandle {
+    let (requests, inbox) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        config,
+        metrics,
+        draining: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
+    });
+    let engine = Engine {
+        model,
+        inbox,
+        shared: shared.clone(),
+        waiting: VecDeque::new(),
+        running: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name("gembatch-engine".into())
+        .spawn(move || engine.run())
+        .expect("spawning the engine thread");
+    EngineHandle { requests, shared }
+}
+
+impl EngineHandle {
+    /// Queues a request; refused with 429 when the waiting queue is full and with 503
+    /// while draining.
+    pub fn submit(
+        &self,
+        spec: GenerationSpec,
+        arrived: Instant,
+    ) -> Result<UnboundedReceiver<Event>, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::Draining);
+        }
+        let max_waiting = self.shared.config.max_waiting;
+        if !self.shared.metrics.try_enqueue(max_waiting) {
+            return Err(ApiError::Overloaded {
+                waiting: max_waiting,
+                retry_after: 1,
+            });
+        }
+        let (events, receiver) = unbounded_channel();
+        let request = Request {
+            spec,
+            events,
+            arrived,
+        };
+        if self.requests.send(request).is_err() {
+            self.shared.metrics.dequeue();
+            return Err(ApiError::Internal("the engine has stopped".into()));
+        }
+        Ok(receiver)
+    }
+
+    /// Stops admitting requests (the server is shutting down).
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the engine has stopped admitting requests.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends every request still waiting or running with an error (the drain grace period
+    /// is over).
+    pub fn abort_all(&self) {
+        self.shared.abort.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests waiting or running.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.metrics.in_flight()
+    }
+}
+
+/// The engine thread's own state.
+struct Engine {
+    model: Arc<LoadedModel>,
+    inbox: mpsc::Receiver<Request>,
+    shared: Arc<Shared>,
+    waiting: VecDeque<Request>,
+    running: Vec<Sequence>,
+}
+
+impl Engine {
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match self.inbox.recv_timeout(Duration::from_millis(100)) {
+                    Ok(request) => self.waiting.push_back(request),
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            self.waiting.extend(self.inbox.try_iter());
+            if self.shared.abort.load(Ordering::SeqCst) {
+                self.abort_everything();
+                continue;
+            }
+            self.drop_abandoned();
+            self.admit();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Forgets requests whose client has gone away, waiting or running.
+    fn drop_abandoned(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|request| !request.events.is_closed());
+        for _ in self.waiting.len()..before {
+            self.metrics().dequeue();
+            self.metrics().count_error("client_disconnected");
+        }
+        let before = self.running.len();
+        self.running.retain(|sequence| !sequence.abandoned());
+        for _ in self.running.len()..before {
+            self.metrics().count_error("client_disconnected");
+        }
+        self.metrics().set_running(self.running.len());
+    }
+
+    /// Moves waiting requests into the batch while there is room.
+    fn admit(&mut self) {
+        while self.running.len() < self.shared.config.max_batch {
+            let Some(request) = self.waiting.pop_front() else {
+                break;
+            };
+            self.running.push(Sequence::new(&self.model, request));
+            self.metrics().set_running(self.running.len());
+            self.metrics().dequeue();
+        }
+    }
+
+    /// One model step over the batch.
+    fn step(&mut self) {
+        let max_chunk = self.model.model.max_chunk();
+        let mut budget = self.shared.config.max_batch_tokens;
+        // Decoding sequences first (one token each), then prompt chunks in arrival order.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| self.running[i].is_prefilling());
+        let mut planned = Vec::with_capacity(order.len());
+        for i in order {
+            let want = self.running[i].tokens_wanted(max_chunk);
+            let take = want.min(budget);
+            if take == 0 {
+                continue;
+            }
+            budget -= take;
+            planned.push((i, take));
+        }
+        let mut slots: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(Some).collect();
+        let mut entries = Vec::with_capacity(planned.len());
+        for &(i, take) in &planned {
+            let sequence = slots[i].take().expect("each sequence planned once");
+            entries.push(sequence.batch_entry(take));
+        }
+        self.shared.metrics.set_batch_size(entries.len());
+        let result = self.model.model.forward(&mut entries);
+        drop(entries);
+        let logits = match result {
+            Ok(logits) => logits,
+            Err(err) => {
+                let message = err.to_string();
+                tracing::error!(%message, "model step failed");
+                self.fail(planned.iter().map(|&(i, _)| i), &message);
+                return;
+            }
+        };
+        let mut finished = Vec::new();
+        for (row, &(i, take)) in planned.iter().enumerate() {
+            let sequence = &mut self.running[i];
+            let outcome = logits
+                .i(row)
+                .map_err(|err| err.to_string())
+                .and_then(|row_logits| {
+                    sequence.advance(&self.model, take, &row_logits, &self.shared.metrics)
+                });
+            match outcome {
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Finished) => finished.push(i),
+                Err(message) => {
+                    sequence.fail(ApiError::Internal(message));
+                    self.shared.metrics.count_error("internal");
+                    finished.push(i);
+                }
+            }
+        }
+        self.remove(finished);
+    }
+
+    /// Ends these running sequences with an internal error.
+    fn fail(&mut self, indices: impl Iterator<Item = usize>, message: &str) {
+        let indices: Vec<usize> = indices.collect();
+        for &i in &indices {
+            self.running[i].fail(ApiError::Internal(message.to_string()));
+            self.metrics().count_error("internal");
+        }
+        self.remove(indices);
+    }
+
+    /// Removes running sequences by index, keeping the others in arrival order.
+    fn remove(&mut self, indices: Vec<usize>) {
+        let mut index = 0;
+        self.running.retain(|_| {
+            index += 1;
+            !indices.contains(&(index - 1))
+        });
+        self.metrics().set_running(self.running.len());
+    }
+
+    /// Ends every waiting and running request: the server is going away.
+    fn abort_everything(&mut self) {
+        let aborted =
+            || ApiError::Internal("the server shut down before the request finished".into());
+        for request in self.waiting.drain(..) {
+            let _ = request.events.send(Event::Failed(aborted()));
+            self.shared.metrics.dequeue();
+            self.shared.metrics.count_error("aborted");
+        }
+        for sequence in self.running.drain(..) {
+            sequence.fail(aborted());
+            self.shared.metrics.count_error("aborted");
+        }
+        self.metrics().set_running(0);
+    }
+}

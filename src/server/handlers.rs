@@ -1,0 +1,253 @@
+//! The HTTP routes: the OpenAI endpoints, models, health, readiness and metrics.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::AppState;
+use super::api::{self, GenerationRequest, GenerationSpec, Prompt};
+use super::chat_template;
+use super::engine::Event;
+use super::error::ApiError;
+use super::responses::{Endpoint, ResponseMeta};
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrived = Instant::now();
+    let result = async {
+        let mut request: GenerationRequest = api::parse_body(&read_body(body, &state)?)?;
+        api::check_model(request.model.as_deref(), &state.served_model)?;
+        let prompt = request.prompt.take().ok_or_else(|| required("prompt"))?;
+        let prompt_ids = match prompt {
+            Prompt::Text(text) => encode(&state, text, true).await?,
+            Prompt::Texts(mut texts) if texts.len() == 1 => {
+                encode(&state, texts.remove(0), true).await?
+            }
+            Prompt::Texts(_) => {
+                return Err(ApiError::bad_param(
+                    "prompt",
+                    "send exactly one prompt per request",
+                ));
+            }
+            Prompt::Tokens(ids) => token_prompt(&state, ids)?,
+        };
+        let spec = request.into_spec(
+            prompt_ids,
+            Some(api::DEFAULT_COMPLETION_TOKENS),
+            state.limits,
+        )?;
+        generate(&state, spec, Endpoint::Completions, arrived).await
+    }
+    .await;
+    result.unwrap_or_else(|err| state.reject(err))
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrived = Instant::now();
+    let result = async {
+        let mut request: GenerationRequest = api::parse_body(&read_body(body, &state)?)?;
+        api::check_model(request.model.as_deref(), &state.served_model)?;
+        let messages = request
+            .messages
+            .take()
+            .ok_or_else(|| required("messages"))?;
+        let prompt = chat_template::render(&messages)?;
+        let prompt_ids = encode(&state, prompt, false).await?;
+        let spec = request.into_spec(prompt_ids, None, state.limits)?;
+        generate(&state, spec, Endpoint::Chat, arrived).await
+    }
+    .await;
+    result.unwrap_or_else(|err| state.reject(err))
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": state.served_model, "object": "model", "created": 0, "owned_by": "gembatch",
+            "max_model_len": state.limits.context,
+        }],
+    }))
+}
+
+/// `GET /health`: the process is alive.
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+/// `GET /ready`: the model is loaded and the server is not draining.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.engine.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"ready": true})).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub async fn not_found() -> Response {
+    let body = json!({"error": {"message": "no such route; see /v1/completions, /v1/chat/completions, /v1/models",
+        "type": "invalid_request_error", "param": null, "code": "not_found"}});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+fn required(field: &str) -> ApiError {
+    ApiError::bad_param(field, format!("`{field}` is required"))
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: state.body_limit,
+            }
+        } else {
+            ApiError::BadRequest {
+                message: format!("cannot read the request body: {rejection}"),
+                param: None,
+            }
+        }
+    })
+}
+
+/// Tokenizes a prompt off the async threads (a long prompt takes milliseconds).
+async fn encode(state: &Arc<AppState>, text: String, add_bos: bool) -> Result<Vec<u32>, ApiError> {
+    let model = state.model.clone();
+    let ids = tokio::task::spawn_blocking(move || model.tokenizer.encode(&text, add_bos, true))
+        .await
+        .map_err(|err| ApiError::Internal(err.to_string()))?
+        .map_err(|err| ApiError::Internal(err.to_string()))?;
+    if ids.len() <= usize::from(add_bos) || ids == [state.model.tokenizer.bos()] {
+        return Err(ApiError::bad_param(
+            "prompt",
+            "the prompt is empty: give at least one character",
+        ));
+    }
+    Ok(ids)
+}
+
+/// A prompt given as token ids: checked against the vocabulary, BOS prepended if missing.
+fn token_prompt(state: &AppState, mut ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+    let vocab = state.model.model.config().vocab_size;
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    let bos = state.model.tokenizer.bos();
+    if ids.first() != Some(&bos) {
+        ids.insert(0, bos);
+    }
+    if ids.len() < 2 {
+        return Err(ApiError::bad_param(
+            "prompt",
+            "the prompt is empty: give at least one token",
+        ));
+    }
+    Ok(ids)
+}
+
+/// Runs a validated request through the engine, streaming or not.
+async fn generate(
+    state: &Arc<AppState>,
+    spec: GenerationSpec,
+    endpoint: Endpoint,
+    arrived: Instant,
+) -> Result<Response, ApiError> {
+    let meta = ResponseMeta::new(endpoint, &state.served_model);
+    let (stream, include_usage) = (spec.stream, spec.include_usage);
+    let events = state.engine.submit(spec, arrived)?;
+    if stream {
+        return Ok(sse_response(meta, events, include_usage));
+    }
+    let mut events = events;
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Text(piece) => text.push_str(&piece),
+            Event::Finished(usage) => return Ok(Json(meta.complete(&text, &usage)).into_response()),
+            Event::Failed(err) => return Err(err),
+        }
+    }
+    Err(ApiError::Internal(
+        "the engine stopped before the request finished".into(),
+    ))
+}
+
+/// A server-sent-event stream of chunks, ending with `data: [DONE]`. Dropping it (the
+/// client went away) closes the channel, and the engine frees the sequence.
+fn sse_response(
+    meta: ResponseMeta,
+    events: UnboundedReceiver<Event>,
+    include_usage: bool,
+) -> Response {
+    let opening = meta.opening_chunk().map(|chunk| sse_data(&chunk));
+    let state = (events, meta, false);
+    let chunks = futures_util::stream::unfold(state, move |(mut events, meta, done)| async move {
+        if done {
+            return None;
+        }
+        let (bytes, done) = match events.recv().await {
+            Some(Event::Text(piece)) => (sse_data(&meta.text_chunk(&piece)), false),
+            Some(Event::Finished(usage)) => {
+                let mut bytes = sse_data(&meta.finish_chunk(usage.finish));
+                if include_usage {
+                    bytes.push_str(&sse_data(&meta.usage_chunk(&usage)));
+                }
+                bytes.push_str("data: [DONE]\n\n");
+                (bytes, true)
+            }
+            Some(Event::Failed(err)) => (sse_data(&err.body()) + "data: [DONE]\n\n", true),
+            None => return None,
+        };
+        Some((
+            Ok::<_, Infallible>(Bytes::from(bytes)),
+            (events, meta, done),
+        ))
+    });
+    let opening = futures_util::stream::iter(opening.map(|o| Ok(Bytes::from(o))));
+    let body = Body::from_stream(futures_util::StreamExt::chain(opening, chunks));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn sse_data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}

@@ -1,0 +1,178 @@
+//! `gembatch serve`: the Gemma pod. An OpenAI-compatible HTTP API (axum) in front of the
+//! continuous-batching engine, with health, readiness and Prometheus metrics, an optional
+//! bearer token, a bounded queue, and a drain on shutdown.
+//!
+//! - `api`: request bodies, parsed and validated into a `GenerationSpec`.
+//! - `chat_template`: chat messages to Gemma's prompt text.
+//! - `engine` / `sequence` / `stop`: the scheduler thread and its per-request state.
+//! - `handlers` / `responses`: routes and the OpenAI response shapes.
+//! - `error`: every failure and its HTTP mapping, in one place.
+//! - `metrics`: the Prometheus metrics.
+
+pub mod api;
+pub mod chat_template;
+pub mod engine;
+pub mod error;
+mod handlers;
+pub mod metrics;
+pub mod responses;
+mod sequence;
+pub mod stop;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use api::Limits;
+use engine::EngineHandle;
+use error::ApiError;
+use metrics::Metrics;
+
+use crate::model::LoadedModel;
+
+/// Response header naming the replica that served a request.
+pub const REPLICA_HEADER: &str = "x-gembatch-replica";
+
+/// Everything the routes share.
+pub struct AppState {
+    pub model: Arc<LoadedModel>,
+    pub engine: EngineHandle,
+    pub metrics: Arc<Metrics>,
+    /// The model name clients address (`model` field) and `/v1/models` lists.
+    pub served_model: String,
+    pub limits: Limits,
+    /// Required bearer token, if any.
+    pub api_key: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// This replica's name, sent in [`REPLICA_HEADER`].
+    pub replica: HeaderValue,
+}
+
+impl AppState {
+    /// Counts a failed request and turns it into its response.
+    fn reject(&self, err: ApiError) -> Response {
+        self.metrics.count_error(err.class());
+        err.into_response()
+    }
+}
+
+/// The router: every route but `/health` behind the API key when one is set.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/models", get(handlers::models))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route("/health", get(handlers::health))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), name_replica))
+        .with_state(state)
+}
+
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if presented != Some(key.as_str()) {
+            return state.reject(ApiError::Unauthorized);
+        }
+    }
+    next.run(request).await
+}
+
+async fn name_replica(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(REPLICA_HEADER, state.replica.clone());
+    response
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains: `/ready` turns false
+/// and new requests get 503 at once, in-flight requests get up to `drain` to finish (the
+/// rest are ended with an error), and the server stops.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let stop_serving = CancellationToken::new();
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+    let mut server = tokio::spawn(server.into_future());
+    let drainer = async {
+        shutdown.cancelled().await;
+        let engine = &state.engine;
+        engine.start_draining();
+        tracing::info!(in_flight = engine.in_flight(), "draining");
+        wait_until_idle(engine, Instant::now() + drain).await;
+        if engine.in_flight() > 0 {
+            tracing::warn!(
+                in_flight = engine.in_flight(),
+                "drain period over; ending the rest"
+            );
+            engine.abort_all();
+            wait_until_idle(engine, Instant::now() + FLUSH_GRACE).await;
+        }
+        stop_serving.cancel();
+    };
+    tokio::select! {
+        joined = &mut server => return joined.map_err(std::io::Error::other)?,
+        () = drainer => {}
+    }
+    // Let the last responses flush; a connection that lingers does not hold the exit.
+    let _ = tokio::time::timeout(FLUSH_GRACE, server).await;
+    Ok(())
+}
+
+/// How long ended responses get to reach their clients before the server stops.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+async fn wait_until_idle(engine: &EngineHandle, deadline: Instant) {
+    while engine.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// This replica's name: `$POD_NAME`, else `$HOSTNAME`, else the kernel's host name.
+pub fn replica_name() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "gembatch".into())
+}

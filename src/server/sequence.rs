@@ -1,0 +1,171 @@
+//! One request inside the engine: its KV cache, sampler, prefill progress, text
+//! detokenizer and stop matcher, and how each model step's logits advance it.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use super::engine::{Event, Request, Usage};
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::stop::{Release, StopMatcher};
+use crate::model::generate::FinishReason;
+use crate::model::kv_cache::SequenceCache;
+use crate::model::sampling::Sampler;
+use crate::model::text_stream::TextStream;
+use crate::model::{BatchEntry, LoadedModel};
+
+/// What a step did to a sequence.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It goes on in the next step.
+    Continue,
+    /// It finished and has been answered; remove it from the batch.
+    Finished,
+}
+
+/// A request being prefilled or decoded.
+pub struct Sequence {
+    request: Request,
+    cache: SequenceCache,
+    sampler: Sampler,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    /// The token to feed in the next decode step.
+    next_input: [u32; 1],
+    generated: usize,
+    text: TextStream,
+    stop: StopMatcher,
+    first_token_at: Option<Instant>,
+}
+
+impl Sequence {
+    /// A fresh sequence for an admitted request.
+    pub fn new(model: &LoadedModel, request: Request) -> Self {
+        Self {
+            cache: model.model.new_sequence(),
+            sampler: request.spec.sampling.sampler(),
+            stop: StopMatcher::new(request.spec.stop.clone()),
+            request,
+            prefilled: 0,
+            next_input: [0],
+            generated: 0,
+            text: TextStream::default(),
+            first_token_at: None,
+        }
+    }
+
+    /// Whether the client has gone away.
+    pub fn abandoned(&self) -> bool {
+        self.request.events.is_closed()
+    }
+
+    /// Whether prompt tokens remain to be prefilled.
+    pub fn is_prefilling(&self) -> bool {
+        self.prefilled < self.request.spec.prompt_ids.len()
+    }
+
+    /// Tokens this sequence could use in the next step: a prompt chunk or one decode token.
+    pub fn tokens_wanted(&self, max_chunk: usize) -> usize {
+        if self.is_prefilling() {
+            (self.request.spec.prompt_ids.len() - self.prefilled).min(max_chunk)
+        } else {
+            1
+        }
+    }
+
+    /// The batch entry of the next step, with `take` tokens (at most [`Self::tokens_wanted`]).
+    pub fn batch_entry(&mut self, take: usize) -> BatchEntry<'_> {
+        let tokens = if self.is_prefilling() {
+            &self.request.spec.prompt_ids[self.prefilled..self.prefilled + take]
+        } else {
+            &self.next_input[..]
+        };
+        BatchEntry {
+            tokens,
+            cache: &mut self.cache,
+        }
+    }
+
+    /// Takes the step's result: `take` tokens went in and `logits` came out for the last.
+    pub fn advance(
+        &mut self,
+        model: &LoadedModel,
+        take: usize,
+        logits: &Tensor,
+        metrics: &Metrics,
+    ) -> Result<Outcome, String> {
+        if self.is_prefilling() {
+            self.prefilled += take;
+            metrics.add_prompt_tokens(take);
+            if self.is_prefilling() {
+                return Ok(Outcome::Continue);
+            }
+        }
+        let id = self.sampler.sample(logits).map_err(|err| err.to_string())?;
+        let tokenizer = &model.tokenizer;
+        if tokenizer.is_end_of_generation(id) {
+            return Ok(self.finish(FinishReason::Stop, metrics));
+        }
+        self.generated += 1;
+        metrics.add_generation_tokens(1);
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(Instant::now());
+            metrics.observe_first_token(self.request.arrived.elapsed().as_secs_f64());
+        }
+        let piece = self
+            .text
+            .push(tokenizer, id)
+            .map_err(|err| err.to_string())?;
+        if let Some(piece) = piece {
+            match self.stop.push(&piece) {
+                Release::Text(text) => self.send_text(text),
+                Release::Stopped(text) => {
+                    self.send_text(text);
+                    return Ok(self.finish(FinishReason::Stop, metrics));
+                }
+            }
+        }
+        if self.generated >= self.request.spec.max_tokens {
+            return Ok(self.finish(FinishReason::Length, metrics));
+        }
+        self.next_input = [id];
+        Ok(Outcome::Continue)
+    }
+
+    /// Answers the request with an error.
+    pub fn fail(&self, err: ApiError) {
+        let _ = self.request.events.send(Event::Failed(err));
+    }
+
+    fn send_text(&self, text: String) {
+        if !text.is_empty() {
+            let _ = self.request.events.send(Event::Text(text));
+        }
+    }
+
+    fn finish(&mut self, finish: FinishReason, metrics: &Metrics) -> Outcome {
+        let rest = self.stop.finish();
+        self.send_text(rest);
+        let usage = Usage {
+            prompt_tokens: self.request.spec.prompt_ids.len(),
+            completion_tokens: self.generated,
+            finish,
+        };
+        let _ = self.request.events.send(Event::Finished(usage));
+        let per_token = match (self.first_token_at, self.generated) {
+            (Some(first), n) if n > 1 => Some(first.elapsed().as_secs_f64() / (n - 1) as f64),
+            _ => None,
+        };
+        let reason = match finish {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        };
+        metrics.observe_finished(
+            self.request.arrived.elapsed().as_secs_f64(),
+            per_token,
+            reason,
+        );
+        Outcome::Finished
+    }
+}
