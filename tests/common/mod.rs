@@ -45,3 +45,4 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .map(|line| serde_json::from_str(line).expect("golden line"))
         .collect()
 }
+pub mod server;

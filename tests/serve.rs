@@ -1,0 +1,387 @@
+//! `gembatch serve` end to end over real HTTP on loopback: the official `openai` Python SDK
+//! as a client, greedy output equal to `gembatch generate`, concurrency, overload, bad
+//! input, disconnects, SIGTERM drain and the API key.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::{Server, metric};
+use serde_json::{Value, json};
+
+const PROMPT: &str = "The capital of France is";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(url: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = client().post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap())
+}
+
+async fn metrics(server: &Server) -> String {
+    client()
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `check` holds for the metrics text, at most `limit`.
+async fn until_metrics(server: &Server, limit: Duration, check: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check(&metrics(server).await) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Starts a streaming completion and returns its response once the first chunk arrived.
+async fn started_stream(server: &Server, max_tokens: u32) -> (reqwest::Response, String) {
+    let body =
+        json!({"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": true});
+    let mut response = client()
+        .post(server.at("/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first chunk");
+    (response, String::from_utf8_lossy(&first).into_owned())
+}
+
+/// The official OpenAI Python SDK, installed from PyPI when missing, as the model is (so
+/// the README's test command works on a fresh machine).
+fn ensure_openai_sdk() {
+    let present = |python: &str| {
+        Command::new(python)
+            .args(["-c", "import openai"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present("python3") {
+        return;
+    }
+    for extra in [&[][..], &["--break-system-packages"][..]] {
+        let installed = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "openai==3.57.0"])
+            .args(extra)
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed && present("python3") {
+            return;
+        }
+    }
+    panic!("cannot install the openai SDK: run `python3 -m pip install openai`");
+}
+
+#[test]
+fn the_openai_python_sdk_works_against_the_server() {
+    ensure_openai_sdk();
+    let server = Server::start(&[], &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let output = Command::new("python3")
+        .args([script, &server.url])
+        .output()
+        .expect("run python3");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "openai SDK client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all openai SDK checks passed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn greedy_completion_equals_generate_and_names_the_replica() {
+    let server = Server::start(&[], &[("POD_NAME", "gemma-pod-7")]);
+    let (status, headers, body) = post(
+        &server.at("/v1/completions"),
+        json!({"prompt": PROMPT, "max_tokens": 24, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-gembatch-replica"], "gemma-pod-7");
+    let model = common::default_model_path();
+    let generated = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args([
+            "generate",
+            "--json",
+            "--max-tokens",
+            "24",
+            "--prompt",
+            PROMPT,
+            "--model",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let generated: Value = serde_json::from_slice(&generated.stdout).unwrap();
+    assert_eq!(body["choices"][0]["text"], generated["text"]);
+    assert_eq!(
+        body["usage"]["completion_tokens"],
+        generated["output_tokens"]
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], generated["prompt_tokens"]);
+}
+
+#[tokio::test]
+async fn concurrent_clients_are_batched_and_all_answered() {
+    let server = Server::start(&["--max-batch", "8"], &[]);
+    const PROMPTS: [&str; 6] = [
+        "Once upon a time",
+        "The sky is",
+        "Rust is a language",
+        "One, two,",
+        "Hello",
+        "Water boils at",
+    ];
+    let requests = PROMPTS.iter().enumerate().map(|(i, prompt)| {
+        let url = server.at("/v1/completions");
+        async move {
+            let max_tokens = 8 + 4 * i as u64;
+            let (status, _, body) = post(
+                &url,
+                json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}),
+            )
+            .await;
+            (status, body, max_tokens)
+        }
+    });
+    let all = tokio::spawn(futures_util::future::join_all(requests));
+    let batched = until_metrics(&server, Duration::from_secs(10), |m| {
+        metric(m, "gembatch:num_requests_running") >= 2.0
+    })
+    .await;
+    assert!(batched, "requests were never decoded together");
+    for (status, body, max_tokens) in all.await.unwrap() {
+        assert_eq!(status, 200, "{body}");
+        let tokens = body["usage"]["completion_tokens"].as_u64().unwrap();
+        let finish = body["choices"][0]["finish_reason"].as_str().unwrap();
+        assert!(
+            tokens == max_tokens && finish == "length" || tokens < max_tokens && finish == "stop"
+        );
+    }
+    // The engine lowers the gauge right after answering, within one step.
+    assert!(
+        until_metrics(&server, Duration::from_secs(2), |m| {
+            metric(m, "gembatch:num_requests_running") == 0.0
+        })
+        .await
+    );
+    let text = metrics(&server).await;
+    assert!(metric(&text, "gembatch:generation_tokens_total") >= 6.0);
+    assert!(text.contains("gembatch:request_success_total{finished_reason=\"length\"}"));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let server = Server::start(&["--max-batch", "1", "--max-waiting", "1"], &[]);
+    let (_running, _) = started_stream(&server, 400).await;
+    let queued_url = server.at("/v1/completions");
+    let queued = tokio::spawn(async move {
+        post(&queued_url, json!({"prompt": "Hello", "max_tokens": 2}))
+            .await
+            .0
+    });
+    assert!(
+        until_metrics(&server, Duration::from_secs(5), |m| {
+            metric(m, "gembatch:num_requests_waiting") == 1.0
+        })
+        .await
+    );
+    let (status, headers, body) = post(
+        &server.at("/v1/completions"),
+        json!({"prompt": "Hi", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    drop(_running);
+    assert_eq!(
+        queued.await.unwrap(),
+        200,
+        "the queued request is served once there is room"
+    );
+    let text = metrics(&server).await;
+    assert!(text.contains("gembatch:request_errors_total{class=\"overloaded\"} 1"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_naming_the_field_and_the_server_keeps_serving() {
+    let server = Server::start(&["--max-body-bytes", "4096", "--context", "256"], &[]);
+    let completions = server.at("/v1/completions");
+    let chat = server.at("/v1/chat/completions");
+    let long_prompt = "word ".repeat(400);
+    let cases = [
+        (
+            &completions,
+            json!({"prompt": PROMPT, "max_tokens": 0}),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            json!({"prompt": PROMPT, "max_tokens": 1000}),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            json!({"prompt": PROMPT, "max_tokens": "many"}),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            json!({"prompt": PROMPT, "temperature": -2}),
+            Some("temperature"),
+        ),
+        (&completions, json!({"prompt": ""}), Some("prompt")),
+        (&completions, json!({"prompt": long_prompt}), Some("prompt")),
+        (&completions, json!({"max_tokens": 5}), Some("prompt")),
+        (
+            &completions,
+            json!({"prompt": PROMPT, "model": "gpt-4"}),
+            Some("model"),
+        ),
+        (&completions, json!({"prompt": PROMPT, "n": 3}), Some("n")),
+        (
+            &chat,
+            json!({"messages": [{"role": "user", "content": 7}]}),
+            Some("messages[0].content"),
+        ),
+        (
+            &chat,
+            json!({"messages": [{"role": "model", "content": "x"}]}),
+            Some("messages[0].role"),
+        ),
+    ];
+    for (url, body, param) in cases {
+        let (status, _, answer) = post(url, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(
+            answer["error"]["param"].as_str(),
+            param,
+            "{body} -> {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let malformed = client()
+        .post(&completions)
+        .header("content-type", "application/json")
+        .body("{\"prompt\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let too_big = client()
+        .post(&completions)
+        .body(format!("{{\"prompt\": \"{}\"}}", "x".repeat(10_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    let error: Value = too_big.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("4096"));
+
+    let (status, _, body) = post(&completions, json!({"prompt": PROMPT, "max_tokens": 3})).await;
+    assert_eq!(status, 200, "still serving after bad input: {body}");
+    let text = metrics(&server).await;
+    assert!(
+        text.contains("gembatch:request_errors_total{class=\"bad_request\"} 13"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_frees_its_slot() {
+    let server = Server::start(&[], &[]);
+    let (response, first) = started_stream(&server, 500).await;
+    assert!(first.starts_with("data: "), "{first}");
+    assert_eq!(
+        metric(&metrics(&server).await, "gembatch:num_requests_running"),
+        1.0
+    );
+    drop(response);
+    let freed = until_metrics(&server, Duration::from_secs(2), |m| {
+        metric(m, "gembatch:num_requests_running") == 0.0
+            && m.contains("gembatch:request_errors_total{class=\"client_disconnected\"} 1")
+    })
+    .await;
+    assert!(freed, "slot not freed:\n{}", metrics(&server).await);
+    let tokens = metric(&metrics(&server).await, "gembatch:generation_tokens_total");
+    assert!(tokens < 500.0, "generation stopped early ({tokens} tokens)");
+}
+
+#[tokio::test]
+async fn sigterm_stops_admitting_finishes_in_flight_and_exits_zero() {
+    let mut server = Server::start(&["--drain-seconds", "60"], &[]);
+    let (mut stream, mut received) = started_stream(&server, 48).await;
+    server.terminate();
+    assert!(
+        until_metrics(&server, Duration::from_secs(5), |_| true).await,
+        "metrics still reachable while draining"
+    );
+    let ready = client().get(server.at("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let (status, _, body) = post(&server.at("/v1/completions"), json!({"prompt": "Hi"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("shutting_down"))
+    );
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        received.contains("\"finish_reason\":\"length\""),
+        "{received}"
+    );
+    assert!(received.trim_end().ends_with("data: [DONE]"));
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after draining");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn an_api_key_guards_everything_but_health() {
+    let server = Server::start(&["--api-key", "s3cret"], &[]);
+    let health = client().get(server.at("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let denied = client().get(server.at("/v1/models")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let wrong = client()
+        .get(server.at("/metrics"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let models = client()
+        .get(server.at("/v1/models"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    let models: Value = models.json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
+}
