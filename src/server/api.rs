@@ -31,6 +31,9 @@ pub struct GenerationRequest {
     pub n: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    /// Keep generating past the end-of-turn token until `max_tokens` (vLLM's and
+    /// llama.cpp's extension, for load tests that need fixed output lengths).
+    pub ignore_eos: Option<bool>,
 }
 
 /// A completion prompt: text, a one-element list of texts, or token ids.
@@ -88,6 +91,7 @@ pub struct GenerationSpec {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    pub ignore_eos: bool,
 }
 
 /// Parses a JSON body into `T`; a syntax error or wrong type becomes a 400 naming the
@@ -201,6 +205,7 @@ impl GenerationRequest {
         }
         let stream = self.stream.unwrap_or(false);
         Ok(GenerationSpec {
+            ignore_eos: self.ignore_eos.unwrap_or(false),
             prompt_ids,
             max_tokens,
             sampling,

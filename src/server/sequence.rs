@@ -104,7 +104,7 @@ impl Sequence {
         }
         let id = self.sampler.sample(logits).map_err(|err| err.to_string())?;
         let tokenizer = &model.tokenizer;
-        if tokenizer.is_end_of_generation(id) {
+        if tokenizer.is_end_of_generation(id) && !self.request.spec.ignore_eos {
             return Ok(self.finish(FinishReason::Stop, metrics));
         }
         self.generated += 1;
