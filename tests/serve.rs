@@ -331,9 +331,18 @@ async fn a_client_that_goes_away_frees_its_slot() {
 
 #[tokio::test]
 async fn sigterm_stops_admitting_finishes_in_flight_and_exits_zero() {
+    drains_on_signal("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_drains_like_sigterm() {
+    drains_on_signal("INT").await;
+}
+
+async fn drains_on_signal(signal: &str) {
     let mut server = Server::start(&["--drain-seconds", "60"], &[]);
     let (mut stream, mut received) = started_stream(&server, 120).await;
-    server.terminate();
+    server.signal(signal);
     // The signal arrives asynchronously; from then on /ready must say 503 (within 1 s).
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut ready = 200;

@@ -34,6 +34,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .into());
         }
     }
+    if args.max_batch_tokens < args.max_batch {
+        return Err(ModelError::InvalidParameter {
+            name: "serve flag",
+            reason: format!(
+                "--max-batch-tokens {} must be at least --max-batch {}: every decoding \
+                 sequence needs one token per step",
+                args.max_batch_tokens, args.max_batch
+            ),
+        }
+        .into());
+    }
     let loaded = Arc::new(load_model(&args.model)?);
     let served_model = args
         .served_model_name

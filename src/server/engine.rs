@@ -148,6 +148,31 @@ impl EngineHandle {
     }
 }
 
+/// What one running sequence could use in the next step.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    /// Whether it is still prefilling its prompt.
+    prefill: bool,
+    /// Tokens it could take: a prompt chunk, or 1 to decode.
+    tokens: usize,
+}
+
+/// Plans one step as `(sequence index, tokens)`: every decoding sequence first, one token
+/// each, then prompt chunks in arrival order from what is left of `budget`.
+fn plan_step(wants: &[Want], mut budget: usize) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wants[i].prefill);
+    let mut planned = Vec::with_capacity(order.len());
+    for i in order {
+        let take = wants[i].tokens.min(budget);
+        if take > 0 {
+            budget -= take;
+            planned.push((i, take));
+        }
+    }
+    planned
+}
+
 /// The engine thread's own state.
 struct Engine {
     model: Arc<LoadedModel>,
@@ -215,20 +240,15 @@ impl Engine {
     /// One model step over the batch.
     fn step(&mut self) {
         let max_chunk = self.model.model.max_chunk();
-        let mut budget = self.shared.config.max_batch_tokens;
-        // Decoding sequences first (one token each), then prompt chunks in arrival order.
-        let mut order: Vec<usize> = (0..self.running.len()).collect();
-        order.sort_by_key(|&i| self.running[i].is_prefilling());
-        let mut planned = Vec::with_capacity(order.len());
-        for i in order {
-            let want = self.running[i].tokens_wanted(max_chunk);
-            let take = want.min(budget);
-            if take == 0 {
-                continue;
-            }
-            budget -= take;
-            planned.push((i, take));
-        }
+        let wants: Vec<Want> = self
+            .running
+            .iter()
+            .map(|sequence| Want {
+                prefill: sequence.is_prefilling(),
+                tokens: sequence.tokens_wanted(max_chunk),
+            })
+            .collect();
+        let planned = plan_step(&wants, self.shared.config.max_batch_tokens);
         let mut slots: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(Some).collect();
         let mut entries = Vec::with_capacity(planned.len());
         for &(i, take) in &planned {
@@ -303,5 +323,30 @@ impl Engine {
             self.shared.metrics.count_error("aborted");
         }
         self.metrics().set_running(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(prefill: bool, tokens: usize) -> Want {
+        Want { prefill, tokens }
+    }
+
+    #[test]
+    fn decoding_goes_first_and_prompts_share_what_is_left() {
+        let wants = [
+            want(true, 512),
+            want(false, 1),
+            want(true, 300),
+            want(false, 1),
+        ];
+        assert_eq!(plan_step(&wants, 512), vec![(1, 1), (3, 1), (0, 510)]);
+        assert_eq!(
+            plan_step(&wants, 2000),
+            vec![(1, 1), (3, 1), (0, 512), (2, 300)]
+        );
+        assert_eq!(plan_step(&wants, 1), vec![(1, 1)]);
     }
 }

@@ -46,10 +46,10 @@ impl Server {
         format!("{}{path}", self.url)
     }
 
-    /// Sends SIGTERM, as Kubernetes does to a pod being stopped.
-    pub fn terminate(&self) {
+    /// Sends a signal (`TERM`, as Kubernetes does to a pod being stopped, or `INT`, Ctrl-C).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
