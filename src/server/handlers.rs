@@ -25,33 +25,7 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let arrived = Instant::now();
-    let result = async {
-        let mut request: GenerationRequest = api::parse_body(&read_body(body, &state)?)?;
-        api::check_model(request.model.as_deref(), &state.served_model)?;
-        let prompt = request.prompt.take().ok_or_else(|| required("prompt"))?;
-        let prompt_ids = match prompt {
-            Prompt::Text(text) => encode(&state, text, true).await?,
-            Prompt::Texts(mut texts) if texts.len() == 1 => {
-                encode(&state, texts.remove(0), true).await?
-            }
-            Prompt::Texts(_) => {
-                return Err(ApiError::bad_param(
-                    "prompt",
-                    "send exactly one prompt per request",
-                ));
-            }
-            Prompt::Tokens(ids) => token_prompt(&state, ids)?,
-        };
-        let spec = request.into_spec(
-            prompt_ids,
-            Some(api::DEFAULT_COMPLETION_TOKENS),
-            state.limits,
-        )?;
-        generate(&state, spec, Endpoint::Completions, arrived).await
-    }
-    .await;
-    result.unwrap_or_else(|err| state.reject(err))
+    respond(state, body, Endpoint::Completions).await
 }
 
 /// `POST /v1/chat/completions`.
@@ -59,21 +33,53 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    respond(state, body, Endpoint::Chat).await
+}
+
+/// Parses, validates and runs a request of either endpoint; every failure is counted and
+/// answered in the OpenAI error shape.
+async fn respond(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
     let arrived = Instant::now();
     let result = async {
         let mut request: GenerationRequest = api::parse_body(&read_body(body, &state)?)?;
         api::check_model(request.model.as_deref(), &state.served_model)?;
-        let messages = request
-            .messages
-            .take()
-            .ok_or_else(|| required("messages"))?;
-        let prompt = chat_template::render(&messages)?;
-        let prompt_ids = encode(&state, prompt, false).await?;
-        let spec = request.into_spec(prompt_ids, None, state.limits)?;
-        generate(&state, spec, Endpoint::Chat, arrived).await
+        let (prompt_ids, default_max_tokens) = match endpoint {
+            Endpoint::Completions => {
+                let prompt = request.prompt.take().ok_or_else(|| required("prompt"))?;
+                let ids = completion_prompt(&state, prompt).await?;
+                (ids, Some(api::DEFAULT_COMPLETION_TOKENS))
+            }
+            Endpoint::Chat => {
+                let messages = request
+                    .messages
+                    .take()
+                    .ok_or_else(|| required("messages"))?;
+                let prompt = chat_template::render(&messages)?;
+                (encode(&state, prompt, false).await?, None)
+            }
+        };
+        let spec = request.into_spec(prompt_ids, default_max_tokens, state.limits)?;
+        generate(&state, spec, endpoint, arrived).await
     }
     .await;
     result.unwrap_or_else(|err| state.reject(err))
+}
+
+/// The token ids of a completion prompt (BOS first).
+async fn completion_prompt(state: &Arc<AppState>, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+    match prompt {
+        Prompt::Text(text) => encode(state, text, true).await,
+        Prompt::Texts(mut texts) if texts.len() == 1 => encode(state, texts.remove(0), true).await,
+        Prompt::Texts(_) => Err(ApiError::bad_param(
+            "prompt",
+            "send exactly one prompt per request",
+        )),
+        Prompt::Tokens(ids) => token_prompt(state, ids),
+    }
 }
 
 /// `GET /v1/models`.

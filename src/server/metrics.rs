@@ -145,48 +145,45 @@ impl Metrics {
     /// All metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, value: &AtomicU64| {
+        let scalars = [
+            (
+                "gembatch:num_requests_waiting",
+                "gauge",
+                "Requests waiting to be scheduled.",
+                &self.waiting,
+            ),
+            (
+                "gembatch:num_requests_running",
+                "gauge",
+                "Requests in the running batch.",
+                &self.running,
+            ),
+            (
+                "gembatch:batch_size",
+                "gauge",
+                "Sequences in the last model step.",
+                &self.batch_size,
+            ),
+            (
+                "gembatch:prompt_tokens_total",
+                "counter",
+                "Prompt tokens processed.",
+                &self.prompt_tokens,
+            ),
+            (
+                "gembatch:generation_tokens_total",
+                "counter",
+                "Tokens generated.",
+                &self.generation_tokens,
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 value.load(Ordering::Relaxed)
             );
-        };
-        scalar(
-            &mut out,
-            "gembatch:num_requests_waiting",
-            "gauge",
-            "Requests waiting to be scheduled.",
-            &self.waiting,
-        );
-        scalar(
-            &mut out,
-            "gembatch:num_requests_running",
-            "gauge",
-            "Requests in the running batch.",
-            &self.running,
-        );
-        scalar(
-            &mut out,
-            "gembatch:batch_size",
-            "gauge",
-            "Sequences in the last model step.",
-            &self.batch_size,
-        );
-        scalar(
-            &mut out,
-            "gembatch:prompt_tokens_total",
-            "counter",
-            "Prompt tokens processed.",
-            &self.prompt_tokens,
-        );
-        scalar(
-            &mut out,
-            "gembatch:generation_tokens_total",
-            "counter",
-            "Tokens generated.",
-            &self.generation_tokens,
-        );
+        }
         let labelled = |out: &mut String,
                         name: &str,
                         help: &str,
