@@ -203,7 +203,8 @@ async fn generate(
         match event {
             Event::Text(piece) => text.push_str(&piece),
             Event::Finished(usage) => return Ok(Json(meta.complete(&text, &usage)).into_response()),
-            Event::Failed(err) => return Err(err),
+            // Already counted by the engine; answered without counting again.
+            Event::Failed(err) => return Ok(err.into_response()),
         }
     }
     Err(ApiError::Internal(
