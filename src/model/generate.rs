@@ -20,6 +20,16 @@ pub enum FinishReason {
     Length,
 }
 
+impl FinishReason {
+    /// The OpenAI API's name for it (`stop`, `length`), as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
 /// The result of one generation.
 #[derive(Debug, Clone)]
 pub struct Generation {

@@ -43,11 +43,11 @@ impl ResponseMeta {
     pub fn complete(&self, text: &str, usage: &Usage) -> Value {
         let choice = match self.endpoint {
             Endpoint::Completions => json!({
-                "index": 0, "text": text, "logprobs": null, "finish_reason": reason(usage.finish),
+                "index": 0, "text": text, "logprobs": null, "finish_reason": usage.finish.as_str(),
             }),
             Endpoint::Chat => json!({
                 "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": null, "finish_reason": reason(usage.finish),
+                "logprobs": null, "finish_reason": usage.finish.as_str(),
             }),
         };
         json!({
@@ -87,7 +87,7 @@ impl ResponseMeta {
     }
 
     fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> Value {
-        let finish_reason = finish.map(reason);
+        let finish_reason = finish.map(FinishReason::as_str);
         let choice = match self.endpoint {
             Endpoint::Completions => json!({
                 "index": 0, "text": delta, "logprobs": null, "finish_reason": finish_reason,
@@ -108,13 +108,6 @@ impl ResponseMeta {
             (Endpoint::Chat, false) => "chat.completion",
             (Endpoint::Chat, true) => "chat.completion.chunk",
         }
-    }
-}
-
-fn reason(finish: FinishReason) -> &'static str {
-    match finish {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
     }
 }
 

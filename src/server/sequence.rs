@@ -157,14 +157,10 @@ impl Sequence {
             (Some(first), n) if n > 1 => Some(first.elapsed().as_secs_f64() / (n - 1) as f64),
             _ => None,
         };
-        let reason = match finish {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        };
         metrics.observe_finished(
             self.request.arrived.elapsed().as_secs_f64(),
             per_token,
-            reason,
+            finish.as_str(),
         );
         Outcome::Finished
     }
