@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Offline LLM batch inference at scale on Kubernetes.
 #[derive(Debug, Parser)]
@@ -27,6 +29,11 @@ pub enum Command {
     BenchModel(BenchModelArgs),
     /// Serve the model over HTTP with the OpenAI API, batching requests continuously.
     Serve(ServeArgs),
+    /// Load-test an OpenAI-compatible server (ramp, sustained or fixed-rate), with SLO gates,
+    /// Parquet results and an HTML report.
+    Load(Box<LoadArgs>),
+    /// Rebuild a load run's HTML report from its files, or compare two runs.
+    Report(ReportArgs),
 }
 
 /// Which model to load and how.
@@ -154,4 +161,183 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+}
+
+/// `gembatch load`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("shape").required(true).args(["max_users", "users", "rate"])))]
+pub struct LoadArgs {
+    /// The server's base URL (`/v1` optional).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "GEMBATCH_LOAD_URL"
+    )]
+    pub url: String,
+    /// Bearer token for the server.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Model name to request [default: the first one the server lists].
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Ramp: step the users up to this many.
+    #[arg(long, alias = "max_users", help_heading = "Ramp (closed loop)")]
+    pub max_users: Option<u32>,
+    /// Ramp: users added per step.
+    #[arg(
+        long,
+        alias = "step_size",
+        default_value_t = 10,
+        help_heading = "Ramp (closed loop)"
+    )]
+    pub step_size: u32,
+    /// Ramp: users of the first step [default: the step size].
+    #[arg(
+        long,
+        alias = "start_users",
+        requires = "max_users",
+        help_heading = "Ramp (closed loop)"
+    )]
+    pub start_users: Option<u32>,
+    /// Ramp: how long each step lasts (`90`, `90s`, `5m`).
+    #[arg(long, alias = "step_duration", value_parser = parse_duration, default_value = "60s",
+          conflicts_with = "requests_per_user", help_heading = "Ramp (closed loop)")]
+    pub step_duration: Duration,
+    /// Ramp: instead of a duration, each user sends this many requests per step.
+    #[arg(
+        long,
+        alias = "requests_per_user",
+        requires = "max_users",
+        help_heading = "Ramp (closed loop)"
+    )]
+    pub requests_per_user: Option<u32>,
+
+    /// Sustained: this many users for `--duration`.
+    #[arg(long, help_heading = "Sustained (closed loop)")]
+    pub users: Option<u32>,
+    /// Sustained and rate: how long the run lasts (`600`, `10m`).
+    #[arg(long, value_parser = parse_duration, default_value = "60s", help_heading = "Sustained (closed loop)")]
+    pub duration: Duration,
+
+    /// Rate: open loop, requests per second whatever the server does.
+    #[arg(long, help_heading = "Rate (open loop)")]
+    pub rate: Option<f64>,
+    /// Rate: Poisson arrivals instead of evenly spaced ones.
+    #[arg(long, requires = "rate", help_heading = "Rate (open loop)")]
+    pub poisson: bool,
+    /// Rate: most requests in flight [default: 1024]; the wait beyond counts in the
+    /// corrected latencies.
+    #[arg(long, requires = "rate", help_heading = "Rate (open loop)")]
+    pub max_concurrency: Option<u32>,
+
+    /// Load at the first step's level for this long first, left out of the statistics.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Prompts from a JSONL dataset (`{"prompt"}` or `{"messages"}` rows, or OpenAI Batch
+    /// API input) instead of synthetic ones.
+    #[arg(long, conflicts_with = "prompt_tokens", help_heading = "Requests")]
+    pub dataset: Option<PathBuf>,
+    /// Synthetic prompt length: MEAN[,STDDEV] words (about one token each).
+    #[arg(long, default_value = "128", help_heading = "Requests")]
+    pub prompt_tokens: String,
+    /// Output length (`max_tokens`): MEAN[,STDDEV]; a dataset row's own max_tokens wins.
+    #[arg(long, default_value = "128", help_heading = "Requests")]
+    pub output_tokens: String,
+    /// Ask the server to ignore end-of-sequence so outputs have exactly max_tokens (vLLM,
+    /// gembatch serve).
+    #[arg(long, help_heading = "Requests")]
+    pub ignore_eos: bool,
+    /// Sampling temperature to send [default: the server's].
+    #[arg(long, help_heading = "Requests")]
+    pub temperature: Option<f64>,
+    /// Seed of synthetic prompts, lengths and Poisson arrivals.
+    #[arg(long, default_value_t = 0, help_heading = "Requests")]
+    pub seed: u64,
+    /// Longest a request may take before it counts as a timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "300s", help_heading = "Requests")]
+    pub timeout: Duration,
+    /// Response header that names the replica serving a request.
+    #[arg(long, default_value = "x-gembatch-replica", help_heading = "Requests")]
+    pub replica_header: String,
+
+    /// Gates checked on every step, e.g. `p95_ttft<=2s,error_rate<=1%`; the command exits 1
+    /// when one fails.
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Results directory [default: results/RUN_ID].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The run's id [default: load-YYYYMMDD-HHMMSS, UTC].
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// `gembatch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A `gembatch load` results directory.
+    pub dir: PathBuf,
+    /// A second results directory to show beside the first.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+}
+
+/// Parses `90`, `90s`, `1500ms`, `5m` or `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (text, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m or 2h"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_seed_spellings_parse() {
+        let cli =
+            Cli::try_parse_from(["gembatch", "load", "--max_users", "50", "--step_size", "10"])
+                .unwrap();
+        let Command::Load(args) = cli.command else {
+            panic!("not load")
+        };
+        assert_eq!((args.max_users, args.step_size), (Some(50), 10));
+        assert!(
+            Cli::try_parse_from(["gembatch", "load"]).is_err(),
+            "a shape is required"
+        );
+        assert!(Cli::try_parse_from(["gembatch", "load", "--users", "2", "--rate", "3"]).is_err());
+    }
 }

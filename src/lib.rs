@@ -10,12 +10,21 @@
 //! - `server/`: `gembatch serve`, the OpenAI-compatible model server with continuous
 //!   batching.
 //!
-//! Still to come, each in its own folder: `loadgen`
-//! (`gembatch load`), `dispatch` and `results` (`gembatch run`), `capacity` (Kubernetes).
+//! - `dataset/`: datasets of prompts (JSONL rows, OpenAI Batch API input), read as streams.
+//! - `loadgen/`: `gembatch load`, online load verification of an OpenAI-compatible server.
+//! - `results/`: typed tables to Parquet and back; the tables of each command.
+//! - `report/`: the self-contained interactive HTML report of a load run.
+//!
+//! Still to come, each in its own folder: `dispatch` (`gembatch run`), `capacity`
+//! (Kubernetes).
 
 pub mod cli;
 pub mod commands;
+pub mod dataset;
+pub mod loadgen;
 pub mod model;
+pub mod report;
+pub mod results;
 pub mod server;
 pub mod shutdown;
 

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gembatch::cli::Cli;
+use gembatch::dataset::DatasetError;
+use gembatch::loadgen::LoadError;
 use gembatch::model::ModelError;
+use gembatch::report::ReportError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,6 +33,13 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         cause
             .downcast_ref::<ModelError>()
             .is_some_and(ModelError::is_user_error)
+            || cause
+                .downcast_ref::<LoadError>()
+                .is_some_and(LoadError::is_user_error)
+            || cause.is::<DatasetError>()
+            || cause
+                .downcast_ref::<ReportError>()
+                .is_some_and(ReportError::is_user_error)
     });
     if user_error { 2 } else { 1 }
 }

@@ -11,7 +11,7 @@ use crate::model::gemma3::top2;
 use crate::model::kv_cache::SequenceCache;
 use crate::model::{BatchEntry, Gemma3};
 
-use super::load::load_model;
+use super::load_model::load_model;
 
 /// Runs the subcommand.
 pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use crate::model::generate::generate;
 use crate::model::sampling::{SamplingParams, random_seed};
 use crate::model::text_stream::TextStream;
 
-use super::load::load_model;
+use super::load_model::load_model;
 
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {

@@ -1,25 +1,239 @@
-//! Model loading shared by the subcommands: thread set-up, default-model fetch, messages.
+//! `gembatch load`: turns the flags into a validated run, shows live progress, writes the
+//! results and the report, and fails the command when an SLO gate fails.
 
-use anyhow::Context;
+use std::path::PathBuf;
 
-use crate::cli::ModelArgs;
-use crate::model::{self, LoadOptions, LoadedModel, fetch, threads};
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// Configures threads, resolves the model path (fetching the default model on first use)
-/// and loads it.
-pub fn load_model(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
-    let threads = threads::configure(args.threads);
-    let path = match &args.model {
-        Some(path) => path.clone(),
-        None => fetch::ensure_default_model(false, |line| eprintln!("{line}"))
-            .context("cannot get the default model")?,
+use crate::cli::LoadArgs;
+use crate::loadgen::collector::{Live, Observer};
+use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
+use crate::loadgen::record::Outcome;
+use crate::loadgen::slo::{self, Violation};
+use crate::loadgen::stats::{Latency, Stat, StepRow};
+use crate::loadgen::workload::TokenLengths;
+use crate::loadgen::{self, LoadConfig, LoadError, Prompts};
+use crate::report;
+use crate::results::run_id::{is_valid_run_id, new_run_id};
+use crate::shutdown::cancel_on_signals;
+
+/// Runs the load test.
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        cancel_on_signals(cancel.clone());
+        let mut progress = Progress::new(config.plan.steps.len());
+        loadgen::run(&config, &mut progress, cancel).await
+    })?;
+    let page = report::write_report(&config.out_dir)?;
+    println!(
+        "{} requests against {} ({}): results in {}, report {}",
+        outcome.collected.requests,
+        config.url,
+        outcome.model,
+        config.out_dir.display(),
+        page.display()
+    );
+    if outcome.interrupted {
+        bail!("interrupted; the results cover what ran");
+    }
+    if !outcome.violations().is_empty() {
+        let lines: Vec<String> = outcome
+            .violations()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        bail!("SLO failed:\n  {}", lines.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The flags as a validated run; nothing is sent before this passes.
+fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
+    let flags = LoadError::Flags;
+    let warmup = (!args.warmup.is_zero()).then_some(args.warmup);
+    let plan = if let Some(max_users) = args.max_users {
+        let hold = match args.requests_per_user {
+            Some(count) => Hold::RequestsPerUser(count),
+            None => Hold::For(args.step_duration),
+        };
+        let start = args.start_users.unwrap_or(args.step_size.min(max_users));
+        Plan::ramp(start, args.step_size, max_users, hold, warmup)
+    } else if let Some(users) = args.users {
+        Plan::sustained(users, args.duration, warmup)
+    } else {
+        let rate = args.rate.unwrap_or(0.0);
+        let arrivals = if args.poisson {
+            Arrivals::Poisson
+        } else {
+            Arrivals::Constant
+        };
+        Plan::rate(rate, arrivals, args.max_concurrency, args.duration, warmup)
+    }
+    .map_err(flags)?;
+    let lengths = |flag: &str, text: &str| {
+        TokenLengths::parse(text).map_err(|why| flags(format!("--{flag}: {why}")))
     };
-    let options = LoadOptions {
-        device: model::default_device(),
-        context: args.context,
-        dense: args.dense,
+    let prompts = match args.dataset {
+        Some(path) => Prompts::Dataset(path),
+        None => Prompts::Synthetic {
+            prompt: lengths("prompt-tokens", &args.prompt_tokens)?,
+        },
     };
-    let loaded = model::load(&path, &options)?;
-    tracing::info!(path = %path.display(), threads, seconds = loaded.load_seconds, "model loaded");
-    Ok(loaded)
+    let gates = args
+        .slo
+        .as_deref()
+        .map(slo::parse)
+        .transpose()
+        .map_err(flags)?
+        .unwrap_or_default();
+    if args.timeout.is_zero() {
+        return Err(flags("--timeout must be above 0 s".into()));
+    }
+    let run_id = args.run_id.unwrap_or_else(|| new_run_id("load"));
+    if !is_valid_run_id(&run_id) {
+        return Err(flags(format!(
+            "--run-id {run_id:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(LoadConfig {
+        url: args.url,
+        api_key: args.api_key,
+        model: args.model,
+        plan,
+        prompts,
+        output: lengths("output-tokens", &args.output_tokens)?,
+        ignore_eos: args.ignore_eos,
+        temperature: args.temperature,
+        seed: args.seed,
+        timeout: args.timeout,
+        replica_header: args.replica_header,
+        gates,
+        out_dir: args
+            .out
+            .unwrap_or_else(|| PathBuf::from("results").join(&run_id)),
+        run_id,
+    })
+}
+
+/// The terminal display: a bar for the running step, one line per finished step.
+struct Progress {
+    steps: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(steps: usize) -> Progress {
+        Progress { steps, bar: None }
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn load_words(load: Load) -> String {
+    match load {
+        Load::Users(users) => format!("{users} users"),
+        Load::Rate { per_second, .. } => format!("{per_second} req/s"),
+    }
+}
+
+fn seconds(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v < 1.0 => format!("{:.0} ms", v * 1e3),
+        Some(v) => format!("{v:.2} s"),
+        None => "-".into(),
+    }
+}
+
+impl Observer for Progress {
+    fn step_started(&mut self, step: &Step, warmup: bool) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let (length, unit) = match step.hold {
+            Hold::For(duration) if !warmup => (duration.as_secs().max(1), "s"),
+            Hold::RequestsPerUser(count) if !warmup => {
+                let users = match step.load {
+                    Load::Users(users) => users,
+                    Load::Rate { .. } => 1,
+                };
+                (u64::from(count) * u64::from(users), "req")
+            }
+            _ => (1, "s"),
+        };
+        let bar = ProgressBar::new(length);
+        let template = format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}");
+        bar.set_style(
+            ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let name = if warmup {
+            "warm-up".to_string()
+        } else {
+            format!("step {}/{}", step.index + 1, self.steps)
+        };
+        bar.set_prefix(format!("{name} ({})", load_words(step.load)));
+        self.bar = Some(bar);
+    }
+
+    fn progress(&mut self, live: &Live) {
+        let Some(bar) = &self.bar else { return };
+        match live.step.hold {
+            Hold::RequestsPerUser(_) if !live.warmup => bar.set_position(live.requests),
+            _ => bar.set_position(live.elapsed.as_secs()),
+        }
+        bar.set_message(format!(
+            "| {:.1} req/s | p50 {} | errors {}",
+            live.rps,
+            seconds(live.p50_e2e),
+            live.errors
+        ));
+    }
+
+    fn step_finished(&mut self, row: &StepRow, violations: &[Violation]) {
+        let mut line = format!(
+            "step {}/{} ({}): {} requests, {} failed ({:.1}%), {:.2} req/s, {:.0} output tok/s, \
+             ttft p50 {} p95 {}, e2e p50 {} p95 {}",
+            row.step + 1,
+            self.steps,
+            row.load_label(),
+            row.requests,
+            row.requests - row.counts[Outcome::Ok.index()],
+            row.error_rate * 100.0,
+            row.ok_rate,
+            row.output_tokens_per_s,
+            seconds(row.latency(Latency::Ttft, Stat::P50)),
+            seconds(row.latency(Latency::Ttft, Stat::P95)),
+            seconds(row.latency(Latency::E2e, Stat::P50)),
+            seconds(row.latency(Latency::E2e, Stat::P95)),
+        );
+        if let Some(reason) = &row.invalid_reason {
+            line.push_str(&format!("\n  INVALID: {reason}"));
+        }
+        for violation in violations {
+            line.push_str(&format!(
+                "\n  SLO FAILED: {} (measured {})",
+                violation.gate, violation.actual
+            ));
+        }
+        self.say(line);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -4,6 +4,8 @@ mod bench_model;
 mod fetch_model;
 mod generate;
 mod load;
+mod load_model;
+mod report;
 mod serve;
 mod tokenize;
 
@@ -17,5 +19,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FetchModel(args) => fetch_model::run(args),
         Command::BenchModel(args) => bench_model::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Load(args) => load::run(*args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -17,7 +17,7 @@ use crate::server::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::shutdown;
 
-use super::load::load_model;
+use super::load_model::load_model;
 
 /// Runs the subcommand.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {

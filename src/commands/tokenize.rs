@@ -2,7 +2,7 @@
 
 use crate::cli::TokenizeArgs;
 
-use super::load::load_model;
+use super::load_model::load_model;
 
 /// Runs the subcommand.
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {

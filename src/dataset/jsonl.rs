@@ -1,0 +1,240 @@
+//! JSON Lines datasets, read one line at a time so a file of millions of rows never sits in
+//! memory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{DatasetError, Row, RowRequest};
+
+/// Reads rows from a JSONL file in order.
+pub struct JsonlReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    line: u64,
+}
+
+impl JsonlReader {
+    /// Opens `path`.
+    pub fn open(path: &Path) -> Result<JsonlReader, DatasetError> {
+        let file = File::open(path).map_err(|source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(JsonlReader {
+            path: path.to_path_buf(),
+            lines: BufReader::new(file).lines(),
+            line: 0,
+        })
+    }
+}
+
+impl Iterator for JsonlReader {
+    type Item = Result<Row, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let text = match self.lines.next()? {
+                Ok(text) => text,
+                Err(source) => {
+                    return Some(Err(DatasetError::Io {
+                        path: self.path.clone(),
+                        source,
+                    }));
+                }
+            };
+            self.line += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            return Some(
+                parse_row(&text, self.line).map_err(|message| DatasetError::Row {
+                    path: self.path.clone(),
+                    line: self.line,
+                    message,
+                }),
+            );
+        }
+    }
+}
+
+/// Reads one line in either format.
+fn parse_row(text: &str, line: u64) -> Result<Row, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|err| format!("not a JSON object: {err}"))?;
+    let Value::Object(mut object) = value else {
+        return Err("not a JSON object: each line must be one {...} row".into());
+    };
+    if object.contains_key("custom_id") || object.contains_key("body") {
+        return batch_row(object, line);
+    }
+    let id = take_id(&mut object, "id", line)?;
+    let request = take_request(&mut object, "")?;
+    Ok(Row {
+        id,
+        line,
+        request,
+        params: object,
+    })
+}
+
+/// A row of the OpenAI Batch API input format.
+fn batch_row(mut object: Map<String, Value>, line: u64) -> Result<Row, String> {
+    let id = take_id(&mut object, "custom_id", line)?;
+    if let Some(method) = object.get("method")
+        && method.as_str() != Some("POST")
+    {
+        return Err(format!(
+            "field `method` is {method}; only \"POST\" is supported"
+        ));
+    }
+    let url = object
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(Value::Object(mut body)) = object.remove("body") else {
+        return Err("field `body` is missing or not an object".into());
+    };
+    let request = take_request(&mut body, "body.")?;
+    let expected = match request {
+        RowRequest::Prompt(_) => "/v1/completions",
+        RowRequest::Messages(_) => "/v1/chat/completions",
+    };
+    if url != expected {
+        return Err(format!(
+            "field `url` is {url:?} but the body fits {expected:?}; set `url` to {expected:?}"
+        ));
+    }
+    body.remove("model");
+    body.remove("stream");
+    body.remove("stream_options");
+    Ok(Row {
+        id,
+        line,
+        request,
+        params: body,
+    })
+}
+
+/// Takes the id field, or falls back to the line number when it is absent.
+fn take_id(object: &mut Map<String, Value>, field: &str, line: u64) -> Result<String, String> {
+    match object.remove(field) {
+        None => Ok(line.to_string()),
+        Some(Value::String(id)) if !id.is_empty() => Ok(id),
+        Some(Value::Number(id)) => Ok(id.to_string()),
+        Some(other) => Err(format!(
+            "field `{field}` must be a non-empty string or a number, not {other}"
+        )),
+    }
+}
+
+/// Takes `prompt` or `messages` (exactly one) from a row or a Batch API body.
+fn take_request(object: &mut Map<String, Value>, prefix: &str) -> Result<RowRequest, String> {
+    match (object.remove("prompt"), object.remove("messages")) {
+        (Some(_), Some(_)) => Err(format!(
+            "the row has both `{prefix}prompt` and `{prefix}messages`; keep one"
+        )),
+        (Some(Value::String(prompt)), None) if !prompt.is_empty() => Ok(RowRequest::Prompt(prompt)),
+        (Some(_), None) => Err(format!("field `{prefix}prompt` must be a non-empty string")),
+        (None, Some(messages)) => {
+            check_messages(&messages, prefix).map(|()| RowRequest::Messages(messages))
+        }
+        (None, None) => Err(format!(
+            "the row has neither `{prefix}prompt` nor `{prefix}messages`"
+        )),
+    }
+}
+
+/// Messages must be a non-empty list of objects with a string `role` and a `content`.
+fn check_messages(messages: &Value, prefix: &str) -> Result<(), String> {
+    let Some(list) = messages.as_array().filter(|list| !list.is_empty()) else {
+        return Err(format!("field `{prefix}messages` must be a non-empty list"));
+    };
+    for (index, message) in list.iter().enumerate() {
+        let has_role = message.get("role").is_some_and(Value::is_string);
+        let has_content = message.get("content").is_some_and(|c| !c.is_null());
+        if !has_role || !has_content {
+            return Err(format!(
+                "field `{prefix}messages[{index}]` needs a string `role` and a `content`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Vec<Result<Row, String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        std::fs::write(&path, text).unwrap();
+        JsonlReader::open(&path)
+            .unwrap()
+            .map(|row| row.map_err(|err| err.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_prompt_messages_and_batch_rows() {
+        let rows = read(concat!(
+            "{\"id\": \"a\", \"prompt\": \"Hello\", \"max_tokens\": 5}\n",
+            "\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n",
+            "{\"custom_id\": \"r1\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", ",
+            "\"body\": {\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"Yo\"}], \"max_tokens\": 9}}\n",
+        ));
+        let rows: Vec<Row> = rows.into_iter().map(Result::unwrap).collect();
+        assert_eq!(rows[0].id, "a");
+        assert_eq!(rows[0].request, RowRequest::Prompt("Hello".into()));
+        assert_eq!(rows[0].params["max_tokens"], 5);
+        assert_eq!(rows[1].id, "3", "no id: the line number");
+        assert!(matches!(rows[1].request, RowRequest::Messages(_)));
+        assert_eq!(rows[2].id, "r1");
+        assert_eq!(rows[2].line, 4);
+        assert_eq!(rows[2].params["max_tokens"], 9);
+        assert!(!rows[2].params.contains_key("model"));
+    }
+
+    #[test]
+    fn bad_rows_name_their_line_and_field() {
+        let cases = [
+            ("not json", "rows.jsonl:2: not a JSON object"),
+            ("[1, 2]", "each line must be one {...} row"),
+            ("{\"id\": \"x\"}", "neither `prompt` nor `messages`"),
+            ("{\"prompt\": \"\"}", "`prompt` must be a non-empty string"),
+            (
+                "{\"prompt\": \"a\", \"messages\": []}",
+                "both `prompt` and `messages`",
+            ),
+            (
+                "{\"messages\": [{\"content\": \"a\"}]}",
+                "`messages[0]` needs a string `role`",
+            ),
+            ("{\"id\": [], \"prompt\": \"a\"}", "field `id` must be"),
+            (
+                "{\"custom_id\": \"c\", \"url\": \"/v1/completions\", \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}}",
+                "set `url` to \"/v1/chat/completions\"",
+            ),
+            (
+                "{\"custom_id\": \"c\", \"url\": \"/v1/completions\"}",
+                "`body` is missing",
+            ),
+            (
+                "{\"custom_id\": \"c\", \"method\": \"GET\", \"url\": \"/v1/completions\", \"body\": {\"prompt\": \"a\"}}",
+                "only \"POST\"",
+            ),
+        ];
+        for (line, expected) in cases {
+            let rows = read(&format!("{{\"prompt\": \"ok\"}}\n{line}\n"));
+            assert!(rows[0].is_ok());
+            let err = rows[1].as_ref().unwrap_err();
+            assert!(err.contains(":2: "), "{err}");
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Runs a plan: closed-loop users or an open-loop schedule per step, every request's record
+//! sent to the collector over one bounded channel. Every loop ends by itself: at the step's
+//! time or count, or when the run is cancelled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Exp};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Target, Ticket, send};
+use super::health::{ClientHealth, HealthMonitor};
+use super::plan::{Arrivals, Hold, Load, Plan, Step};
+use super::record::RequestRecord;
+use super::workload::WorkItem;
+
+/// What the driver tells the collector, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// A step (or the warm-up before the first step) began.
+    StepStarted {
+        /// The step.
+        step: Step,
+        /// Whether this is the warm-up.
+        warmup: bool,
+    },
+    /// A request ended.
+    Record(Box<RequestRecord>),
+    /// A step ended: every one of its records came before this event.
+    StepFinished {
+        /// The step.
+        step: Step,
+        /// Whether this was the warm-up.
+        warmup: bool,
+        /// When it began, from the run's start.
+        began: Duration,
+        /// When its last request ended.
+        ended: Duration,
+        /// The client's health meanwhile.
+        health: ClientHealth,
+    },
+}
+
+/// Everything a run needs to send requests.
+pub struct Driver {
+    target: Target,
+    work: Arc<[WorkItem]>,
+    next_id: AtomicU64,
+    events: mpsc::Sender<Event>,
+    run_start: Instant,
+    cancel: CancellationToken,
+    health: HealthMonitor,
+    seed: u64,
+}
+
+impl Driver {
+    /// A driver sending `work` (cycled) to `target`, reporting to `events`.
+    pub fn new(
+        target: Target,
+        work: Arc<[WorkItem]>,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+        seed: u64,
+    ) -> Arc<Driver> {
+        assert!(!work.is_empty(), "a workload has at least one request");
+        Arc::new(Driver {
+            target,
+            work,
+            next_id: AtomicU64::new(0),
+            events,
+            run_start: Instant::now(),
+            health: HealthMonitor::start(cancel.child_token()),
+            cancel,
+            seed,
+        })
+    }
+
+    /// When the run began: the origin of every record's offsets.
+    pub fn run_start(&self) -> Instant {
+        self.run_start
+    }
+
+    /// Runs the warm-up, then every step, until the plan ends or the run is cancelled.
+    pub async fn run(self: &Arc<Self>, plan: &Plan) {
+        if let (Some(warmup), Some(first)) = (plan.warmup, plan.steps.first()) {
+            self.run_step(*first, Hold::For(warmup), true).await;
+        }
+        for step in &plan.steps {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            self.run_step(*step, step.hold, false).await;
+        }
+    }
+
+    async fn run_step(self: &Arc<Self>, step: Step, hold: Hold, warmup: bool) {
+        let window = self.health.begin();
+        let began = self.run_start.elapsed();
+        let _ = self.events.send(Event::StepStarted { step, warmup }).await;
+        match step.load {
+            Load::Users(users) => self.closed_loop(step, users, hold, warmup).await,
+            Load::Rate {
+                per_second,
+                arrivals,
+                max_concurrency,
+            } => {
+                let duration = match hold {
+                    Hold::For(duration) => duration,
+                    Hold::RequestsPerUser(_) => unreachable!("open-loop steps are held for a time"),
+                };
+                self.open_loop(
+                    step,
+                    per_second,
+                    arrivals,
+                    max_concurrency,
+                    duration,
+                    warmup,
+                )
+                .await;
+            }
+        }
+        let finished = Event::StepFinished {
+            step,
+            warmup,
+            began,
+            ended: self.run_start.elapsed(),
+            health: self.health.end(&window),
+        };
+        let _ = self.events.send(finished).await;
+    }
+
+    /// `users` users, each sending its next request as soon as its last one ended.
+    async fn closed_loop(self: &Arc<Self>, step: Step, users: u32, hold: Hold, warmup: bool) {
+        let began = Instant::now();
+        let mut tasks = JoinSet::new();
+        for user in 0..users {
+            let driver = self.clone();
+            tasks.spawn(async move {
+                let mut sent = 0u32;
+                loop {
+                    let more = match hold {
+                        Hold::For(duration) => began.elapsed() < duration,
+                        Hold::RequestsPerUser(count) => sent < count,
+                    };
+                    if !more || driver.cancel.is_cancelled() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if !driver.send_one(step, warmup, Some(user), now).await {
+                        break;
+                    }
+                    sent += 1;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Requests on a fixed or Poisson schedule, whatever the server does; at most
+    /// `max_concurrency` in flight, the rest wait (and the wait counts as latency in the
+    /// corrected figures).
+    async fn open_loop(
+        self: &Arc<Self>,
+        step: Step,
+        per_second: f64,
+        arrivals: Arrivals,
+        max_concurrency: u32,
+        duration: Duration,
+        warmup: bool,
+    ) {
+        let began = Instant::now();
+        let slots = Arc::new(Semaphore::new(max_concurrency as usize));
+        let mut rng = StdRng::seed_from_u64(self.seed ^ u64::from(step.index) ^ u64::from(warmup));
+        let gaps = Exp::new(per_second).expect("a positive rate");
+        let mut offset = Duration::ZERO;
+        let mut tasks = JoinSet::new();
+        while offset < duration {
+            let intended = began + offset;
+            offset += match arrivals {
+                Arrivals::Constant => Duration::from_secs_f64(1.0 / per_second),
+                Arrivals::Poisson => Duration::from_secs_f64(gaps.sample(&mut rng)),
+            };
+            let slot = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                slot = async {
+                    tokio::time::sleep_until(intended).await;
+                    slots.clone().acquire_owned().await
+                } => slot.expect("the semaphore is never closed"),
+            };
+            while tasks.try_join_next().is_some() {}
+            let driver = self.clone();
+            tasks.spawn(async move {
+                driver.send_one(step, warmup, None, intended).await;
+                drop(slot);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Sends the next work item and reports it; false when the run was cancelled meanwhile
+    /// (the interrupted request is not recorded: it measured nothing about the server).
+    async fn send_one(
+        &self,
+        step: Step,
+        warmup: bool,
+        user: Option<u32>,
+        intended_start: Instant,
+    ) -> bool {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let item = &self.work[(id % self.work.len() as u64) as usize];
+        let ticket = Ticket {
+            id,
+            step: step.index,
+            warmup,
+            user,
+            intended_start,
+        };
+        let record = tokio::select! {
+            () = self.cancel.cancelled() => return false,
+            record = send(&self.target, item, ticket, self.run_start) => record,
+        };
+        self.events
+            .send(Event::Record(Box::new(record)))
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,256 @@
+//! `gembatch load`: online load verification of any OpenAI-compatible server.
+//!
+//! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
+//! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
+//! - `preflight`: is the target an OpenAI server, which model;
+//! - `client` + `sse`: one streaming request, timed;
+//! - `driver`: closed-loop users or an open-loop schedule per step;
+//! - `collector` + `stats`: records to Parquet and per-step statistics;
+//! - `health`: the client's own CPU and scheduler lag;
+//! - `slo`: gates checked per step;
+//! - `summary`: `summary.json`.
+
+pub mod client;
+pub mod collector;
+pub mod driver;
+pub mod health;
+pub mod plan;
+pub mod preflight;
+pub mod record;
+pub mod slo;
+pub mod sse;
+pub mod stats;
+pub mod summary;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dataset::{DatasetError, JsonlReader};
+use crate::results::load as tables;
+use client::Target;
+use collector::{Collected, Observer};
+use driver::Driver;
+use plan::Plan;
+use slo::{Gate, Violation};
+use workload::{BodyOptions, TokenLengths};
+
+/// Where the prompts come from.
+#[derive(Debug, Clone)]
+pub enum Prompts {
+    /// Seeded synthetic prompts of these lengths.
+    Synthetic {
+        /// Prompt length in words (about one token each).
+        prompt: TokenLengths,
+    },
+    /// The rows of a JSONL dataset, cycled.
+    Dataset(PathBuf),
+}
+
+/// Everything a load run needs, validated.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// `http://host:port`, as the user wrote it.
+    pub url: String,
+    /// Bearer token, if the server wants one.
+    pub api_key: Option<String>,
+    /// The model to ask for [default: the first one the server lists].
+    pub model: Option<String>,
+    /// Steps.
+    pub plan: Plan,
+    /// Prompts.
+    pub prompts: Prompts,
+    /// Output lengths (`max_tokens`) where a row does not set its own.
+    pub output: TokenLengths,
+    /// Send `ignore_eos`.
+    pub ignore_eos: bool,
+    /// Sampling temperature, if set.
+    pub temperature: Option<f64>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Longest a request may take.
+    pub timeout: Duration,
+    /// Response header naming the replica.
+    pub replica_header: String,
+    /// SLO gates.
+    pub gates: Vec<Gate>,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// The run's id.
+    pub run_id: String,
+}
+
+/// Distinct synthetic requests built up front, then cycled.
+const SYNTHETIC_REQUESTS: usize = 1024;
+/// Most dataset rows held for cycling.
+const MAX_DATASET_ROWS: usize = 100_000;
+/// Records in flight between the driver and the collector.
+const EVENT_QUEUE: usize = 8192;
+
+/// Why a run could not be made or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Flags(String),
+    /// The URL cannot be used.
+    #[error("--url {url:?}: {why}")]
+    BadUrl {
+        /// As given.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Nothing answers there.
+    #[error("cannot reach {url}: {why}; is the server running, and is --url right?")]
+    Unreachable {
+        /// What was asked.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// Something answers, but not as an OpenAI-compatible server.
+    #[error("{url} does not look like an OpenAI-compatible server: {why}")]
+    NotOpenAi {
+        /// What was asked.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// The server does not serve the model asked for.
+    #[error(
+        "the server does not serve model {model:?}; it serves {served:?} (pass one with --model)"
+    )]
+    UnknownModel {
+        /// Asked for.
+        model: String,
+        /// Served.
+        served: Vec<String>,
+    },
+    /// The dataset cannot be used.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The results cannot be written.
+    #[error("cannot write results to {dir}: {why}")]
+    Output {
+        /// The output directory.
+        dir: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl LoadError {
+    /// Whether the user can fix it (exit code 2).
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, LoadError::Output { .. })
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    /// Its steps, gates, counts.
+    pub collected: Collected,
+    /// The model used.
+    pub model: String,
+    /// Whether it was cut short (Ctrl-C).
+    pub interrupted: bool,
+}
+
+impl LoadOutcome {
+    /// Every failed gate.
+    pub fn violations(&self) -> &[Violation] {
+        &self.collected.violations
+    }
+}
+
+/// Runs `config` to the end (or until `cancel`), writing `requests.parquet`,
+/// `steps.parquet` and `summary.json` into the output directory.
+pub async fn run(
+    config: &LoadConfig,
+    observer: &mut dyn Observer,
+    cancel: CancellationToken,
+) -> Result<LoadOutcome, LoadError> {
+    let base = preflight::base_url(&config.url)?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.plan.peak_concurrency() as usize)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|err| LoadError::Unreachable {
+            url: base.clone(),
+            why: preflight::error_text(&err),
+        })?;
+    let model = preflight::check_server(
+        &http,
+        &base,
+        config.api_key.as_deref(),
+        config.model.as_deref(),
+    )
+    .await?;
+    let options = BodyOptions {
+        model: model.clone(),
+        ignore_eos: config.ignore_eos,
+        temperature: config.temperature,
+    };
+    let work: Arc<[workload::WorkItem]> = match &config.prompts {
+        Prompts::Synthetic { prompt } => workload::synthetic(
+            SYNTHETIC_REQUESTS,
+            *prompt,
+            config.output,
+            config.seed,
+            &options,
+        )
+        .into(),
+        Prompts::Dataset(path) => {
+            let rows = JsonlReader::open(path)?
+                .take(MAX_DATASET_ROWS)
+                .collect::<Result<Vec<_>, _>>()?;
+            if rows.is_empty() {
+                return Err(DatasetError::Empty { path: path.clone() }.into());
+            }
+            workload::from_rows(&rows, config.output, config.seed, &options).into()
+        }
+    };
+    let output_error = |why: String| LoadError::Output {
+        dir: config.out_dir.clone(),
+        why,
+    };
+    std::fs::create_dir_all(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
+    let writer =
+        tables::requests_writer(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
+
+    let started_at = SystemTime::now();
+    let target = Target::new(
+        http,
+        &base,
+        config.api_key.clone(),
+        config.replica_header.clone(),
+        config.timeout,
+    );
+    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
+    let driver = Driver::new(target, work, events, cancel.child_token(), config.seed);
+    let plan = config.plan.clone();
+    let driving = tokio::spawn(async move { driver.run(&plan).await });
+    let collected = collector::collect(inbox, writer, &config.gates, observer)
+        .await
+        .map_err(|err| output_error(err.to_string()))?;
+    driving
+        .await
+        .map_err(|err| output_error(format!("the load driver failed: {err}")))?;
+
+    tables::write_steps(&config.out_dir, &collected.steps)
+        .map_err(|err| output_error(err.to_string()))?;
+    let outcome = LoadOutcome {
+        collected,
+        model,
+        interrupted: cancel.is_cancelled(),
+    };
+    summary::write(&config.out_dir, config, &base, started_at, &outcome)
+        .map_err(|err| output_error(err.to_string()))?;
+    Ok(outcome)
+}

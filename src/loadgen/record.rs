@@ -1,0 +1,206 @@
+//! What one request measured: the row `requests.parquet` holds and the statistics pool.
+
+use std::time::Duration;
+
+/// How a request ended, in the classes of the load-metric definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A complete stream with at least one token and `[DONE]`.
+    Ok,
+    /// A 4xx answer other than 429.
+    Http4xx,
+    /// 429: the server shed load.
+    Http429,
+    /// A 5xx answer.
+    Http5xx,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection could not be made or broke before any answer.
+    ConnectError,
+    /// The stream was cut or malformed before `[DONE]`.
+    StreamBroken,
+    /// A complete stream without a single content token.
+    EmptyCompletion,
+}
+
+impl Outcome {
+    /// Every class, in report order.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Http4xx,
+        Outcome::Http429,
+        Outcome::Http5xx,
+        Outcome::Timeout,
+        Outcome::ConnectError,
+        Outcome::StreamBroken,
+        Outcome::EmptyCompletion,
+    ];
+
+    /// The class's name in Parquet, JSON and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Http4xx => "http_4xx",
+            Outcome::Http429 => "http_429",
+            Outcome::Http5xx => "http_5xx",
+            Outcome::Timeout => "timeout",
+            Outcome::ConnectError => "connect_error",
+            Outcome::StreamBroken => "stream_broken",
+            Outcome::EmptyCompletion => "empty_completion",
+        }
+    }
+
+    /// The class of an HTTP error status.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            429 => Outcome::Http429,
+            500.. => Outcome::Http5xx,
+            _ => Outcome::Http4xx,
+        }
+    }
+
+    /// Its index in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where the token counts of a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The server's `usage` object.
+    Usage,
+    /// Streamed content chunks counted by the client (the server sent no usage).
+    Counted,
+}
+
+impl TokenSource {
+    /// The name in Parquet.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Usage => "usage",
+            TokenSource::Counted => "counted",
+        }
+    }
+}
+
+/// One request, timed. Instants are offsets from the run's start.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// Sequence number in the run.
+    pub id: u64,
+    /// The step it belongs to (0-based); warm-up requests carry the first step's index.
+    pub step: u32,
+    /// Sent during the warm-up, so left out of every statistic.
+    pub warmup: bool,
+    /// The virtual user that sent it (closed loop); none in open loop.
+    pub user: Option<u32>,
+    /// When the schedule wanted it sent.
+    pub intended_start: Duration,
+    /// When it was sent.
+    pub start: Duration,
+    /// When the first content token arrived.
+    pub first_token: Option<Duration>,
+    /// When the answer ended (complete, failed or timed out).
+    pub end: Duration,
+    /// Mean gap between successive content chunks.
+    pub itl_mean: Option<Duration>,
+    /// Longest gap between successive content chunks.
+    pub itl_max: Option<Duration>,
+    /// Every gap, for the pooled inter-token percentiles (not written per row).
+    pub itl_gaps: Vec<Duration>,
+    /// Prompt tokens (from `usage` only: the client does not tokenize).
+    pub prompt_tokens: Option<u32>,
+    /// Output tokens.
+    pub output_tokens: u32,
+    /// Where `output_tokens` came from.
+    pub token_source: TokenSource,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The HTTP status, when an answer came.
+    pub http_status: Option<u16>,
+    /// What went wrong, for every outcome but `ok`.
+    pub error: Option<String>,
+    /// The replica that served it (from a response header), when the server says.
+    pub replica: Option<String>,
+}
+
+impl RequestRecord {
+    /// First token − start.
+    pub fn ttft(&self) -> Option<Duration> {
+        self.first_token.map(|t| t.saturating_sub(self.start))
+    }
+
+    /// First token − intended start: includes the time the request waited to go out.
+    pub fn ttft_corrected(&self) -> Option<Duration> {
+        self.first_token
+            .map(|t| t.saturating_sub(self.intended_start))
+    }
+
+    /// End − start.
+    pub fn e2e(&self) -> Duration {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// End − intended start.
+    pub fn e2e_corrected(&self) -> Duration {
+        self.end.saturating_sub(self.intended_start)
+    }
+
+    /// (End − first token) / (output tokens − 1), for requests with two tokens or more.
+    pub fn tpot(&self) -> Option<Duration> {
+        let first = self.first_token?;
+        (self.output_tokens >= 2).then(|| self.end.saturating_sub(first) / (self.output_tokens - 1))
+    }
+
+    /// How late the request went out against its schedule.
+    pub fn send_lag(&self) -> Duration {
+        self.start.saturating_sub(self.intended_start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(Outcome::of_status(429), Outcome::Http429);
+        assert_eq!(Outcome::of_status(404), Outcome::Http4xx);
+        assert_eq!(Outcome::of_status(503), Outcome::Http5xx);
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), index);
+        }
+    }
+
+    #[test]
+    fn latencies_from_instants() {
+        let ms = Duration::from_millis;
+        let record = RequestRecord {
+            id: 0,
+            step: 0,
+            warmup: false,
+            user: Some(0),
+            intended_start: ms(100),
+            start: ms(150),
+            first_token: Some(ms(250)),
+            end: ms(1250),
+            itl_mean: None,
+            itl_max: None,
+            itl_gaps: Vec::new(),
+            prompt_tokens: Some(10),
+            output_tokens: 11,
+            token_source: TokenSource::Usage,
+            outcome: Outcome::Ok,
+            http_status: Some(200),
+            error: None,
+            replica: None,
+        };
+        assert_eq!(record.ttft(), Some(ms(100)));
+        assert_eq!(record.ttft_corrected(), Some(ms(150)));
+        assert_eq!(record.e2e(), ms(1100));
+        assert_eq!(record.e2e_corrected(), ms(1150));
+        assert_eq!(record.tpot(), Some(ms(100)));
+        assert_eq!(record.send_lag(), ms(50));
+    }
+}

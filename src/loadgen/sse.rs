@@ -1,0 +1,201 @@
+//! Server-sent events from an OpenAI-compatible stream: split the bytes into events, then
+//! read each event's JSON as a completion or chat chunk.
+
+use serde::Deserialize;
+
+/// Splits a byte stream into the `data` payloads of its events, across arbitrary chunk
+/// boundaries.
+#[derive(Debug, Default)]
+pub struct EventSplitter {
+    pending: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+}
+
+impl EventSplitter {
+    /// Feeds the next bytes; calls `on_event` with each complete event's data.
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8])) {
+        self.pending.extend_from_slice(bytes);
+        let mut consumed = 0;
+        while let Some(newline) = self.pending[consumed..].iter().position(|&b| b == b'\n') {
+            let line_end = consumed + newline;
+            let mut line = &self.pending[consumed..line_end];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            if line.is_empty() {
+                if self.has_data {
+                    on_event(&self.data);
+                }
+                self.data.clear();
+                self.has_data = false;
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            // Comments (`:`), `event:`, `id:` and `retry:` lines carry nothing we measure.
+            consumed = line_end + 1;
+        }
+        self.pending.drain(..consumed);
+    }
+}
+
+/// What one event says.
+#[derive(Debug, PartialEq)]
+pub enum Chunk {
+    /// `[DONE]`: the stream is complete.
+    Done,
+    /// A completion or chat chunk.
+    Data {
+        /// Characters of generated text it carries (0 for role-only or usage chunks).
+        content_chars: usize,
+        /// `usage`, when the chunk carries it.
+        usage: Option<Usage>,
+    },
+    /// An error object in the stream.
+    Error(String),
+}
+
+/// Token counts a server reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+#[derive(Deserialize)]
+struct RawChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<RawChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice<'a> {
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<RawDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Reads one event's data; `Err` says why it is not an OpenAI stream chunk.
+pub fn parse_chunk(data: &[u8]) -> Result<Chunk, String> {
+    if data.trim_ascii() == b"[DONE]" {
+        return Ok(Chunk::Done);
+    }
+    let raw: RawChunk = serde_json::from_slice(data).map_err(|err| {
+        let shown = String::from_utf8_lossy(&data[..data.len().min(120)]).into_owned();
+        format!("stream event is not a completion chunk ({err}): {shown}")
+    })?;
+    if let Some(error) = raw.error {
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map_or_else(|| error.to_string(), str::to_string);
+        return Ok(Chunk::Error(message));
+    }
+    let content_chars = raw
+        .choices
+        .iter()
+        .map(|choice| {
+            let text = choice.text.as_deref();
+            let delta = choice.delta.as_ref().and_then(|d| d.content.as_deref());
+            text.or(delta).map_or(0, str::len)
+        })
+        .sum();
+    Ok(Chunk::Data {
+        content_chars,
+        usage: raw.usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(stream: &[u8], split_every: usize) -> Vec<String> {
+        let mut splitter = EventSplitter::default();
+        let mut out = Vec::new();
+        for piece in stream.chunks(split_every) {
+            splitter.feed(piece, |data| {
+                out.push(String::from_utf8(data.to_vec()).unwrap())
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn splits_events_across_any_boundary() {
+        let stream = b": comment\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: one\ndata: two\n\ndata:[DONE]\n\n";
+        for split in 1..stream.len() {
+            assert_eq!(
+                events(stream, split),
+                ["{\"a\":1}", "one\ntwo", "[DONE]"],
+                "split every {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unfinished_event_is_not_reported() {
+        assert!(events(b"data: {\"a\":1}\n", 4).is_empty());
+    }
+
+    #[test]
+    fn reads_completion_chat_usage_and_error_chunks() {
+        let text = br#"{"choices":[{"index":0,"text":"Paris"}]}"#;
+        assert_eq!(
+            parse_chunk(text),
+            Ok(Chunk::Data {
+                content_chars: 5,
+                usage: None
+            })
+        );
+        let role = br#"{"choices":[{"delta":{"role":"assistant"}}]}"#;
+        let chat = br#"{"choices":[{"delta":{"content":"caf\u00e9"}}]}"#;
+        assert_eq!(
+            parse_chunk(role),
+            Ok(Chunk::Data {
+                content_chars: 0,
+                usage: None
+            })
+        );
+        assert_eq!(
+            parse_chunk(chat),
+            Ok(Chunk::Data {
+                content_chars: 5,
+                usage: None
+            })
+        );
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+        assert_eq!(
+            parse_chunk(usage),
+            Ok(Chunk::Data {
+                content_chars: 0,
+                usage: Some(Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 3
+                })
+            })
+        );
+        let error = br#"{"error":{"message":"engine died","type":"server_error"}}"#;
+        assert_eq!(parse_chunk(error), Ok(Chunk::Error("engine died".into())));
+        assert_eq!(parse_chunk(b" [DONE] "), Ok(Chunk::Done));
+        assert!(parse_chunk(b"<html>").unwrap_err().contains("<html>"));
+    }
+}
