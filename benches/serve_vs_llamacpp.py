@@ -154,7 +154,7 @@ def main():
     theirs = asyncio.run(measure("llama.cpp", [
         args.llama_server, "-m", model, "-t", threads, "-tb", threads, "--parallel", "16",
         "-c", str(16 * 1024), "--host", "127.0.0.1", "--port", "18089", "--no-webui"],
-        r"server is listening on (http://\S+)", per_client))
+        r"listening on (http://\S+)", per_client))
 
     print("| | gembatch serve | llama-server | gembatch / llama.cpp |")
     print("|---|---|---|---|")

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::client::{Target, Ticket, send};
 use super::health::{ClientHealth, HealthMonitor};
@@ -165,6 +166,10 @@ impl Driver {
     /// Requests on a fixed or Poisson schedule, whatever the server does; at most
     /// `max_concurrency` in flight, the rest wait (and the wait counts as latency in the
     /// corrected figures).
+    ///
+    /// The schedule runs on its own thread: the OS timer wakes it within tens of
+    /// microseconds of each departure, where tokio's timer rounds up to the next
+    /// millisecond, which would show up as client lag in every corrected figure.
     async fn open_loop(
         self: &Arc<Self>,
         step: Step,
@@ -174,33 +179,47 @@ impl Driver {
         duration: Duration,
         warmup: bool,
     ) {
-        let began = Instant::now();
-        let slots = Arc::new(Semaphore::new(max_concurrency as usize));
-        let mut rng = StdRng::seed_from_u64(self.seed ^ u64::from(step.index) ^ u64::from(warmup));
-        let gaps = Exp::new(per_second).expect("a positive rate");
-        let mut offset = Duration::ZERO;
-        let mut tasks = JoinSet::new();
-        while offset < duration {
-            let intended = began + offset;
-            offset += match arrivals {
-                Arrivals::Constant => Duration::from_secs_f64(1.0 / per_second),
-                Arrivals::Poisson => Duration::from_secs_f64(gaps.sample(&mut rng)),
-            };
-            let slot = tokio::select! {
-                () = self.cancel.cancelled() => break,
-                slot = async {
-                    tokio::time::sleep_until(intended).await;
-                    slots.clone().acquire_owned().await
-                } => slot.expect("the semaphore is never closed"),
-            };
-            while tasks.try_join_next().is_some() {}
-            let driver = self.clone();
-            tasks.spawn(async move {
-                driver.send_one(step, warmup, None, intended).await;
-                drop(slot);
-            });
-        }
-        while tasks.join_next().await.is_some() {}
+        let runtime = tokio::runtime::Handle::current();
+        let requests = TaskTracker::new();
+        let driver = self.clone();
+        let tracker = requests.clone();
+        let schedule = tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            let slots = Arc::new(Semaphore::new(max_concurrency as usize));
+            let mut rng =
+                StdRng::seed_from_u64(driver.seed ^ u64::from(step.index) ^ u64::from(warmup));
+            let gaps = Exp::new(per_second).expect("a positive rate");
+            let mut offset = Duration::ZERO;
+            while offset < duration {
+                let intended = began + offset;
+                offset += match arrivals {
+                    Arrivals::Constant => Duration::from_secs_f64(1.0 / per_second),
+                    Arrivals::Poisson => Duration::from_secs_f64(gaps.sample(&mut rng)),
+                };
+                if !sleep_until_precisely(intended, &driver.cancel) {
+                    break;
+                }
+                let slot = runtime.block_on(async {
+                    tokio::select! {
+                        () = driver.cancel.cancelled() => None,
+                        slot = slots.clone().acquire_owned() => slot.ok(),
+                    }
+                });
+                let Some(slot) = slot else { break };
+                let sender = driver.clone();
+                let intended = Instant::from_std(intended);
+                tracker.spawn_on(
+                    async move {
+                        sender.send_one(step, warmup, None, intended).await;
+                        drop(slot);
+                    },
+                    &runtime,
+                );
+            }
+        });
+        let _ = schedule.await;
+        requests.close();
+        requests.wait().await;
     }
 
     /// Sends the next work item and reports it; false when the run was cancelled meanwhile
@@ -229,5 +248,21 @@ impl Driver {
             .send(Event::Record(Box::new(record)))
             .await
             .is_ok()
+    }
+}
+
+/// Sleeps the thread until `deadline`; false if `cancel` fired first. Sleeps in short
+/// slices so a cancelled run does not wait out a long gap.
+fn sleep_until_precisely(deadline: std::time::Instant, cancel: &CancellationToken) -> bool {
+    const SLICE: Duration = Duration::from_millis(20);
+    loop {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(SLICE));
     }
 }

@@ -46,3 +46,4 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .collect()
 }
 pub mod server;
+pub mod stub;

@@ -1,0 +1,159 @@
+//! The HTML report in a real browser: headless Chromium (Debian's `chromium` package) opens
+//! the page of a real run from the file system, renders every chart without a console
+//! error, and takes a screenshot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::stub::{Behaviour, Stub};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const MS: Duration = Duration::from_millis(1);
+
+fn chromium(profile: &Path, args: &[&str], page: &Path) -> Output {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium); .ci/run does"
+    );
+    Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,2200",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium")
+}
+
+fn run_load(url: &str, out: &Path, run_id: &str, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["load", "--url", url, "--run-id", run_id, "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run gembatch load");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Opens `page`, checks the rendered DOM, and returns the screenshot's path.
+fn render(page: &Path, dir: &Path, expected_charts: usize) -> PathBuf {
+    let dom = chromium(&dir.join("profile-dom"), &["--dump-dom"], page);
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        html.contains("data-status=\"rendered\""),
+        "the script did not finish:\n{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    assert!(
+        html.contains("data-errors=\"0\""),
+        "console errors on the page"
+    );
+    assert!(
+        html.contains(&format!("data-charts=\"{expected_charts}\"")),
+        "charts missing"
+    );
+    // Every line chart drew a path, every bar chart its bars.
+    assert!(
+        html.matches("<path d=\"M").count() >= 6,
+        "too few lines drawn"
+    );
+    assert!(html.matches("<rect ").count() >= 2, "no bars drawn");
+
+    let shot = dir.join("screenshot.png");
+    let output = chromium(
+        &dir.join("profile-shot"),
+        &[&format!("--screenshot={}", shot.display())],
+        page,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let size = std::fs::metadata(&shot).expect("a screenshot").len();
+    assert!(
+        size > 50_000,
+        "a {size}-byte screenshot is too plain for a page of charts"
+    );
+    shot
+}
+
+#[test]
+fn the_report_renders_its_charts_in_headless_chromium() {
+    let failing = |n: u64| {
+        if n % 10 == 9 {
+            Behaviour::Status(503)
+        } else {
+            Behaviour::Stream {
+                ttft: Duration::from_millis(10 + n % 7),
+                gap: 2 * MS,
+                tokens: 4,
+                usage: true,
+            }
+        }
+    };
+    let stub = Stub::start(failing);
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let second = dir.path().join("second");
+    run_load(
+        &stub.url,
+        &first,
+        "first",
+        &[
+            "--max-users",
+            "3",
+            "--step-size",
+            "1",
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "500ms",
+        ],
+    );
+    run_load(
+        &stub.url,
+        &second,
+        "second",
+        &[
+            "--max-users",
+            "3",
+            "--step-size",
+            "1",
+            "--requests-per-user",
+            "5",
+        ],
+    );
+
+    let shot = render(&first.join("results_viewer.html"), &first, 5);
+    eprintln!("screenshot: {}", shot.display());
+
+    let compare = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .arg("report")
+        .arg(&first)
+        .arg("--compare")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(compare.status.success());
+    let page = PathBuf::from(String::from_utf8(compare.stdout).unwrap().trim());
+    let compared = dir.path().join("compared");
+    std::fs::create_dir_all(&compared).unwrap();
+    render(&page, &compared, 5);
+}
