@@ -1,80 +1,19 @@
 //! `gembatch load` end to end: the real binary against in-process stub servers whose delays
-//! and failures are programmed exactly, so every figure it writes can be checked.
+//! are programmed exactly, so every figure it writes can be checked: latencies, rates,
+//! shapes, token counts, the report.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
+use common::load::{assert_close, assert_success, count, load, serial, stderr};
 use common::stub::{Behaviour, Stub};
-use gembatch::loadgen::stats::{Latency, Stat, StepRow};
+use gembatch::loadgen::stats::{Latency, Stat};
 use gembatch::results::load::read_steps;
 use gembatch::results::table::Table;
 
 const MS: Duration = Duration::from_millis(1);
-
-/// The tests measure time: one at a time, so they do not slow each other down.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Runs `gembatch load --url URL --out DIR ARGS...`.
-fn load(url: &str, out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gembatch"))
-        .args(["load", "--url", url, "--out"])
-        .arg(out)
-        .args(["--run-id", "test"])
-        .args(args)
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .expect("run gembatch load")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status,
-        stderr(output)
-    );
-}
-
-/// Asserts `measured` is within 1 ms or 2 % (whichever is larger) of `expected` seconds.
-fn assert_close(what: &str, measured: Option<f64>, expected: f64) {
-    let measured = measured.unwrap_or_else(|| panic!("{what}: no value"));
-    let tolerance = (expected * 0.02).max(0.001);
-    assert!(
-        (measured - expected).abs() <= tolerance,
-        "{what}: measured {measured:.6} s, programmed {expected:.6} s (tolerance {tolerance:.6})"
-    );
-}
-
-fn outcomes(dir: &Path) -> Vec<String> {
-    Table::read(&dir.join("requests.parquet"))
-        .unwrap()
-        .strs("outcome")
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect()
-}
-
-fn count(row: &StepRow, class: &str) -> u64 {
-    let index = gembatch::loadgen::record::Outcome::ALL
-        .iter()
-        .position(|o| o.as_str() == class)
-        .unwrap();
-    row.counts[index]
-}
 
 #[test]
 fn measured_latencies_match_the_programmed_delays() {
@@ -172,137 +111,6 @@ fn measured_latencies_match_the_programmed_delays() {
     assert_eq!(summary["model"], "stub-model");
     assert_eq!(summary["shape"], "sustained");
     assert!(dir.path().join("results_viewer.html").exists());
-}
-
-#[test]
-fn every_outcome_class_is_counted_exactly() {
-    let _serial = serial();
-    let ok = Behaviour::Stream {
-        ttft: 5 * MS,
-        gap: MS,
-        tokens: 3,
-        usage: true,
-    };
-    let script = [
-        ok,
-        Behaviour::Status(500),
-        Behaviour::Status(429),
-        Behaviour::Status(400),
-        Behaviour::Cut { tokens: 2 },
-        Behaviour::Empty,
-        Behaviour::Stall(Duration::from_secs(3)),
-    ];
-    let stub = Stub::start(move |n| script[n as usize % script.len()]);
-    let dir = tempfile::tempdir().unwrap();
-    // One user, 14 requests in order: every behaviour exactly twice.
-    let output = load(
-        &stub.url,
-        dir.path(),
-        &[
-            "--max-users",
-            "1",
-            "--step-size",
-            "1",
-            "--requests-per-user",
-            "14",
-            "--timeout",
-            "1s",
-        ],
-    );
-    assert_success(&output);
-    let step = &read_steps(dir.path()).unwrap()[0];
-    assert_eq!(step.requests, 14);
-    for class in [
-        "ok",
-        "http_5xx",
-        "http_429",
-        "http_4xx",
-        "stream_broken",
-        "empty_completion",
-        "timeout",
-    ] {
-        assert_eq!(count(step, class), 2, "{class}: {:?}", outcomes(dir.path()));
-    }
-    assert_eq!(count(step, "connect_error"), 0);
-    assert!((step.error_rate - 12.0 / 14.0).abs() < 1e-9);
-    let table = Table::read(&dir.path().join("requests.parquet")).unwrap();
-    let statuses = table.u32s("http_status").unwrap();
-    let errors = table.strs("error").unwrap();
-    let classes = outcomes(dir.path());
-    for (i, class) in classes.iter().enumerate() {
-        assert_eq!(
-            errors[i].is_none(),
-            class == "ok",
-            "request {i} ({class}): {:?}",
-            errors[i]
-        );
-        let expected_status = match class.as_str() {
-            "http_5xx" => Some(500),
-            "http_429" => Some(429),
-            "http_4xx" => Some(400),
-            "timeout" => None,
-            _ => Some(200),
-        };
-        assert_eq!(statuses[i], expected_status, "request {i} ({class})");
-    }
-}
-
-#[test]
-fn a_server_that_dies_mid_run_is_recorded_and_the_results_are_still_written() {
-    let _serial = serial();
-    let mut stub = Stub::start(|_| Behaviour::Stream {
-        ttft: 20 * MS,
-        gap: 5 * MS,
-        tokens: 4,
-        usage: true,
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let url = stub.url.clone();
-    let path = dir.path().to_path_buf();
-    let run = std::thread::spawn(move || {
-        load(
-            &url,
-            &path,
-            &[
-                "--users",
-                "2",
-                "--duration",
-                "3s",
-                "--slo",
-                "error_rate<=1%",
-            ],
-        )
-    });
-    std::thread::sleep(Duration::from_millis(1200));
-    assert!(stub.served() > 0);
-    stub.kill();
-    let output = run.join().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "the SLO gate fails: {}",
-        stderr(&output)
-    );
-    assert!(
-        stderr(&output).contains("error_rate<=1% failed"),
-        "{}",
-        stderr(&output)
-    );
-    let classes = outcomes(dir.path());
-    let ok = classes.iter().filter(|c| *c == "ok").count();
-    let failed = classes
-        .iter()
-        .filter(|c| matches!(c.as_str(), "connect_error" | "stream_broken"))
-        .count();
-    assert!(
-        ok > 0 && failed > 0,
-        "{ok} ok, {failed} failed: {classes:?}"
-    );
-    assert_eq!(ok + failed, classes.len(), "{classes:?}");
-    assert_eq!(
-        read_steps(dir.path()).unwrap()[0].requests as usize,
-        classes.len()
-    );
 }
 
 #[test]
@@ -499,76 +307,6 @@ fn poisson_arrivals_are_seeded() {
         gaps.iter().any(|&g| g != gaps[0]),
         "Poisson gaps vary: {gaps:?}"
     );
-}
-
-#[test]
-fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    // Nothing listens on a port we just freed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let unreachable = format!("http://127.0.0.1:{port}");
-    let not_openai = Stub::not_openai();
-    let stub = Stub::start(|_| Behaviour::Empty);
-    let dataset = dir.path().join("prompts.jsonl");
-    std::fs::write(
-        &dataset,
-        "{\"prompt\": \"fine\"}\n{\"prompt\": \"also fine\"}\nthis is not json\n",
-    )
-    .unwrap();
-    let dataset = dataset.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<&str>, &str); 7] = [
-        (&unreachable, vec!["--users", "1"], "cannot reach"),
-        (
-            &not_openai.url,
-            vec!["--users", "1"],
-            "does not look like an OpenAI-compatible server",
-        ),
-        (
-            &stub.url,
-            vec!["--users", "1", "--slo", "p95_latency<2s"],
-            "unknown metric \"p95_latency\"",
-        ),
-        (
-            &stub.url,
-            vec!["--users", "1", "--slo", "error_rate<=5"],
-            "write a percentage",
-        ),
-        (
-            &stub.url,
-            vec!["--users", "1", "--dataset", &dataset],
-            "prompts.jsonl:3: not a JSON object",
-        ),
-        (
-            &stub.url,
-            vec!["--users", "1", "--model", "other"],
-            "does not serve model \"other\"",
-        ),
-        (
-            "https://example.com",
-            vec!["--users", "1"],
-            "https is not built in",
-        ),
-    ];
-    for (url, args, expected) in cases {
-        let output = load(url, &out, &args);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        let text = stderr(&output);
-        assert!(text.contains(expected), "{args:?}: {text}");
-        assert!(!text.contains("panicked"), "{text}");
-    }
-    assert_eq!(stub.served(), 0, "no request before the run is validated");
-    assert!(!out.join("requests.parquet").exists());
 }
 
 #[test]

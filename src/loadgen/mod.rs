@@ -233,15 +233,19 @@ pub async fn run(
         config.timeout,
     );
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let driver = Driver::new(target, work, events, cancel.child_token(), config.seed);
+    let stop_driver = cancel.child_token();
+    let driver = Driver::new(target, work, events, stop_driver.clone(), config.seed);
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });
-    let collected = collector::collect(inbox, writer, &config.gates, observer)
-        .await
-        .map_err(|err| output_error(err.to_string()))?;
+    let collected = collector::collect(inbox, writer, &config.gates, observer).await;
+    if collected.is_err() {
+        // Nothing can record what the driver would send.
+        stop_driver.cancel();
+    }
     driving
         .await
         .map_err(|err| output_error(format!("the load driver failed: {err}")))?;
+    let collected = collected.map_err(|err| output_error(err.to_string()))?;
 
     tables::write_steps(&config.out_dir, &collected.steps)
         .map_err(|err| output_error(err.to_string()))?;

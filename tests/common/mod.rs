@@ -45,5 +45,6 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .map(|line| serde_json::from_str(line).expect("golden line"))
         .collect()
 }
+pub mod load;
 pub mod server;
 pub mod stub;

@@ -1,0 +1,141 @@
+//! `gembatch load` against a real peer: llama.cpp's OpenAI server (llama-cpp-python's
+//! `[server]` extra) on the default model, through both the completions and the chat route.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::default_model_path;
+use gembatch::results::table::Table;
+
+/// llama-cpp-python's server; killed when dropped.
+struct LlamaServer {
+    child: Child,
+    url: String,
+}
+
+impl LlamaServer {
+    fn start() -> LlamaServer {
+        let check = Command::new("python3")
+            .args(["-c", "import llama_cpp.server"])
+            .output()
+            .expect("run python3");
+        assert!(
+            check.status.success(),
+            "llama-cpp-python's server is missing: pip install 'llama-cpp-python[server]==0.3.36' (.ci/run does)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("python3")
+            .args([
+                "-m",
+                "llama_cpp.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--n_ctx", "2048", "--n_threads", "2", "--model"])
+            .arg(default_model_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start llama_cpp.server");
+        let url = format!("http://127.0.0.1:{port}");
+        // Drain its log so it never blocks on a full pipe.
+        let log = child.stderr.take().unwrap();
+        std::thread::spawn(move || for _ in BufReader::new(log).lines() {});
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "llama_cpp.server did not start");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "llama_cpp.server exited"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        LlamaServer { child, url }
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn measures_llama_cpp_server_on_both_routes() {
+    let server = LlamaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &dataset,
+        concat!(
+            "{\"id\": \"p\", \"prompt\": \"The capital of France is\"}\n",
+            "{\"id\": \"c\", \"messages\": [{\"role\": \"user\", \"content\": \"Name a colour.\"}]}\n",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args([
+            "load",
+            "--url",
+            &server.url,
+            "--run-id",
+            "llamacpp",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--dataset")
+        .arg(&dataset)
+        .args([
+            "--max-users",
+            "2",
+            "--step-size",
+            "2",
+            "--requests-per-user",
+            "2",
+        ])
+        .args([
+            "--output-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--slo",
+            "error_rate<=0%",
+        ])
+        .output()
+        .expect("run gembatch load");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+
+    let table = Table::read(&out.join("requests.parquet")).unwrap();
+    assert_eq!(table.len(), 4);
+    let outcomes = table.strs("outcome").unwrap();
+    assert!(
+        outcomes.iter().all(|o| o.as_deref() == Some("ok")),
+        "{outcomes:?}"
+    );
+    let tokens = table.u32s("output_tokens").unwrap();
+    assert!(
+        tokens.iter().all(|t| (1..=8).contains(&t.unwrap())),
+        "{tokens:?}"
+    );
+    let ttft = table.f64s("ttft_s").unwrap();
+    let e2e = table.f64s("e2e_s").unwrap();
+    for (first, total) in ttft.iter().zip(&e2e) {
+        let (first, total) = (first.unwrap(), total.unwrap());
+        assert!(first > 0.0 && first <= total, "ttft {first} e2e {total}");
+    }
+    let sources = table.strs("token_source").unwrap();
+    eprintln!("llama.cpp server token counts from: {sources:?}");
+    assert!(out.join("results_viewer.html").exists());
+}
