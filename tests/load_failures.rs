@@ -238,6 +238,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_ran() {
             "--out",
         ])
         .arg(dir.path())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

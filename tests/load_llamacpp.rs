@@ -40,7 +40,16 @@ impl LlamaServer {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["--n_ctx", "2048", "--n_threads", "2", "--model"])
+            .args(["--n_ctx", "2048", "--n_threads", "2"])
+            // By default a new request cuts the stream in progress short (after one token),
+            // and the chat template is not Gemma's (the model answers with end-of-turn).
+            .args([
+                "--interrupt_requests",
+                "False",
+                "--chat_format",
+                "gemma",
+                "--model",
+            ])
             .arg(default_model_path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -135,7 +144,19 @@ fn measures_llama_cpp_server_on_both_routes() {
         let (first, total) = (first.unwrap(), total.unwrap());
         assert!(first > 0.0 && first <= total, "ttft {first} e2e {total}");
     }
+    // llama-cpp-python sends no usage in streams: the tokens are counted chunks.
     let sources = table.strs("token_source").unwrap();
-    eprintln!("llama.cpp server token counts from: {sources:?}");
+    assert!(
+        sources.iter().all(|s| s.as_deref() == Some("counted")),
+        "{sources:?}"
+    );
+    // Rows alternate: even ids are the completion prompt, whose greedy continuation does not
+    // stop before 8 tokens, so every one of its streamed chunks must have been counted.
+    let ids = table.u64s("id").unwrap();
+    for (id, tokens) in ids.iter().zip(&tokens) {
+        if id.unwrap() % 2 == 0 {
+            assert_eq!(*tokens, Some(8), "request {id:?}");
+        }
+    }
     assert!(out.join("results_viewer.html").exists());
 }
