@@ -24,12 +24,16 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(async {
+    let config = std::sync::Arc::new(config);
+    let run_config = config.clone();
+    // On a worker, not the main thread: records then reach the collector without waking
+    // another OS thread for each one.
+    let outcome = runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
         cancel_on_signals(cancel.clone());
-        let mut progress = Progress::new(config.plan.steps.len());
-        loadgen::run(&config, &mut progress, cancel).await
-    })?;
+        let mut progress = Progress::new(run_config.plan.steps.len());
+        tokio::spawn(async move { loadgen::run(&run_config, &mut progress, cancel).await }).await
+    })??;
     let page = report::write_report(&config.out_dir)?;
     println!(
         "{} requests against {} ({}): results in {}, report {}",
@@ -95,6 +99,13 @@ fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
     if args.timeout.is_zero() {
         return Err(flags("--timeout must be above 0 s".into()));
     }
+    let replica_header = hyper::header::HeaderName::try_from(args.replica_header.as_str())
+        .map_err(|_| {
+            flags(format!(
+                "--replica-header {:?} is not a header name",
+                args.replica_header
+            ))
+        })?;
     let run_id = args.run_id.unwrap_or_else(|| new_run_id("load"));
     if !is_valid_run_id(&run_id) {
         return Err(flags(format!(
@@ -112,7 +123,7 @@ fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
         temperature: args.temperature,
         seed: args.seed,
         timeout: args.timeout,
-        replica_header: args.replica_header,
+        replica_header,
         gates,
         out_dir: args
             .out

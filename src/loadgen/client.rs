@@ -2,56 +2,24 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::header::HeaderName;
 use tokio::time::Instant;
 
+use super::http::HttpTarget;
 use super::preflight::error_text;
 use super::record::{Outcome, RequestRecord, TokenSource};
 use super::sse::{Chunk, EventSplitter, Usage, parse_chunk};
-use super::workload::{Route, WorkItem};
+use super::workload::WorkItem;
 
 /// Where and how requests go.
-#[derive(Debug, Clone)]
 pub struct Target {
-    /// Shared connection pool.
-    pub http: reqwest::Client,
-    /// `BASE/v1/completions`.
-    pub completions_url: String,
-    /// `BASE/v1/chat/completions`.
-    pub chat_url: String,
-    /// `Authorization: Bearer` value, if any.
-    pub api_key: Option<String>,
+    /// The server and its connections.
+    pub http: HttpTarget,
     /// Response header naming the replica that served a request.
-    pub replica_header: String,
+    pub replica_header: HeaderName,
     /// Longest a request may take, from send to the end of its stream.
     pub timeout: Duration,
-}
-
-impl Target {
-    /// A target at `base_url` (scheme, host, port, no `/v1`).
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        api_key: Option<String>,
-        replica_header: String,
-        timeout: Duration,
-    ) -> Target {
-        Target {
-            http,
-            completions_url: format!("{base_url}{}", Route::Completions.path()),
-            chat_url: format!("{base_url}{}", Route::Chat.path()),
-            api_key,
-            replica_header,
-            timeout,
-        }
-    }
-
-    fn url(&self, route: Route) -> &str {
-        match route {
-            Route::Completions => &self.completions_url,
-            Route::Chat => &self.chat_url,
-        }
-    }
 }
 
 /// The identity of one request in the run.
@@ -69,9 +37,11 @@ pub struct Ticket {
     pub intended_start: Instant,
 }
 
-/// What the stream told us so far.
+/// What the exchange told us so far; kept when a timeout cuts it short.
 #[derive(Default)]
-struct StreamProgress {
+struct Exchange {
+    status: Option<u16>,
+    replica: Option<String>,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
     chunks_with_content: u32,
@@ -80,7 +50,7 @@ struct StreamProgress {
     done: bool,
 }
 
-impl StreamProgress {
+impl Exchange {
     fn content(&mut self, at: Instant) {
         if let Some(last) = self.last_token {
             self.gaps.push(at - last);
@@ -91,6 +61,9 @@ impl StreamProgress {
     }
 }
 
+/// Longest error body kept from a failed response.
+const ERROR_BODY_BYTES: usize = 4096;
+
 /// Sends `item` and reads the stream to its end; never fails, every failure is an outcome.
 pub async fn send(
     target: &Target,
@@ -99,93 +72,113 @@ pub async fn send(
     run_start: Instant,
 ) -> RequestRecord {
     let start = Instant::now();
-    let deadline = start + target.timeout;
-    let mut progress = StreamProgress::default();
-    let mut request = target
-        .http
-        .post(target.url(item.route))
-        .header("content-type", "application/json")
-        .body(item.body.clone());
-    if let Some(key) = &target.api_key {
-        request = request.bearer_auth(key);
-    }
-    let mut status = None;
-    let mut replica = None;
-    let failure = match tokio::time::timeout_at(deadline, request.send()).await {
-        Err(_) => Some((
-            Outcome::Timeout,
-            "no response headers before the timeout".to_string(),
-        )),
-        Ok(Err(err)) => Some((Outcome::ConnectError, error_text(&err))),
-        Ok(Ok(response)) => {
-            status = Some(response.status().as_u16());
-            replica = response
-                .headers()
-                .get(&target.replica_header)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string);
-            if response.status().is_success() {
-                read_stream(response, deadline, &mut progress).await.err()
-            } else {
-                let code = response.status().as_u16();
-                let text = tokio::time::timeout_at(deadline, response.text())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                Some((
-                    Outcome::of_status(code),
-                    format!("HTTP {code}: {}", clip(&text)),
-                ))
-            }
-        }
-    };
-    let end = Instant::now();
-    finish(
-        ticket, run_start, start, end, progress, status, replica, failure,
-    )
+    let mut exchange = Exchange::default();
+    let failure =
+        match tokio::time::timeout_at(start + target.timeout, run(target, item, &mut exchange))
+            .await
+        {
+            Ok(result) => result.err(),
+            Err(_) if exchange.status.is_none() => Some((
+                Outcome::Timeout,
+                "no response headers before the timeout".to_string(),
+            )),
+            Err(_) => Some((
+                Outcome::Timeout,
+                "stream not finished before the timeout".to_string(),
+            )),
+        };
+    finish(ticket, run_start, start, Instant::now(), exchange, failure)
 }
 
-/// Reads events until `[DONE]`; `Err` carries the outcome when the stream fails.
-async fn read_stream(
-    response: reqwest::Response,
-    deadline: Instant,
-    progress: &mut StreamProgress,
+/// Sends, then reads events until `[DONE]`; `Err` carries the outcome when it fails.
+async fn run(
+    target: &Target,
+    item: &WorkItem,
+    exchange: &mut Exchange,
 ) -> Result<(), (Outcome, String)> {
-    let mut body = response.bytes_stream();
+    let connect_error = |err: &dyn std::error::Error| (Outcome::ConnectError, error_text(err));
+    let (mut connection, reused) = target
+        .http
+        .checkout()
+        .await
+        .map_err(|err| connect_error(&err))?;
+    let request = || {
+        target
+            .http
+            .request(item.route.path(), Some(item.body.clone()))
+    };
+    let response = match connection.send_request(request()).await {
+        Ok(response) => response,
+        // An idle connection the server closed meanwhile: once more on a new one.
+        Err(_) if reused => {
+            connection = target
+                .http
+                .connect()
+                .await
+                .map_err(|err| connect_error(&err))?;
+            connection
+                .send_request(request())
+                .await
+                .map_err(|err| connect_error(&err))?
+        }
+        Err(err) => return Err(connect_error(&err)),
+    };
+    let status = response.status();
+    exchange.status = Some(status.as_u16());
+    exchange.replica = response
+        .headers()
+        .get(&target.replica_header)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let mut text = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                text.extend_from_slice(
+                    &data[..data
+                        .len()
+                        .min(ERROR_BODY_BYTES - text.len().min(ERROR_BODY_BYTES))],
+                );
+            }
+        }
+        target.http.checkin(connection);
+        let text = String::from_utf8_lossy(&text);
+        return Err((
+            Outcome::of_status(status.as_u16()),
+            format!("HTTP {}: {}", status.as_u16(), clip(&text)),
+        ));
+    }
     let mut splitter = EventSplitter::default();
     let mut failure = None;
-    while !progress.done {
-        let next = match tokio::time::timeout_at(deadline, body.next()).await {
-            Err(_) => {
-                return Err((
-                    Outcome::Timeout,
-                    "stream not finished before the timeout".into(),
-                ));
-            }
-            Ok(next) => next,
-        };
-        let bytes = match next {
+    loop {
+        let frame = match body.frame().await {
             None => break,
             Some(Err(err)) => return Err((Outcome::StreamBroken, error_text(&err))),
-            Some(Ok(bytes)) => bytes,
+            Some(Ok(frame)) => frame,
         };
+        let Ok(bytes) = frame.into_data() else {
+            continue;
+        };
+        if exchange.done {
+            continue;
+        }
         let now = Instant::now();
         splitter.feed(&bytes, |data| {
-            if failure.is_some() || progress.done {
+            if failure.is_some() || exchange.done {
                 return;
             }
             match parse_chunk(data) {
-                Ok(Chunk::Done) => progress.done = true,
+                Ok(Chunk::Done) => exchange.done = true,
                 Ok(Chunk::Data {
                     content_chars,
                     usage,
                 }) => {
                     if content_chars > 0 {
-                        progress.content(now);
+                        exchange.content(now);
                     }
                     if usage.is_some() {
-                        progress.usage = usage;
+                        exchange.usage = usage;
                     }
                 }
                 Ok(Chunk::Error(message)) => failure = Some(format!("error in stream: {message}")),
@@ -196,22 +189,21 @@ async fn read_stream(
             return Err((Outcome::StreamBroken, message));
         }
     }
-    if progress.done {
+    if exchange.done {
+        // The body was read to its end: the connection can serve the next request.
+        target.http.checkin(connection);
         Ok(())
     } else {
         Err((Outcome::StreamBroken, "stream ended without [DONE]".into()))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     ticket: Ticket,
     run_start: Instant,
     start: Instant,
     end: Instant,
-    progress: StreamProgress,
-    http_status: Option<u16>,
-    replica: Option<String>,
+    progress: Exchange,
     failure: Option<(Outcome, String)>,
 ) -> RequestRecord {
     let since_start = |at: Instant| at.saturating_duration_since(run_start);
@@ -245,9 +237,9 @@ fn finish(
         output_tokens,
         token_source,
         outcome,
-        http_status,
+        http_status: progress.status,
         error,
-        replica,
+        replica: progress.replica,
     }
 }
 

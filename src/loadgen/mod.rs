@@ -14,6 +14,7 @@ pub mod client;
 pub mod collector;
 pub mod driver;
 pub mod health;
+pub mod http;
 pub mod plan;
 pub mod preflight;
 pub mod record;
@@ -35,6 +36,7 @@ use crate::results::load as tables;
 use client::Target;
 use collector::{Collected, Observer};
 use driver::Driver;
+use http::HttpTarget;
 use plan::Plan;
 use slo::{Gate, Violation};
 use workload::{BodyOptions, TokenLengths};
@@ -75,7 +77,7 @@ pub struct LoadConfig {
     /// Longest a request may take.
     pub timeout: Duration,
     /// Response header naming the replica.
-    pub replica_header: String,
+    pub replica_header: hyper::header::HeaderName,
     /// SLO gates.
     pub gates: Vec<Gate>,
     /// Output directory.
@@ -177,21 +179,13 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<LoadOutcome, LoadError> {
     let base = preflight::base_url(&config.url)?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(config.plan.peak_concurrency() as usize)
-        .tcp_nodelay(true)
-        .build()
+    let http = HttpTarget::resolve(&preflight::authority(&base), config.api_key.as_deref())
+        .await
         .map_err(|err| LoadError::Unreachable {
             url: base.clone(),
-            why: preflight::error_text(&err),
+            why: err.to_string(),
         })?;
-    let model = preflight::check_server(
-        &http,
-        &base,
-        config.api_key.as_deref(),
-        config.model.as_deref(),
-    )
-    .await?;
+    let model = preflight::check_server(&http, &base, config.model.as_deref()).await?;
     let options = BodyOptions {
         model: model.clone(),
         ignore_eos: config.ignore_eos,
@@ -225,13 +219,11 @@ pub async fn run(
         tables::requests_writer(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
 
     let started_at = SystemTime::now();
-    let target = Target::new(
+    let target = Target {
         http,
-        &base,
-        config.api_key.clone(),
-        config.replica_header.clone(),
-        config.timeout,
-    );
+        replica_header: config.replica_header.clone(),
+        timeout: config.timeout,
+    };
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
     let stop_driver = cancel.child_token();
     let driver = Driver::new(target, work, events, stop_driver.clone(), config.seed);

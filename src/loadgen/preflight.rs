@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::LoadError;
+use super::http::HttpTarget;
 
 /// How long the check waits for the server.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,36 +42,62 @@ pub fn base_url(url: &str) -> Result<String, LoadError> {
     Ok(trimmed.to_string())
 }
 
+/// `host:port` of a base URL from [`base_url`].
+pub fn authority(base: &str) -> String {
+    let rest = base.strip_prefix("http://").unwrap_or(base);
+    let host = rest.split('/').next().unwrap_or(rest);
+    if host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    }
+}
+
 /// Asks `GET /v1/models`; returns the model to use: `wanted` if the server serves it, else
 /// the first one it lists.
 pub async fn check_server(
-    http: &reqwest::Client,
+    http: &HttpTarget,
     base: &str,
-    api_key: Option<&str>,
     wanted: Option<&str>,
 ) -> Result<String, LoadError> {
     let url = format!("{base}/v1/models");
-    let mut request = http.get(&url).timeout(PREFLIGHT_TIMEOUT);
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.map_err(|err| LoadError::Unreachable {
+    let unreachable = |why: String| LoadError::Unreachable {
         url: url.clone(),
-        why: error_text(&err),
-    })?;
-    let status = response.status();
-    let body = response
-        .bytes()
+        why,
+    };
+    let exchange = async {
+        let (mut connection, _) = http.checkout().await.map_err(|err| error_text(&err))?;
+        let response = connection
+            .send_request(http.request("/v1/models", None))
+            .await
+            .map_err(|err| error_text(&err))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| error_text(&err))?
+            .to_bytes();
+        http.checkin(connection);
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(PREFLIGHT_TIMEOUT, exchange)
         .await
-        .map_err(|err| LoadError::Unreachable {
-            url: url.clone(),
-            why: error_text(&err),
-        })?;
+        .map_err(|_| {
+            unreachable(format!(
+                "no answer within {} s",
+                PREFLIGHT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(unreachable)?;
     let not_openai = |why: String| LoadError::NotOpenAi {
         url: url.clone(),
         why,
     };
-    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+    if status == hyper::StatusCode::UNAUTHORIZED || status == hyper::StatusCode::FORBIDDEN {
         return Err(not_openai(format!(
             "HTTP {status}: pass the server's key with --api-key"
         )));
@@ -135,5 +163,7 @@ mod tests {
                 .contains("http://HOST:PORT")
         );
         assert!(base_url("http://").is_err());
+        assert_eq!(authority("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(authority("http://example.com"), "example.com:80");
     }
 }
