@@ -268,69 +268,51 @@ impl Table {
         self.len() == 0
     }
 
-    fn column<A: Array + Clone + 'static>(
+    /// Every value of column `name`, read from arrays of type `A` by `value`.
+    fn values<A: Array + 'static, T>(
         &self,
         name: &str,
         expected: &'static str,
-    ) -> Result<Vec<A>, TableError> {
-        self.batches
-            .iter()
-            .map(|batch| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|array| array.as_any().downcast_ref::<A>().cloned())
-                    .ok_or_else(|| TableError::Column {
-                        path: self.path.clone(),
-                        column: name.to_string(),
-                        expected,
-                    })
-            })
-            .collect()
+        value: impl Fn(&A, usize) -> T,
+    ) -> Result<Vec<Option<T>>, TableError> {
+        let mut out = Vec::with_capacity(self.len());
+        for batch in &self.batches {
+            let array = batch
+                .column_by_name(name)
+                .and_then(|array| array.as_any().downcast_ref::<A>())
+                .ok_or_else(|| TableError::Column {
+                    path: self.path.clone(),
+                    column: name.to_string(),
+                    expected,
+                })?;
+            out.extend((0..array.len()).map(|i| (!array.is_null(i)).then(|| value(array, i))));
+        }
+        Ok(out)
     }
 
     /// A `uint32` column.
     pub fn u32s(&self, name: &str) -> Result<Vec<Option<u32>>, TableError> {
-        Ok(self
-            .column::<UInt32Array>(name, "uint32")?
-            .iter()
-            .flat_map(|a| a.iter().collect::<Vec<_>>())
-            .collect())
+        self.values(name, "uint32", |a: &UInt32Array, i| a.value(i))
     }
 
     /// A `uint64` column.
     pub fn u64s(&self, name: &str) -> Result<Vec<Option<u64>>, TableError> {
-        Ok(self
-            .column::<UInt64Array>(name, "uint64")?
-            .iter()
-            .flat_map(|a| a.iter().collect::<Vec<_>>())
-            .collect())
+        self.values(name, "uint64", |a: &UInt64Array, i| a.value(i))
     }
 
     /// A `double` column.
     pub fn f64s(&self, name: &str) -> Result<Vec<Option<f64>>, TableError> {
-        Ok(self
-            .column::<Float64Array>(name, "double")?
-            .iter()
-            .flat_map(|a| a.iter().collect::<Vec<_>>())
-            .collect())
+        self.values(name, "double", |a: &Float64Array, i| a.value(i))
     }
 
     /// A `bool` column.
     pub fn bools(&self, name: &str) -> Result<Vec<Option<bool>>, TableError> {
-        Ok(self
-            .column::<BooleanArray>(name, "bool")?
-            .iter()
-            .flat_map(|a| a.iter().collect::<Vec<_>>())
-            .collect())
+        self.values(name, "bool", |a: &BooleanArray, i| a.value(i))
     }
 
     /// A `utf8` column.
     pub fn strs(&self, name: &str) -> Result<Vec<Option<String>>, TableError> {
-        Ok(self
-            .column::<StringArray>(name, "utf8")?
-            .iter()
-            .flat_map(|a| a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>())
-            .collect())
+        self.values(name, "utf8", |a: &StringArray, i| a.value(i).to_string())
     }
 }
 
