@@ -234,8 +234,8 @@ pub struct LoadArgs {
     /// Load at the first step's level for this long first, left out of the statistics.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub warmup: Duration,
-    /// Prompts from a JSONL dataset (`{"prompt"}` or `{"messages"}` rows, or OpenAI Batch
-    /// API input) instead of synthetic ones.
+    /// Prompts from a dataset instead of synthetic ones: JSONL (`{"prompt"}` or
+    /// `{"messages"}` rows, or OpenAI Batch API input) or Parquet (a `prompt` column).
     #[arg(long, conflicts_with = "prompt_tokens", help_heading = "Requests")]
     pub dataset: Option<PathBuf>,
     /// Synthetic prompt length: MEAN[,STDDEV] words (about one token each).

@@ -372,3 +372,44 @@ fn report_rebuilds_and_compares_runs() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_parquet_dataset_feeds_the_requests() {
+    use gembatch::results::table::{Cell, Column, Kind, write_all};
+    let _serial = serial();
+    let stub = Stub::start(|_| Behaviour::Stream {
+        ttft: MS,
+        gap: MS,
+        tokens: 2,
+        usage: true,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("prompts.parquet");
+    let columns = vec![
+        Column::new("id", Kind::U64, |i: &u64| Cell::U64(Some(*i))),
+        Column::new("prompt", Kind::Str, |i: &u64| {
+            Cell::Str(Some(format!("prompt {i}")))
+        }),
+    ];
+    write_all(&dataset, columns, 0..3u64).unwrap();
+    let out = dir.path().join("run");
+    let output = load(
+        &stub.url,
+        &out,
+        &[
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--max-users",
+            "1",
+            "--step-size",
+            "1",
+            "--requests-per-user",
+            "6",
+        ],
+    );
+    assert_success(&output);
+    assert_eq!(stub.served(), 6);
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("prompts.parquet"), "{summary}");
+    assert_eq!(read_steps(&out).unwrap()[0].requests, 6);
+}

@@ -165,7 +165,15 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
     )
     .unwrap();
     let dataset = dataset.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<&str>, &str); 7] = [
+    let no_prompt = dir.path().join("other.parquet");
+    let columns = vec![gembatch::results::table::Column::new(
+        "text",
+        gembatch::results::table::Kind::Str,
+        |t: &&str| gembatch::results::table::Cell::Str(Some(t.to_string())),
+    )];
+    gembatch::results::table::write_all(&no_prompt, columns, ["a"]).unwrap();
+    let no_prompt = no_prompt.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<&str>, &str); 8] = [
         (&unreachable, vec!["--users", "1"], "cannot reach"),
         (
             &not_openai.url,
@@ -186,6 +194,11 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
             &stub.url,
             vec!["--users", "1", "--dataset", &dataset],
             "prompts.jsonl:3: not a JSON object",
+        ),
+        (
+            &stub.url,
+            vec!["--users", "1", "--dataset", &no_prompt],
+            "other.parquet: no text column `prompt`",
         ),
         (
             &stub.url,

@@ -149,7 +149,7 @@ fn take_request(object: &mut Map<String, Value>, prefix: &str) -> Result<RowRequ
 }
 
 /// Messages must be a non-empty list of objects with a string `role` and a `content`.
-fn check_messages(messages: &Value, prefix: &str) -> Result<(), String> {
+pub(super) fn check_messages(messages: &Value, prefix: &str) -> Result<(), String> {
     let Some(list) = messages.as_array().filter(|list| !list.is_empty()) else {
         return Err(format!("field `{prefix}messages` must be a non-empty list"));
     };

@@ -3,13 +3,32 @@
 //! Formats (JSON Lines, read as a stream, one row per line):
 //! - `{"id": ..., "prompt": "..."}` or `{"id": ..., "messages": [...]}`;
 //! - the OpenAI Batch API input format (`custom_id`, `method`, `url`, `body`), which vLLM's
-//!   `run-batch` also reads.
+//!   `run-batch` also reads;
+//!
+//! and Parquet (`.parquet`): a `prompt` text column, or `messages` as JSON text, and an
+//! optional `id` column, read a record batch at a time.
 
 mod jsonl;
+mod parquet_file;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use jsonl::JsonlReader;
+pub use parquet_file::ParquetReader;
+
+/// Opens a dataset by its extension: `.parquet`, else JSON Lines.
+pub fn open(
+    path: &Path,
+) -> Result<Box<dyn Iterator<Item = Result<Row, DatasetError>> + Send>, DatasetError> {
+    if path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("parquet"))
+    {
+        Ok(Box::new(ParquetReader::open(path)?))
+    } else {
+        Ok(Box::new(JsonlReader::open(path)?))
+    }
+}
 
 /// What a row asks the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +70,14 @@ pub enum DatasetError {
         path: PathBuf,
         /// 1-based line.
         line: u64,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The file as a whole is not a usable dataset.
+    #[error("{path}: {message}")]
+    Format {
+        /// The dataset file.
+        path: PathBuf,
         /// What is wrong and what to do.
         message: String,
     },

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::dataset::{DatasetError, JsonlReader};
+use crate::dataset::DatasetError;
 use crate::results::load as tables;
 use client::Target;
 use collector::{Collected, Observer};
@@ -201,7 +201,7 @@ pub async fn run(
         )
         .into(),
         Prompts::Dataset(path) => {
-            let rows = JsonlReader::open(path)?
+            let rows = crate::dataset::open(path)?
                 .take(MAX_DATASET_ROWS)
                 .collect::<Result<Vec<_>, _>>()?;
             if rows.is_empty() {
