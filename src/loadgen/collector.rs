@@ -98,15 +98,17 @@ pub async fn collect(
                     began: Instant::now(),
                 });
             }
-            Event::Record(record) => {
-                if let Some(running) = running
-                    .as_mut()
-                    .filter(|r| r.step.index == record.step && r.warmup == record.warmup)
-                {
-                    running.stats.add(&record);
+            Event::Records(records) => {
+                for record in records {
+                    if let Some(running) = running
+                        .as_mut()
+                        .filter(|r| r.step.index == record.step && r.warmup == record.warmup)
+                    {
+                        running.stats.add(&record);
+                    }
+                    collected.requests += 1;
+                    writer.push(record)?;
                 }
-                collected.requests += 1;
-                writer.push(*record)?;
             }
             Event::StepFinished {
                 warmup,

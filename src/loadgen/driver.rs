@@ -1,7 +1,9 @@
-//! Runs a plan: closed-loop users or an open-loop schedule per step, every request's record
-//! sent to the collector over one bounded channel. Every loop ends by itself: at the step's
-//! time or count, or when the run is cancelled.
+//! Runs a plan: closed-loop users or an open-loop schedule per step, requests spread over
+//! the client threads ([`Shards`]), their records batched to the collector over one bounded
+//! channel. Every loop ends by itself: at the step's time or count, or when the run is
+//! cancelled.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,15 +12,15 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{Target, Ticket, send};
+use super::client::{Ticket, send};
 use super::health::{ClientHealth, HealthMonitor};
 use super::plan::{Arrivals, Hold, Load, Plan, Step};
 use super::record::RequestRecord;
+use super::shards::{Shard, Shards};
 use super::workload::WorkItem;
 
 /// What the driver tells the collector, in order.
@@ -31,8 +33,8 @@ pub enum Event {
         /// Whether this is the warm-up.
         warmup: bool,
     },
-    /// A request ended.
-    Record(Box<RequestRecord>),
+    /// Requests that ended.
+    Records(Vec<RequestRecord>),
     /// A step ended: every one of its records came before this event.
     StepFinished {
         /// The step.
@@ -48,9 +50,13 @@ pub enum Event {
     },
 }
 
+/// How often finished records go to the collector.
+const FLUSH_PERIOD: Duration = Duration::from_millis(20);
+
 /// Everything a run needs to send requests.
 pub struct Driver {
-    target: Target,
+    shards: Shards,
+    flush_lock: tokio::sync::Mutex<()>,
     work: Arc<[WorkItem]>,
     next_id: AtomicU64,
     events: mpsc::Sender<Event>,
@@ -61,25 +67,43 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver sending `work` (cycled) to `target`, reporting to `events`.
+    /// A driver sending `work` (cycled) over `shards`, reporting to `events`.
     pub fn new(
-        target: Target,
+        shards: Shards,
         work: Arc<[WorkItem]>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
         seed: u64,
     ) -> Arc<Driver> {
         assert!(!work.is_empty(), "a workload has at least one request");
+        let handles: Vec<_> = shards
+            .all()
+            .iter()
+            .map(|shard| shard.handle.clone())
+            .collect();
         Arc::new(Driver {
-            target,
+            shards,
+            flush_lock: tokio::sync::Mutex::new(()),
             work,
             next_id: AtomicU64::new(0),
             events,
             run_start: Instant::now(),
-            health: HealthMonitor::start(cancel.child_token()),
+            health: HealthMonitor::start(cancel.child_token(), &handles),
             cancel,
             seed,
         })
+    }
+
+    /// Sends the records finished so far, then `after` if given, in that order.
+    async fn flush(&self, after: Option<Event>) {
+        let _in_order = self.flush_lock.lock().await;
+        let finished = self.shards.take_finished();
+        if !finished.is_empty() {
+            let _ = self.events.send(Event::Records(finished)).await;
+        }
+        if let Some(event) = after {
+            let _ = self.events.send(event).await;
+        }
     }
 
     /// When the run began: the origin of every record's offsets.
@@ -87,8 +111,24 @@ impl Driver {
         self.run_start
     }
 
-    /// Runs the warm-up, then every step, until the plan ends or the run is cancelled.
+    /// Runs the warm-up, then every step, until the plan ends or the run is cancelled,
+    /// passing finished records on as it goes.
     pub async fn run(self: &Arc<Self>, plan: &Plan) {
+        let flushing = async {
+            let mut ticks = tokio::time::interval(FLUSH_PERIOD);
+            loop {
+                ticks.tick().await;
+                self.flush(None).await;
+            }
+        };
+        tokio::select! {
+            () = self.run_steps(plan) => {}
+            () = flushing => {}
+        }
+        self.flush(None).await;
+    }
+
+    async fn run_steps(self: &Arc<Self>, plan: &Plan) {
         if let (Some(warmup), Some(first)) = (plan.warmup, plan.steps.first()) {
             self.run_step(*first, Hold::For(warmup), true).await;
         }
@@ -133,16 +173,21 @@ impl Driver {
             ended: self.run_start.elapsed(),
             health: self.health.end(&window),
         };
-        let _ = self.events.send(finished).await;
+        self.flush(Some(finished)).await;
     }
 
-    /// `users` users, each sending its next request as soon as its last one ended.
+    /// `users` users, each sending its next request as soon as its last one ended, spread
+    /// over the client threads.
     async fn closed_loop(self: &Arc<Self>, step: Step, users: u32, hold: Hold, warmup: bool) {
         let began = Instant::now();
-        let mut tasks = JoinSet::new();
+        let tasks = TaskTracker::new();
         for user in 0..users {
             let driver = self.clone();
-            tasks.spawn(async move {
+            let shard = self.shards.pick(u64::from(user)).clone();
+            let user_loop = async move {
+                // One cancellation future per user, not one per request.
+                let cancelled = driver.cancel.cancelled();
+                tokio::pin!(cancelled);
                 let mut sent = 0u32;
                 loop {
                     let more = match hold {
@@ -153,14 +198,17 @@ impl Driver {
                         break;
                     }
                     let now = Instant::now();
-                    if !driver.send_one(step, warmup, Some(user), now).await {
+                    let ticket = driver.ticket(step, warmup, Some(user), now);
+                    if !driver.send_one(&shard, ticket, cancelled.as_mut()).await {
                         break;
                     }
                     sent += 1;
                 }
-            });
+            };
+            tasks.spawn_on(user_loop, &self.shards.pick(u64::from(user)).handle);
         }
-        while tasks.join_next().await.is_some() {}
+        tasks.close();
+        tasks.wait().await;
     }
 
     /// Requests on a fixed or Poisson schedule, whatever the server does; at most
@@ -181,6 +229,7 @@ impl Driver {
     ) {
         let runtime = tokio::runtime::Handle::current();
         let requests = TaskTracker::new();
+        let mut count = 0u64;
         let driver = self.clone();
         let tracker = requests.clone();
         let schedule = tokio::task::spawn_blocking(move || {
@@ -207,13 +256,19 @@ impl Driver {
                 });
                 let Some(slot) = slot else { break };
                 let sender = driver.clone();
+                let shard = driver.shards.pick(count).clone();
+                count += 1;
                 let intended = Instant::from_std(intended);
+                let handle = shard.handle.clone();
                 tracker.spawn_on(
                     async move {
-                        sender.send_one(step, warmup, None, intended).await;
+                        let ticket = sender.ticket(step, warmup, None, intended);
+                        sender
+                            .send_one(&shard, ticket, std::pin::pin!(sender.cancel.cancelled()))
+                            .await;
                         drop(slot);
                     },
-                    &runtime,
+                    &handle,
                 );
             }
         });
@@ -222,32 +277,39 @@ impl Driver {
         requests.wait().await;
     }
 
-    /// Sends the next work item and reports it; false when the run was cancelled meanwhile
-    /// (the interrupted request is not recorded: it measured nothing about the server).
-    async fn send_one(
+    /// The next request's identity.
+    fn ticket(
         &self,
         step: Step,
         warmup: bool,
         user: Option<u32>,
         intended_start: Instant,
-    ) -> bool {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let item = &self.work[(id % self.work.len() as u64) as usize];
-        let ticket = Ticket {
-            id,
+    ) -> Ticket {
+        Ticket {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             step: step.index,
             warmup,
             user,
             intended_start,
-        };
+        }
+    }
+
+    /// Sends the ticket's work item and keeps its record; false when the run was cancelled
+    /// meanwhile (the interrupted request is not recorded: it measured nothing about the
+    /// server) or nothing collects records any more.
+    async fn send_one(
+        &self,
+        shard: &Shard,
+        ticket: Ticket,
+        cancelled: Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        let item = &self.work[(ticket.id % self.work.len() as u64) as usize];
         let record = tokio::select! {
-            () = self.cancel.cancelled() => return false,
-            record = send(&self.target, item, ticket, self.run_start) => record,
+            () = cancelled => return false,
+            record = send(&shard.target, item, ticket, self.run_start) => record,
         };
-        self.events
-            .send(Event::Record(Box::new(record)))
-            .await
-            .is_ok()
+        shard.finished(record);
+        !self.events.is_closed()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The load generator's own health: how late its scheduler wakes and how much CPU it
+//! The load generator's own health: how late its client threads wake and how much CPU it
 //! burns. A step where the client was the bottleneck is marked invalid, not reported as
 //! the server's limit.
 
@@ -63,25 +63,28 @@ pub struct Window {
 }
 
 impl HealthMonitor {
-    /// Starts the probe task on the current runtime.
-    pub fn start(cancel: CancellationToken) -> HealthMonitor {
+    /// Starts a probe task on each runtime of `handles` (the client threads).
+    pub fn start(cancel: CancellationToken, handles: &[tokio::runtime::Handle]) -> HealthMonitor {
         let lags = Arc::new(Mutex::new(micros_histogram()));
-        let sink = lags.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(PROBE_PERIOD);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                let scheduled = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    scheduled = ticks.tick() => scheduled,
-                };
-                let lag = Instant::now().saturating_duration_since(scheduled);
-                let micros = lag.as_micros().min(u64::MAX as u128) as u64;
-                sink.lock()
-                    .expect("lag histogram")
-                    .saturating_record(micros);
-            }
-        });
+        for handle in handles {
+            let sink = lags.clone();
+            let cancel = cancel.clone();
+            handle.spawn(async move {
+                let mut ticks = tokio::time::interval(PROBE_PERIOD);
+                ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    let scheduled = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        scheduled = ticks.tick() => scheduled,
+                    };
+                    let lag = Instant::now().saturating_duration_since(scheduled);
+                    let micros = lag.as_micros().min(u64::MAX as u128) as u64;
+                    sink.lock()
+                        .expect("lag histogram")
+                        .saturating_record(micros);
+                }
+            });
+        }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         HealthMonitor { lags, cpus }
     }
@@ -150,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn measures_cpu_and_lag() {
         let cancel = CancellationToken::new();
-        let monitor = HealthMonitor::start(cancel.clone());
+        let monitor = HealthMonitor::start(cancel.clone(), &[tokio::runtime::Handle::current()]);
         let window = monitor.begin();
         let spin_until = std::time::Instant::now() + Duration::from_millis(50);
         while std::time::Instant::now() < spin_until {}

@@ -69,6 +69,16 @@ impl HttpTarget {
         })
     }
 
+    /// The same server with a pool of its own (connections belong to one runtime).
+    pub fn new_pool(&self) -> HttpTarget {
+        HttpTarget {
+            addr: self.addr,
+            host: self.host.clone(),
+            authorization: self.authorization.clone(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
     /// An idle connection (and `true`), or a new one (and `false`).
     pub async fn checkout(&self) -> std::io::Result<(Connection, bool)> {
         loop {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod plan;
 pub mod preflight;
 pub mod record;
+pub mod shards;
 pub mod slo;
 pub mod sse;
 pub mod stats;
@@ -38,6 +39,7 @@ use collector::{Collected, Observer};
 use driver::Driver;
 use http::HttpTarget;
 use plan::Plan;
+use shards::Shards;
 use slo::{Gate, Violation};
 use workload::{BodyOptions, TokenLengths};
 
@@ -219,14 +221,16 @@ pub async fn run(
         tables::requests_writer(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
 
     let started_at = SystemTime::now();
-    let target = Target {
-        http,
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let shards = Shards::start(cpus, || Target {
+        http: http.new_pool(),
         replica_header: config.replica_header.clone(),
         timeout: config.timeout,
-    };
+    })
+    .map_err(|err| output_error(format!("cannot start the client threads: {err}")))?;
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
     let stop_driver = cancel.child_token();
-    let driver = Driver::new(target, work, events, stop_driver.clone(), config.seed);
+    let driver = Driver::new(shards, work, events, stop_driver.clone(), config.seed);
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });
     let collected = collector::collect(inbox, writer, &config.gates, observer).await;

@@ -1,0 +1,94 @@
+//! The client's threads: one single-threaded tokio runtime per CPU, each with its own
+//! connections and its own buffer of finished records. Requests never hop between threads
+//! (the way oha runs), and records reach the collector in batches, so sending a request
+//! wakes no other thread.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Target;
+use super::record::RequestRecord;
+
+/// One client thread.
+pub struct Shard {
+    /// Its runtime, to spawn requests on.
+    pub handle: Handle,
+    /// Its connections to the server.
+    pub target: Target,
+    finished: Mutex<Vec<RequestRecord>>,
+}
+
+impl Shard {
+    /// Keeps a finished request's record until the next [`Shards::take_finished`].
+    pub fn finished(&self, record: RequestRecord) {
+        self.finished.lock().expect("record buffer").push(record);
+    }
+}
+
+/// All client threads; stopped and joined when dropped.
+pub struct Shards {
+    shards: Vec<Arc<Shard>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Shards {
+    /// Starts `count` threads; `target` makes each one's connection pool.
+    pub fn start(count: usize, target: impl Fn() -> Target) -> std::io::Result<Shards> {
+        let stop = CancellationToken::new();
+        let mut shards = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            shards.push(Arc::new(Shard {
+                handle: runtime.handle().clone(),
+                target: target(),
+                finished: Mutex::new(Vec::new()),
+            }));
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("gembatch-load-{index}"))
+                    .spawn(move || runtime.block_on(stop.cancelled()))?,
+            );
+        }
+        Ok(Shards {
+            shards,
+            threads,
+            stop,
+        })
+    }
+
+    /// The shard for user or request number `n`.
+    pub fn pick(&self, n: u64) -> &Arc<Shard> {
+        &self.shards[(n % self.shards.len() as u64) as usize]
+    }
+
+    /// Every shard.
+    pub fn all(&self) -> &[Arc<Shard>] {
+        &self.shards
+    }
+
+    /// The records finished since the last call, from every shard.
+    pub fn take_finished(&self) -> Vec<RequestRecord> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            all.append(&mut shard.finished.lock().expect("record buffer"));
+        }
+        all
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
