@@ -184,51 +184,36 @@ pub struct LoadArgs {
     /// Ramp: step the users up to this many.
     #[arg(long, alias = "max_users", help_heading = "Ramp (closed loop)")]
     pub max_users: Option<u32>,
-    /// Ramp: users added per step.
-    #[arg(
-        long,
-        alias = "step_size",
-        default_value_t = 10,
-        help_heading = "Ramp (closed loop)"
-    )]
-    pub step_size: u32,
+    /// Ramp: users added per step [default: 10].
+    #[arg(long, alias = "step_size", help_heading = "Ramp (closed loop)")]
+    pub step_size: Option<u32>,
     /// Ramp: users of the first step [default: the step size].
-    #[arg(
-        long,
-        alias = "start_users",
-        requires = "max_users",
-        help_heading = "Ramp (closed loop)"
-    )]
+    #[arg(long, alias = "start_users", help_heading = "Ramp (closed loop)")]
     pub start_users: Option<u32>,
-    /// Ramp: how long each step lasts (`90`, `90s`, `5m`).
-    #[arg(long, alias = "step_duration", value_parser = parse_duration, default_value = "60s",
+    /// Ramp: how long each step lasts (`90`, `90s`, `5m`) [default: 60s].
+    #[arg(long, alias = "step_duration", value_parser = parse_duration,
           conflicts_with = "requests_per_user", help_heading = "Ramp (closed loop)")]
-    pub step_duration: Duration,
+    pub step_duration: Option<Duration>,
     /// Ramp: instead of a duration, each user sends this many requests per step.
-    #[arg(
-        long,
-        alias = "requests_per_user",
-        requires = "max_users",
-        help_heading = "Ramp (closed loop)"
-    )]
+    #[arg(long, alias = "requests_per_user", help_heading = "Ramp (closed loop)")]
     pub requests_per_user: Option<u32>,
 
     /// Sustained: this many users for `--duration`.
     #[arg(long, help_heading = "Sustained (closed loop)")]
     pub users: Option<u32>,
-    /// Sustained and rate: how long the run lasts (`600`, `10m`).
-    #[arg(long, value_parser = parse_duration, default_value = "60s", help_heading = "Sustained (closed loop)")]
-    pub duration: Duration,
+    /// Sustained and rate: how long the run lasts (`600`, `10m`) [default: 60s].
+    #[arg(long, value_parser = parse_duration, help_heading = "Sustained (closed loop)")]
+    pub duration: Option<Duration>,
 
     /// Rate: open loop, requests per second whatever the server does.
     #[arg(long, help_heading = "Rate (open loop)")]
     pub rate: Option<f64>,
     /// Rate: Poisson arrivals instead of evenly spaced ones.
-    #[arg(long, requires = "rate", help_heading = "Rate (open loop)")]
+    #[arg(long, help_heading = "Rate (open loop)")]
     pub poisson: bool,
     /// Rate: most requests in flight [default: 1024]; the wait beyond counts in the
     /// corrected latencies.
-    #[arg(long, requires = "rate", help_heading = "Rate (open loop)")]
+    #[arg(long, help_heading = "Rate (open loop)")]
     pub max_concurrency: Option<u32>,
 
     /// Load at the first step's level for this long first, left out of the statistics.
@@ -333,7 +318,7 @@ mod tests {
         let Command::Load(args) = cli.command else {
             panic!("not load")
         };
-        assert_eq!((args.max_users, args.step_size), (Some(50), 10));
+        assert_eq!((args.max_users, args.step_size), (Some(50), Some(10)));
         assert!(
             Cli::try_parse_from(["gembatch", "load"]).is_err(),
             "a shape is required"

@@ -3,8 +3,10 @@
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
 //! - `preflight`: is the target an OpenAI server, which model;
+//! - `http`: pooled keep-alive hyper connections to the target;
 //! - `client` + `sse`: one streaming request, timed;
-//! - `driver`: closed-loop users or an open-loop schedule per step;
+//! - `shards`: the client threads, one single-threaded runtime per CPU;
+//! - `driver`: closed-loop users or an open-loop schedule per step, over the shards;
 //! - `collector` + `stats`: records to Parquet and per-step statistics;
 //! - `health`: the client's own CPU and scheduler lag;
 //! - `slo`: gates checked per step;
