@@ -114,17 +114,23 @@ impl Driver {
     /// Runs the warm-up, then every step, until the plan ends or the run is cancelled,
     /// passing finished records on as it goes.
     pub async fn run(self: &Arc<Self>, plan: &Plan) {
+        let steps_done = CancellationToken::new();
+        let steps = async {
+            self.run_steps(plan).await;
+            steps_done.cancel();
+        };
+        // Stops between flushes, never inside one: a flush holds records taken from the
+        // shards until the collector has them.
         let flushing = async {
             let mut ticks = tokio::time::interval(FLUSH_PERIOD);
             loop {
-                ticks.tick().await;
-                self.flush(None).await;
+                tokio::select! {
+                    () = steps_done.cancelled() => break,
+                    _ = ticks.tick() => self.flush(None).await,
+                }
             }
         };
-        tokio::select! {
-            () = self.run_steps(plan) => {}
-            () = flushing => {}
-        }
+        tokio::join!(steps, flushing);
         self.flush(None).await;
     }
 
