@@ -388,7 +388,7 @@ fn a_parquet_dataset_feeds_the_requests() {
     let columns = vec![
         Column::new("id", Kind::U64, |i: &u64| Cell::U64(Some(*i))),
         Column::new("prompt", Kind::Str, |i: &u64| {
-            Cell::Str(Some(format!("prompt {i}")))
+            Cell::owned_text(Some(format!("prompt {i}")))
         }),
     ];
     write_all(&dataset, columns, 0..3u64).unwrap();

@@ -169,7 +169,7 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
     let columns = vec![gembatch::results::table::Column::new(
         "text",
         gembatch::results::table::Kind::Str,
-        |t: &&str| gembatch::results::table::Cell::Str(Some(t.to_string())),
+        |t: &&str| gembatch::results::table::Cell::text(Some(t)),
     )];
     gembatch::results::table::write_all(&no_prompt, columns, ["a"]).unwrap();
     let no_prompt = no_prompt.to_str().unwrap().to_string();

@@ -15,7 +15,7 @@ pub const REQUESTS_FILE: &str = "requests.parquet";
 /// File name of the per-step table.
 pub const STEPS_FILE: &str = "steps.parquet";
 
-fn seconds(value: Option<Duration>) -> Cell {
+fn seconds(value: Option<Duration>) -> Cell<'static> {
     Cell::F64(value.map(|d| d.as_secs_f64()))
 }
 
@@ -52,16 +52,18 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
             Cell::U32(Some(r.output_tokens))
         }),
         Column::new("token_source", Kind::Str, |r: &R| {
-            Cell::Str(Some(r.token_source.as_str().into()))
+            Cell::text(Some(r.token_source.as_str()))
         }),
         Column::new("outcome", Kind::Str, |r: &R| {
-            Cell::Str(Some(r.outcome.as_str().into()))
+            Cell::text(Some(r.outcome.as_str()))
         }),
         Column::new("http_status", Kind::U32, |r: &R| {
             Cell::U32(r.http_status.map(u32::from))
         }),
-        Column::new("error", Kind::Str, |r: &R| Cell::Str(r.error.clone())),
-        Column::new("replica", Kind::Str, |r: &R| Cell::Str(r.replica.clone())),
+        Column::new("error", Kind::Str, |r: &R| Cell::text(r.error.as_deref())),
+        Column::new("replica", Kind::Str, |r: &R| {
+            Cell::text(r.replica.as_deref())
+        }),
     ]
 }
 
@@ -141,7 +143,7 @@ pub fn step_columns() -> Vec<Column<StepRow>> {
             Cell::Bool(Some(s.invalid_reason.is_none()))
         }),
         Column::new("invalid_reason", Kind::Str, |s: &S| {
-            Cell::Str(s.invalid_reason.clone())
+            Cell::text(s.invalid_reason.as_deref())
         }),
     ]);
     columns

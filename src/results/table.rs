@@ -2,6 +2,7 @@
 //! from a row to a cell. Rows are written in batches as they come, so a table of millions
 //! of rows never sits in memory, and the file appears under its name only once complete.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,9 +49,9 @@ impl Kind {
     }
 }
 
-/// One value; `None` is null.
+/// One value, borrowed from its row where it can be; `None` is null.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub enum Cell<'a> {
     /// A `uint32` value.
     U32(Option<u32>),
     /// A `uint64` value.
@@ -60,7 +61,19 @@ pub enum Cell {
     /// A `bool` value.
     Bool(Option<bool>),
     /// A `utf8` value.
-    Str(Option<String>),
+    Str(Option<Cow<'a, str>>),
+}
+
+impl<'a> Cell<'a> {
+    /// A `utf8` value borrowed from the row.
+    pub fn text(value: Option<&'a str>) -> Cell<'a> {
+        Cell::Str(value.map(Cow::Borrowed))
+    }
+
+    /// A `utf8` value made for the cell.
+    pub fn owned_text(value: Option<String>) -> Cell<'a> {
+        Cell::Str(value.map(Cow::Owned))
+    }
 }
 
 /// A named column of rows of type `T`.
@@ -70,7 +83,7 @@ pub struct Column<T> {
     /// Its type.
     pub kind: Kind,
     /// Reads the cell from a row.
-    pub get: Box<dyn Fn(&T) -> Cell + Send + Sync>,
+    pub get: Box<dyn for<'r> Fn(&'r T) -> Cell<'r> + Send + Sync>,
 }
 
 impl<T> Column<T> {
@@ -78,7 +91,7 @@ impl<T> Column<T> {
     pub fn new(
         name: impl Into<String>,
         kind: Kind,
-        get: impl Fn(&T) -> Cell + Send + Sync + 'static,
+        get: impl for<'r> Fn(&'r T) -> Cell<'r> + Send + Sync + 'static,
     ) -> Column<T> {
         Column {
             name: name.into(),
@@ -329,7 +342,7 @@ mod tests {
     fn columns() -> Vec<Column<Row>> {
         vec![
             Column::new("id", Kind::U64, |r: &Row| Cell::U64(Some(r.id))),
-            Column::new("name", Kind::Str, |r: &Row| Cell::Str(r.name.clone())),
+            Column::new("name", Kind::Str, |r: &Row| Cell::text(r.name.as_deref())),
             Column::new("value", Kind::F64, |r: &Row| Cell::F64(Some(r.value))),
             Column::new("even", Kind::Bool, |r: &Row| {
                 Cell::Bool(Some(r.id.is_multiple_of(2)))
