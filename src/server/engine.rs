@@ -70,6 +70,28 @@ struct Shared {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     abort: AtomicBool,
+    /// False once the engine thread has ended, normally or by a panic.
+    alive: AtomicBool,
+}
+
+/// Marks the engine dead when its thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Runs `body` on the engine thread, with `shared` marked dead when it returns or panics.
+fn spawn_engine_thread(shared: Arc<Shared>, body: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name("gembatch-engine".into())
+        .spawn(move || {
+            let _alive = AliveGuard(shared);
+            body();
+        })
+        .expect("spawning the engine thread");
 }
 
 /// Starts the engine thread on a loaded model.
@@ -80,6 +102,7 @@ pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics
         metrics,
         draining: AtomicBool::new(false),
         abort: AtomicBool::new(false),
+        alive: AtomicBool::new(true),
     });
     let engine = Engine {
         model,
@@ -88,10 +111,7 @@ pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics
         waiting: VecDeque::new(),
         running: Vec::new(),
     };
-    std::thread::Builder::new()
-        .name("gembatch-engine".into())
-        .spawn(move || engine.run())
-        .expect("spawning the engine thread");
+    spawn_engine_thread(shared.clone(), move || engine.run());
     EngineHandle { requests, shared }
 }
 
@@ -134,6 +154,11 @@ impl EngineHandle {
     /// Whether the engine has stopped admitting requests.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether the engine thread still runs (a panic in the model ends it).
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
     }
 
     /// Ends every request still waiting or running with an error (the drain grace period
@@ -332,6 +357,33 @@ mod tests {
 
     fn want(prefill: bool, tokens: usize) -> Want {
         Want { prefill, tokens }
+    }
+
+    #[test]
+    fn an_engine_thread_that_panics_is_reported_dead() {
+        let shared = Arc::new(Shared {
+            config: EngineConfig {
+                max_batch: 1,
+                max_batch_tokens: 1,
+                max_waiting: 1,
+            },
+            metrics: Arc::new(Metrics::default()),
+            draining: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+        });
+        let (requests, _inbox) = mpsc::channel();
+        let handle = EngineHandle {
+            requests,
+            shared: shared.clone(),
+        };
+        assert!(handle.is_alive());
+        spawn_engine_thread(shared, || panic!("a model bug"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!handle.is_alive());
     }
 
     #[test]

@@ -93,19 +93,33 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
-/// `GET /health`: the process is alive.
-pub async fn health() -> &'static str {
-    "ok"
-}
-
-/// `GET /ready`: the model is loaded and the server is not draining.
-pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.engine.is_draining() {
+/// `GET /health`: the process is alive and its engine thread runs (a liveness probe
+/// restarts a pod whose engine died).
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if state.engine.is_alive() {
+        "ok".into_response()
+    } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "draining"})),
+            "the engine thread has stopped",
         )
             .into_response()
+    }
+}
+
+/// `GET /ready`: the model is loaded, its engine runs and the server is not draining.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let not_ready = |reason: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason})),
+        )
+            .into_response()
+    };
+    if !state.engine.is_alive() {
+        not_ready("engine stopped")
+    } else if state.engine.is_draining() {
+        not_ready("draining")
     } else {
         Json(json!({"ready": true})).into_response()
     }
