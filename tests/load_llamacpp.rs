@@ -153,6 +153,19 @@ fn measures_llama_cpp_server_on_both_routes() {
     // Rows alternate: even ids are the completion prompt, whose greedy continuation does not
     // stop before 8 tokens, so every one of its streamed chunks must have been counted.
     let ids = table.u64s("id").unwrap();
+    let routes = table.strs("route").unwrap();
+    let rows = table.strs("row_id").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let (route, row) = if id.unwrap() % 2 == 0 {
+            ("completions", "p")
+        } else {
+            ("chat", "c")
+        };
+        assert_eq!(
+            (routes[i].as_deref(), rows[i].as_deref()),
+            (Some(route), Some(row))
+        );
+    }
     for (id, tokens) in ids.iter().zip(&tokens) {
         if id.unwrap() % 2 == 0 {
             assert_eq!(*tokens, Some(8), "request {id:?}");

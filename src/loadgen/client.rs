@@ -87,7 +87,15 @@ pub async fn send(
                 "stream not finished before the timeout".to_string(),
             )),
         };
-    finish(ticket, run_start, start, Instant::now(), exchange, failure)
+    finish(
+        item,
+        ticket,
+        run_start,
+        start,
+        Instant::now(),
+        exchange,
+        failure,
+    )
 }
 
 /// Sends, then reads events until `[DONE]`; `Err` carries the outcome when it fails.
@@ -199,6 +207,7 @@ async fn run(
 }
 
 fn finish(
+    item: &WorkItem,
     ticket: Ticket,
     run_start: Instant,
     start: Instant,
@@ -226,6 +235,8 @@ fn finish(
         step: ticket.step,
         warmup: ticket.warmup,
         user: ticket.user,
+        route: item.route,
+        row_id: item.row_id.clone(),
         intended_start: since_start(ticket.intended_start),
         start: since_start(start),
         first_token: progress.first_token.map(since_start),

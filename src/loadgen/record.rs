@@ -1,6 +1,10 @@
 //! What one request measured: the row `requests.parquet` holds and the statistics pool.
 
+use std::sync::Arc;
+
 use std::time::Duration;
+
+use super::workload::Route;
 
 /// How a request ended, in the classes of the load-metric definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,6 +99,10 @@ pub struct RequestRecord {
     pub warmup: bool,
     /// The virtual user that sent it (closed loop); none in open loop.
     pub user: Option<u32>,
+    /// The route it went to.
+    pub route: Route,
+    /// The dataset row it came from, if any.
+    pub row_id: Option<Arc<str>>,
     /// When the schedule wanted it sent.
     pub intended_start: Duration,
     /// When it was sent.
@@ -181,6 +189,8 @@ mod tests {
             step: 0,
             warmup: false,
             user: Some(0),
+            route: Route::Completions,
+            row_id: None,
             intended_start: ms(100),
             start: ms(150),
             first_token: Some(ms(250)),

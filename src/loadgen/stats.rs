@@ -303,6 +303,8 @@ mod tests {
             step: 0,
             warmup: false,
             user: Some(0),
+            route: crate::loadgen::workload::Route::Completions,
+            row_id: None,
             intended_start: ms(start_ms),
             start: ms(start_ms),
             first_token: (outcome == Outcome::Ok).then(|| ms(start_ms + ttft_ms)),

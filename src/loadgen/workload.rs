@@ -1,6 +1,8 @@
 //! The requests a load run sends: built once, up front, from a dataset or from a seeded
 //! synthetic distribution, then cycled, so sending costs no JSON work.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,6 +21,14 @@ pub enum Route {
 }
 
 impl Route {
+    /// Its name in `requests.parquet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Completions => "completions",
+            Route::Chat => "chat",
+        }
+    }
+
     /// The path below the server's base URL.
     pub fn path(self) -> &'static str {
         match self {
@@ -35,6 +45,8 @@ pub struct WorkItem {
     pub route: Route,
     /// The serialized JSON body.
     pub body: Bytes,
+    /// The dataset row it came from (`id`), for synthetic requests none.
+    pub row_id: Option<Arc<str>>,
 }
 
 /// A length distribution in tokens: mean and standard deviation, at least 1.
@@ -268,7 +280,9 @@ pub fn from_rows(
                 }
                 RowRequest::Messages(messages) => (Route::Chat, "messages", messages.clone()),
             };
-            build(route, field, value, max_tokens, &row.params, options)
+            let mut item = build(route, field, value, max_tokens, &row.params, options);
+            item.row_id = Some(Arc::from(row.id.as_str()));
+            item
         })
         .collect()
 }
@@ -300,6 +314,7 @@ fn build(
     WorkItem {
         route,
         body: Bytes::from(bytes),
+        row_id: None,
     }
 }
 
@@ -400,6 +415,7 @@ mod tests {
             &options(),
         );
         assert_eq!(items[0].route, Route::Completions);
+        assert_eq!(items[1].row_id.as_deref(), Some("b"));
         assert_eq!(items[1].route, Route::Chat);
         let first: Value = serde_json::from_slice(&items[0].body).unwrap();
         assert_eq!(first["max_tokens"], 3, "the row's own max_tokens wins");

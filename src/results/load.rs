@@ -28,6 +28,10 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
         Column::new("step", Kind::U32, |r: &R| Cell::U32(Some(r.step))),
         Column::new("warmup", Kind::Bool, |r: &R| Cell::Bool(Some(r.warmup))),
         Column::new("user", Kind::U32, |r: &R| Cell::U32(r.user)),
+        Column::new("route", Kind::Str, |r: &R| {
+            Cell::text(Some(r.route.as_str()))
+        }),
+        Column::new("row_id", Kind::Str, |r: &R| Cell::text(r.row_id.as_deref())),
         Column::new("intended_start_s", Kind::F64, |r: &R| {
             seconds(Some(r.intended_start))
         }),
@@ -286,6 +290,8 @@ mod tests {
             step: 0,
             warmup: id == 0,
             user: Some(1),
+            route: crate::loadgen::workload::Route::Chat,
+            row_id: Some("row-7".into()),
             intended_start: ms(10 * id),
             start: ms(10 * id + 1),
             first_token: (outcome == Outcome::Ok).then(|| ms(10 * id + 50)),
@@ -346,6 +352,9 @@ mod tests {
         assert_eq!(points[1].ttft_s, None);
         assert_eq!(points[1].outcome, "timeout");
         assert_eq!(points[1].replica.as_deref(), Some("pod-a"));
+        let table = Table::read(&dir.path().join(REQUESTS_FILE)).unwrap();
+        assert_eq!(table.strs("route").unwrap()[1].as_deref(), Some("chat"));
+        assert_eq!(table.strs("row_id").unwrap()[1].as_deref(), Some("row-7"));
         let columns: Vec<String> = request_columns().into_iter().map(|c| c.name).collect();
         assert!(columns.contains(&"ttft_corrected_s".to_string()));
     }
