@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::load::{assert_close, assert_success, count, load, serial, stderr};
+use common::load::{assert_all, assert_close, assert_success, count, load, serial, stderr};
 use common::stub::{Behaviour, Stub};
 use gembatch::loadgen::stats::{Latency, Stat};
 use gembatch::results::load::read_steps;
@@ -81,26 +81,20 @@ fn measured_latencies_match_the_programmed_delays() {
 
     let table = Table::read(&dir.path().join("requests.parquet")).unwrap();
     assert_eq!(table.len() as u64, step.requests);
-    assert!(
-        table
-            .u32s("output_tokens")
-            .unwrap()
-            .iter()
-            .all(|&t| t == Some(tokens))
+    assert_all(
+        "output_tokens",
+        table.u32s("output_tokens").unwrap(),
+        Some(tokens),
     );
-    assert!(
-        table
-            .u32s("prompt_tokens")
-            .unwrap()
-            .iter()
-            .all(|&t| t == Some(7))
+    assert_all(
+        "prompt_tokens",
+        table.u32s("prompt_tokens").unwrap(),
+        Some(7),
     );
-    assert!(
-        table
-            .strs("token_source")
-            .unwrap()
-            .iter()
-            .all(|s| s.as_deref() == Some("usage"))
+    assert_all(
+        "token_source",
+        table.strs("token_source").unwrap(),
+        Some("usage".to_string()),
     );
     let replicas = table.strs("replica").unwrap();
     assert!(replicas.iter().any(|r| r.as_deref() == Some("stub-0")));
@@ -138,33 +132,23 @@ fn without_usage_the_tokens_are_counted_from_the_stream() {
     assert_success(&output);
     let table = Table::read(&dir.path().join("requests.parquet")).unwrap();
     assert_eq!(table.len(), 6);
-    assert!(
-        table
-            .u32s("output_tokens")
-            .unwrap()
-            .iter()
-            .all(|&t| t == Some(5))
+    assert_all(
+        "output_tokens",
+        table.u32s("output_tokens").unwrap(),
+        Some(5),
     );
-    assert!(
-        table
-            .u32s("prompt_tokens")
-            .unwrap()
-            .iter()
-            .all(Option::is_none)
-    );
-    assert!(
-        table
-            .strs("token_source")
-            .unwrap()
-            .iter()
-            .all(|s| s.as_deref() == Some("counted"))
+    assert_all("prompt_tokens", table.u32s("prompt_tokens").unwrap(), None);
+    assert_all(
+        "token_source",
+        table.strs("token_source").unwrap(),
+        Some("counted".to_string()),
     );
 }
 
 #[test]
 fn ramp_steps_hold_their_users_and_gates_name_the_failing_step() {
     let _serial = serial();
-    // Latency grows with the number of requests in flight: 20 ms per concurrent request.
+    // Every first token takes 30 ms, so the 1 ms gate fails on every step.
     let stub = Stub::start(|_| Behaviour::Stream {
         ttft: 30 * MS,
         gap: MS,

@@ -72,3 +72,11 @@ pub fn count(row: &StepRow, class: &str) -> u64 {
         .unwrap();
     row.counts[index]
 }
+
+/// Asserts every value of a column equals `expected`.
+pub fn assert_all<T: PartialEq + std::fmt::Debug>(column: &str, values: Vec<T>, expected: T) {
+    assert!(
+        values.iter().all(|value| *value == expected),
+        "{column}: {values:?}, expected every value to be {expected:?}"
+    );
+}
