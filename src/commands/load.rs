@@ -198,13 +198,6 @@ impl Progress {
     }
 }
 
-fn load_words(load: Load) -> String {
-    match load {
-        Load::Users(users) => format!("{users} users"),
-        Load::Rate { per_second, .. } => format!("{per_second} req/s"),
-    }
-}
-
 fn seconds(value: Option<f64>) -> String {
     match value {
         Some(v) if v < 1.0 => format!("{:.0} ms", v * 1e3),
@@ -240,7 +233,7 @@ impl Observer for Progress {
         } else {
             format!("step {}/{}", step.index + 1, self.steps)
         };
-        bar.set_prefix(format!("{name} ({})", load_words(step.load)));
+        bar.set_prefix(format!("{name} ({})", step.load.label()));
         self.bar = Some(bar);
     }
 

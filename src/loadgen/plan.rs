@@ -39,6 +39,16 @@ pub enum Load {
     },
 }
 
+impl Load {
+    /// In words, as the terminal and the report show it: "20 users", "5 req/s".
+    pub fn label(&self) -> String {
+        match self {
+            Load::Users(users) => format!("{users} users"),
+            Load::Rate { per_second, .. } => format!("{per_second} req/s"),
+        }
+    }
+}
+
 /// One step of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
@@ -274,5 +284,7 @@ mod tests {
         );
         let rate = Plan::rate(5.0, Arrivals::Poisson, None, second, None).unwrap();
         assert_eq!(rate.peak_concurrency(), DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(rate.steps[0].load.label(), "5 req/s");
+        assert_eq!(Load::Users(20).label(), "20 users");
     }
 }

@@ -135,12 +135,15 @@ pub fn read(dir: &Path) -> Result<Summary, String> {
 
 fn load_label(load: Load) -> String {
     match load {
-        Load::Users(users) => format!("{users} users"),
+        Load::Users(_) => load.label(),
         Load::Rate {
-            per_second,
             arrivals,
             max_concurrency,
-        } => format!("{per_second} req/s ({arrivals:?}, at most {max_concurrency} in flight)"),
+            ..
+        } => format!(
+            "{} ({arrivals:?}, at most {max_concurrency} in flight)",
+            load.label()
+        ),
     }
 }
 
