@@ -228,8 +228,6 @@ fn finish(
         ),
         None => (Outcome::Ok, None),
     };
-    let gaps = progress.gaps;
-    let itl_mean = (!gaps.is_empty()).then(|| gaps.iter().sum::<Duration>() / gaps.len() as u32);
     RequestRecord {
         id: ticket.id,
         step: ticket.step,
@@ -241,9 +239,7 @@ fn finish(
         start: since_start(start),
         first_token: progress.first_token.map(since_start),
         end: since_start(end),
-        itl_mean,
-        itl_max: gaps.iter().max().copied(),
-        itl_gaps: gaps,
+        itl_gaps: progress.gaps,
         prompt_tokens: progress.usage.map(|usage| usage.prompt_tokens),
         output_tokens,
         token_source,

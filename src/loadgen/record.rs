@@ -111,11 +111,7 @@ pub struct RequestRecord {
     pub first_token: Option<Duration>,
     /// When the answer ended (complete, failed or timed out).
     pub end: Duration,
-    /// Mean gap between successive content chunks.
-    pub itl_mean: Option<Duration>,
-    /// Longest gap between successive content chunks.
-    pub itl_max: Option<Duration>,
-    /// Every gap, for the pooled inter-token percentiles (not written per row).
+    /// Every gap between successive content chunks.
     pub itl_gaps: Vec<Duration>,
     /// Prompt tokens (from `usage` only: the client does not tokenize).
     pub prompt_tokens: Option<u32>,
@@ -161,9 +157,40 @@ impl RequestRecord {
         (self.output_tokens >= 2).then(|| self.end.saturating_sub(first) / (self.output_tokens - 1))
     }
 
-    /// How late the request went out against its schedule.
-    pub fn send_lag(&self) -> Duration {
-        self.start.saturating_sub(self.intended_start)
+    /// Mean gap between successive content chunks.
+    pub fn itl_mean(&self) -> Option<Duration> {
+        let gaps = &self.itl_gaps;
+        (!gaps.is_empty()).then(|| gaps.iter().sum::<Duration>() / gaps.len() as u32)
+    }
+
+    /// Longest gap between successive content chunks.
+    pub fn itl_max(&self) -> Option<Duration> {
+        self.itl_gaps.iter().max().copied()
+    }
+
+    /// A successful one-token request at the run's start, for tests to adjust.
+    #[cfg(test)]
+    pub(crate) fn fixture() -> RequestRecord {
+        RequestRecord {
+            id: 0,
+            step: 0,
+            warmup: false,
+            user: Some(0),
+            route: Route::Completions,
+            row_id: None,
+            intended_start: Duration::ZERO,
+            start: Duration::ZERO,
+            first_token: Some(Duration::ZERO),
+            end: Duration::ZERO,
+            itl_gaps: Vec::new(),
+            prompt_tokens: Some(1),
+            output_tokens: 1,
+            token_source: TokenSource::Usage,
+            outcome: Outcome::Ok,
+            http_status: Some(200),
+            error: None,
+            replica: None,
+        }
     }
 }
 
@@ -185,32 +212,22 @@ mod tests {
     fn latencies_from_instants() {
         let ms = Duration::from_millis;
         let record = RequestRecord {
-            id: 0,
-            step: 0,
-            warmup: false,
-            user: Some(0),
-            route: Route::Completions,
-            row_id: None,
             intended_start: ms(100),
             start: ms(150),
             first_token: Some(ms(250)),
             end: ms(1250),
-            itl_mean: None,
-            itl_max: None,
-            itl_gaps: Vec::new(),
-            prompt_tokens: Some(10),
+            itl_gaps: vec![ms(80), ms(120), ms(100)],
             output_tokens: 11,
-            token_source: TokenSource::Usage,
-            outcome: Outcome::Ok,
-            http_status: Some(200),
-            error: None,
-            replica: None,
+            ..RequestRecord::fixture()
         };
         assert_eq!(record.ttft(), Some(ms(100)));
         assert_eq!(record.ttft_corrected(), Some(ms(150)));
         assert_eq!(record.e2e(), ms(1100));
         assert_eq!(record.e2e_corrected(), ms(1150));
         assert_eq!(record.tpot(), Some(ms(100)));
-        assert_eq!(record.send_lag(), ms(50));
+        assert_eq!(record.itl_mean(), Some(ms(100)));
+        assert_eq!(record.itl_max(), Some(ms(120)));
+        let no_gaps = RequestRecord::fixture();
+        assert_eq!((no_gaps.itl_mean(), no_gaps.itl_max()), (None, None));
     }
 }

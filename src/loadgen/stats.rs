@@ -288,7 +288,6 @@ impl StepRow {
 mod tests {
     use super::*;
     use crate::loadgen::plan::Hold;
-    use crate::loadgen::record::TokenSource;
 
     fn record(
         outcome: Outcome,
@@ -299,26 +298,15 @@ mod tests {
     ) -> RequestRecord {
         let ms = Duration::from_millis;
         RequestRecord {
-            id: 0,
-            step: 0,
-            warmup: false,
-            user: Some(0),
-            route: crate::loadgen::workload::Route::Completions,
-            row_id: None,
             intended_start: ms(start_ms),
             start: ms(start_ms),
             first_token: (outcome == Outcome::Ok).then(|| ms(start_ms + ttft_ms)),
             end: ms(start_ms + e2e_ms),
-            itl_mean: None,
-            itl_max: None,
             itl_gaps: vec![ms(10); tokens.saturating_sub(1) as usize],
             prompt_tokens: Some(5),
             output_tokens: tokens,
-            token_source: TokenSource::Usage,
             outcome,
-            http_status: Some(200),
-            error: None,
-            replica: None,
+            ..RequestRecord::fixture()
         }
     }
 

@@ -42,8 +42,8 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
         Column::new("ttft_corrected_s", Kind::F64, |r: &R| {
             seconds(r.ttft_corrected())
         }),
-        Column::new("itl_mean_s", Kind::F64, |r: &R| seconds(r.itl_mean)),
-        Column::new("itl_max_s", Kind::F64, |r: &R| seconds(r.itl_max)),
+        Column::new("itl_mean_s", Kind::F64, |r: &R| seconds(r.itl_mean())),
+        Column::new("itl_max_s", Kind::F64, |r: &R| seconds(r.itl_max())),
         Column::new("tpot_s", Kind::F64, |r: &R| seconds(r.tpot())),
         Column::new("e2e_s", Kind::F64, |r: &R| seconds(Some(r.e2e()))),
         Column::new("e2e_corrected_s", Kind::F64, |r: &R| {
@@ -280,14 +280,12 @@ pub fn read_request_points(dir: &Path) -> Result<Vec<RequestPoint>, TableError> 
 mod tests {
     use super::*;
     use crate::loadgen::plan::{Hold, Load, Step};
-    use crate::loadgen::record::TokenSource;
     use crate::loadgen::stats::StepStats;
 
     fn record(id: u64, outcome: Outcome) -> RequestRecord {
         let ms = Duration::from_millis;
         RequestRecord {
             id,
-            step: 0,
             warmup: id == 0,
             user: Some(1),
             route: crate::loadgen::workload::Route::Chat,
@@ -296,16 +294,12 @@ mod tests {
             start: ms(10 * id + 1),
             first_token: (outcome == Outcome::Ok).then(|| ms(10 * id + 50)),
             end: ms(10 * id + 300),
-            itl_mean: Some(ms(25)),
-            itl_max: Some(ms(40)),
             itl_gaps: vec![ms(25); 10],
             prompt_tokens: Some(12),
             output_tokens: 11,
-            token_source: TokenSource::Usage,
             outcome,
-            http_status: Some(200),
-            error: None,
             replica: Some("pod-a".into()),
+            ..RequestRecord::fixture()
         }
     }
 
