@@ -268,7 +268,7 @@ impl Observer for Progress {
             seconds(row.latency(Latency::E2e, Stat::P50)),
             seconds(row.latency(Latency::E2e, Stat::P95)),
         );
-        if let Some(reason) = &row.invalid_reason {
+        if let Some(reason) = row.invalid_reason() {
             line.push_str(&format!("\n  INVALID: {reason}"));
         }
         for violation in violations {

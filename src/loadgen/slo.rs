@@ -248,7 +248,6 @@ mod tests {
                 lag_p99: Duration::ZERO,
                 lag_max: Duration::ZERO,
             },
-            invalid_reason: None,
         }
     }
 

@@ -226,7 +226,6 @@ impl StepStats {
             mean_concurrency: self.busy.as_secs_f64() / duration,
             latencies,
             health,
-            invalid_reason: health.invalid_reason(),
         }
     }
 }
@@ -264,14 +263,17 @@ pub struct StepRow {
     pub latencies: Vec<[Option<f64>; Stat::ALL.len()]>,
     /// The client's own health.
     pub health: ClientHealth,
-    /// Why the step is invalid, if it is.
-    pub invalid_reason: Option<String>,
 }
 
 impl StepRow {
     /// A latency statistic in seconds.
     pub fn latency(&self, latency: Latency, stat: Stat) -> Option<f64> {
         self.latencies[latency as usize][stat as usize]
+    }
+
+    /// Why the step's figures are the client's rather than the server's, if they are.
+    pub fn invalid_reason(&self) -> Option<String> {
+        self.health.invalid_reason()
     }
 
     /// The step's load in words: "20 users" or "5 req/s".
@@ -348,7 +350,7 @@ mod tests {
         let tpot = row.latency(Latency::Tpot, Stat::Max).unwrap();
         assert!((tpot - 0.090).abs() < 0.0002, "{tpot}");
         assert_eq!(row.load_label(), "4 users");
-        assert_eq!(row.invalid_reason, None);
+        assert_eq!(row.invalid_reason(), None);
     }
 
     #[test]

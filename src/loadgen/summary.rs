@@ -110,7 +110,7 @@ pub fn write(
         invalid_steps: steps
             .iter()
             .filter_map(|row| {
-                let reason = row.invalid_reason.as_ref()?;
+                let reason = row.invalid_reason()?;
                 Some(format!(
                     "step {} ({}): {reason}",
                     row.step + 1,

@@ -101,7 +101,7 @@ impl StepData {
             mean_concurrency: row.mean_concurrency,
             latency,
             client_cpu_share: row.health.cpu_share,
-            invalid_reason: row.invalid_reason.clone(),
+            invalid_reason: row.invalid_reason(),
         }
     }
 }

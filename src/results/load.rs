@@ -144,10 +144,10 @@ pub fn step_columns() -> Vec<Column<StepRow>> {
             seconds(Some(s.health.lag_max))
         }),
         Column::new("valid", Kind::Bool, |s: &S| {
-            Cell::Bool(Some(s.invalid_reason.is_none()))
+            Cell::Bool(Some(s.invalid_reason().is_none()))
         }),
         Column::new("invalid_reason", Kind::Str, |s: &S| {
-            Cell::text(s.invalid_reason.as_deref())
+            Cell::owned_text(s.invalid_reason())
         }),
     ]);
     columns
@@ -193,7 +193,6 @@ pub fn read_steps(dir: &Path) -> Result<Vec<StepRow>, TableError> {
     let cpu = required(f64s("client_cpu_share")?);
     let lag_p99 = required(f64s("scheduler_lag_p99_s")?);
     let lag_max = required(f64s("scheduler_lag_max_s")?);
-    let invalid = table.strs("invalid_reason")?;
     Ok((0..table.len())
         .map(|i| StepRow {
             step: steps[i].unwrap_or(i as u32),
@@ -217,7 +216,6 @@ pub fn read_steps(dir: &Path) -> Result<Vec<StepRow>, TableError> {
                 lag_p99: Duration::from_secs_f64(lag_p99[i].max(0.0)),
                 lag_max: Duration::from_secs_f64(lag_max[i].max(0.0)),
             },
-            invalid_reason: invalid[i].clone(),
         })
         .collect())
 }
