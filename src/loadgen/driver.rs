@@ -106,11 +106,6 @@ impl Driver {
         }
     }
 
-    /// When the run began: the origin of every record's offsets.
-    pub fn run_start(&self) -> Instant {
-        self.run_start
-    }
-
     /// Runs the warm-up, then every step, until the plan ends or the run is cancelled,
     /// passing finished records on as it goes.
     pub async fn run(self: &Arc<Self>, plan: &Plan) {

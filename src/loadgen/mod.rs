@@ -53,7 +53,7 @@ pub enum Prompts {
         /// Prompt length in words (about one token each).
         prompt: TokenLengths,
     },
-    /// The rows of a JSONL dataset, cycled.
+    /// The rows of a dataset (JSONL or Parquet), cycled.
     Dataset(PathBuf),
 }
 
