@@ -7,18 +7,19 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{DatasetError, Row, RowRequest};
+use super::{DatasetError, Fields, Row, RowRequest};
 
 /// Reads rows from a JSONL file in order.
 pub struct JsonlReader {
     path: PathBuf,
     lines: std::io::Lines<BufReader<File>>,
     line: u64,
+    fields: Fields,
 }
 
 impl JsonlReader {
-    /// Opens `path`.
-    pub fn open(path: &Path) -> Result<JsonlReader, DatasetError> {
+    /// Opens `path`, reading its rows' fields as `fields` names them.
+    pub fn open(path: &Path, fields: &Fields) -> Result<JsonlReader, DatasetError> {
         let file = File::open(path).map_err(|source| DatasetError::Io {
             path: path.to_path_buf(),
             source,
@@ -27,6 +28,7 @@ impl JsonlReader {
             path: path.to_path_buf(),
             lines: BufReader::new(file).lines(),
             line: 0,
+            fields: fields.clone(),
         })
     }
 }
@@ -50,7 +52,7 @@ impl Iterator for JsonlReader {
                 continue;
             }
             return Some(
-                parse_row(&text, self.line).map_err(|message| DatasetError::Row {
+                parse_row(&text, self.line, &self.fields).map_err(|message| DatasetError::Row {
                     path: self.path.clone(),
                     line: self.line,
                     message,
@@ -61,7 +63,7 @@ impl Iterator for JsonlReader {
 }
 
 /// Reads one line in either format.
-fn parse_row(text: &str, line: u64) -> Result<Row, String> {
+fn parse_row(text: &str, line: u64, fields: &Fields) -> Result<Row, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|err| format!("not a JSON object: {err}"))?;
     let Value::Object(mut object) = value else {
@@ -70,8 +72,8 @@ fn parse_row(text: &str, line: u64) -> Result<Row, String> {
     if object.contains_key("custom_id") || object.contains_key("body") {
         return batch_row(object, line);
     }
-    let id = take_id(&mut object, "id", line)?;
-    let request = take_request(&mut object, "")?;
+    let id = take_id(&mut object, &fields.id, line)?;
+    let request = take_request(&mut object, "", &fields.prompt, &fields.messages)?;
     Ok(Row {
         id,
         line,
@@ -98,7 +100,7 @@ fn batch_row(mut object: Map<String, Value>, line: u64) -> Result<Row, String> {
     let Some(Value::Object(mut body)) = object.remove("body") else {
         return Err("field `body` is missing or not an object".into());
     };
-    let request = take_request(&mut body, "body.")?;
+    let request = take_request(&mut body, "body.", "prompt", "messages")?;
     let expected = match request {
         RowRequest::Prompt(_) => "/v1/completions",
         RowRequest::Messages(_) => "/v1/chat/completions",
@@ -131,34 +133,43 @@ fn take_id(object: &mut Map<String, Value>, field: &str, line: u64) -> Result<St
     }
 }
 
-/// Takes `prompt` or `messages` (exactly one) from a row or a Batch API body.
-fn take_request(object: &mut Map<String, Value>, prefix: &str) -> Result<RowRequest, String> {
-    match (object.remove("prompt"), object.remove("messages")) {
+/// Takes the prompt or the messages (exactly one) from a row or a Batch API body.
+fn take_request(
+    object: &mut Map<String, Value>,
+    prefix: &str,
+    prompt_field: &str,
+    messages_field: &str,
+) -> Result<RowRequest, String> {
+    let (prompt_name, messages_name) = (
+        format!("{prefix}{prompt_field}"),
+        format!("{prefix}{messages_field}"),
+    );
+    match (object.remove(prompt_field), object.remove(messages_field)) {
         (Some(_), Some(_)) => Err(format!(
-            "the row has both `{prefix}prompt` and `{prefix}messages`; keep one"
+            "the row has both `{prompt_name}` and `{messages_name}`; keep one"
         )),
         (Some(Value::String(prompt)), None) if !prompt.is_empty() => Ok(RowRequest::Prompt(prompt)),
-        (Some(_), None) => Err(format!("field `{prefix}prompt` must be a non-empty string")),
+        (Some(_), None) => Err(format!("field `{prompt_name}` must be a non-empty string")),
         (None, Some(messages)) => {
-            check_messages(&messages, prefix).map(|()| RowRequest::Messages(messages))
+            check_messages(&messages, &messages_name).map(|()| RowRequest::Messages(messages))
         }
         (None, None) => Err(format!(
-            "the row has neither `{prefix}prompt` nor `{prefix}messages`"
+            "the row has neither `{prompt_name}` nor `{messages_name}`"
         )),
     }
 }
 
 /// Messages must be a non-empty list of objects with a string `role` and a `content`.
-pub(super) fn check_messages(messages: &Value, prefix: &str) -> Result<(), String> {
+pub(super) fn check_messages(messages: &Value, name: &str) -> Result<(), String> {
     let Some(list) = messages.as_array().filter(|list| !list.is_empty()) else {
-        return Err(format!("field `{prefix}messages` must be a non-empty list"));
+        return Err(format!("field `{name}` must be a non-empty list"));
     };
     for (index, message) in list.iter().enumerate() {
         let has_role = message.get("role").is_some_and(Value::is_string);
         let has_content = message.get("content").is_some_and(|c| !c.is_null());
         if !has_role || !has_content {
             return Err(format!(
-                "field `{prefix}messages[{index}]` needs a string `role` and a `content`"
+                "field `{name}[{index}]` needs a string `role` and a `content`"
             ));
         }
     }
@@ -173,7 +184,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.jsonl");
         std::fs::write(&path, text).unwrap();
-        JsonlReader::open(&path)
+        JsonlReader::open(&path, &Fields::default())
             .unwrap()
             .map(|row| row.map_err(|err| err.to_string()))
             .collect()

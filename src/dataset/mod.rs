@@ -16,17 +16,63 @@ use std::path::{Path, PathBuf};
 pub use jsonl::JsonlReader;
 pub use parquet_file::ParquetReader;
 
-/// Opens a dataset by its extension: `.parquet`, else JSON Lines.
-pub fn open(
-    path: &Path,
-) -> Result<Box<dyn Iterator<Item = Result<Row, DatasetError>> + Send>, DatasetError> {
-    if path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("parquet"))
-    {
-        Ok(Box::new(ParquetReader::open(path)?))
+/// A stream of dataset rows, each read or refused on its own.
+pub type Rows = Box<dyn Iterator<Item = Result<Row, DatasetError>> + Send>;
+
+/// Opens a dataset with the usual field names, its format told by its extension.
+pub fn open(path: &Path) -> Result<Rows, DatasetError> {
+    open_with(path, Format::Auto, &Fields::default())
+}
+
+/// Opens a dataset in `format`, reading the prompt, messages and id from `fields`.
+pub fn open_with(path: &Path, format: Format, fields: &Fields) -> Result<Rows, DatasetError> {
+    let parquet = match format {
+        Format::Auto => path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("parquet")),
+        Format::Jsonl => false,
+        Format::Parquet => true,
+    };
+    if parquet {
+        Ok(Box::new(ParquetReader::open(path, fields)?))
     } else {
-        Ok(Box::new(JsonlReader::open(path)?))
+        Ok(Box::new(JsonlReader::open(path, fields)?))
+    }
+}
+
+/// A dataset's file format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `.parquet` files are Parquet, anything else JSON Lines.
+    #[default]
+    Auto,
+    /// JSON Lines: prompt or messages rows, or OpenAI Batch API input (told apart per row).
+    Jsonl,
+    /// Parquet with a prompt (or messages, as JSON text) column.
+    Parquet,
+}
+
+/// Which field or column of a row holds what. A Batch API row always uses `custom_id` and
+/// its `body`'s `prompt` or `messages`, as that format fixes them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fields {
+    /// The row's id [default: `id`; absent: the line number].
+    pub id: String,
+    /// The prompt text, for `/v1/completions` [default: `prompt`].
+    pub prompt: String,
+    /// The chat messages, for `/v1/chat/completions` [default: `messages`].
+    pub messages: String,
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields {
+            id: "id".into(),
+            prompt: "prompt".into(),
+            messages: "messages".into(),
+        }
     }
 }
 

@@ -9,14 +9,14 @@ use arrow::array::{
 };
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use super::{DatasetError, Row, RowRequest};
+use super::{DatasetError, Fields, Row, RowRequest};
 
 /// Rows decoded at a time.
 const BATCH_ROWS: usize = 1024;
 
 /// Which column holds what is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RequestColumn {
+enum RequestKind {
     Prompt,
     Messages,
 }
@@ -25,15 +25,17 @@ enum RequestColumn {
 pub struct ParquetReader {
     path: PathBuf,
     batches: ParquetRecordBatchReader,
-    column: RequestColumn,
+    kind: RequestKind,
+    column: String,
+    id_column: String,
     batch: Option<RecordBatch>,
     next_in_batch: usize,
     row: u64,
 }
 
 impl ParquetReader {
-    /// Opens `path` and checks its columns.
-    pub fn open(path: &Path) -> Result<ParquetReader, DatasetError> {
+    /// Opens `path` and checks it has the columns `fields` names.
+    pub fn open(path: &Path, fields: &Fields) -> Result<ParquetReader, DatasetError> {
         let file = File::open(path).map_err(|source| DatasetError::Io {
             path: path.to_path_buf(),
             source,
@@ -49,14 +51,17 @@ impl ParquetReader {
                 .field_with_name(name)
                 .is_ok_and(|field| field.data_type() == &arrow::datatypes::DataType::Utf8)
         };
-        let column = if has_text("prompt") {
-            RequestColumn::Prompt
-        } else if has_text("messages") {
-            RequestColumn::Messages
+        let (kind, column) = if has_text(&fields.prompt) {
+            (RequestKind::Prompt, &fields.prompt)
+        } else if has_text(&fields.messages) {
+            (RequestKind::Messages, &fields.messages)
         } else {
             return Err(DatasetError::Format {
                 path: path.to_path_buf(),
-                message: "no text column `prompt` or `messages` (JSON text); name the prompt column `prompt`".into(),
+                message: format!(
+                    "no text column `{}` or `{}` (JSON text); name the prompt column in the job's `dataset.fields`",
+                    fields.prompt, fields.messages
+                ),
             });
         };
         let batches = builder
@@ -66,7 +71,9 @@ impl ParquetReader {
         Ok(ParquetReader {
             path: path.to_path_buf(),
             batches,
-            column,
+            kind,
+            column: column.clone(),
+            id_column: fields.id.clone(),
             batch: None,
             next_in_batch: 0,
             row: 0,
@@ -82,10 +89,7 @@ impl ParquetReader {
     }
 
     fn read_row(&self, batch: &RecordBatch, index: usize) -> Result<Row, DatasetError> {
-        let name = match self.column {
-            RequestColumn::Prompt => "prompt",
-            RequestColumn::Messages => "messages",
-        };
+        let name = &self.column;
         let text = batch
             .column_by_name(name)
             .and_then(|array| array.as_any().downcast_ref::<StringArray>())
@@ -93,19 +97,18 @@ impl ParquetReader {
             .map(|array| array.value(index))
             .filter(|text| !text.is_empty())
             .ok_or_else(|| self.row_error(format!("column `{name}` is empty")))?;
-        let request = match self.column {
-            RequestColumn::Prompt => RowRequest::Prompt(text.to_string()),
-            RequestColumn::Messages => {
-                let messages: serde_json::Value = serde_json::from_str(text).map_err(|err| {
-                    self.row_error(format!("column `messages` is not JSON: {err}"))
-                })?;
-                super::jsonl::check_messages(&messages, "")
+        let request = match self.kind {
+            RequestKind::Prompt => RowRequest::Prompt(text.to_string()),
+            RequestKind::Messages => {
+                let messages: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|err| self.row_error(format!("column `{name}` is not JSON: {err}")))?;
+                super::jsonl::check_messages(&messages, name)
                     .map_err(|message| self.row_error(message))?;
                 RowRequest::Messages(messages)
             }
         };
         Ok(Row {
-            id: id_of(batch, index).unwrap_or_else(|| self.row.to_string()),
+            id: id_of(batch, &self.id_column, index).unwrap_or_else(|| self.row.to_string()),
             line: self.row,
             request,
             params: serde_json::Map::new(),
@@ -113,9 +116,9 @@ impl ParquetReader {
     }
 }
 
-/// The `id` column's value as text, if the column exists and the cell is set.
-fn id_of(batch: &RecordBatch, index: usize) -> Option<String> {
-    let column = batch.column_by_name("id")?;
+/// The id column's value as text, if the column exists and the cell is set.
+fn id_of(batch: &RecordBatch, name: &str, index: usize) -> Option<String> {
+    let column = batch.column_by_name(name)?;
     if column.is_null(index) {
         return None;
     }
@@ -202,7 +205,7 @@ mod tests {
                 ("prompt", Arc::new(StringArray::from(prompts))),
             ],
         );
-        let rows: Vec<Row> = ParquetReader::open(&path)
+        let rows: Vec<Row> = ParquetReader::open(&path, &Fields::default())
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -222,7 +225,9 @@ mod tests {
             None,
         ]);
         write(&path, vec![("messages", Arc::new(messages))]);
-        let rows: Vec<_> = ParquetReader::open(&path).unwrap().collect();
+        let rows: Vec<_> = ParquetReader::open(&path, &Fields::default())
+            .unwrap()
+            .collect();
         assert!(matches!(
             rows[0].as_ref().unwrap().request,
             RowRequest::Messages(_)
@@ -244,7 +249,10 @@ mod tests {
                 Arc::new(StringArray::from(vec!["a"])) as Arc<dyn Array>,
             )],
         );
-        let err = ParquetReader::open(&other).err().unwrap().to_string();
+        let err = ParquetReader::open(&other, &Fields::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("no text column `prompt` or `messages`"),
             "{err}"

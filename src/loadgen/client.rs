@@ -37,17 +37,42 @@ pub struct Ticket {
     pub intended_start: Instant,
 }
 
-/// What the exchange told us so far; kept when a timeout cuts it short.
-#[derive(Default)]
-struct Exchange {
-    status: Option<u16>,
-    replica: Option<String>,
-    first_token: Option<Instant>,
-    last_token: Option<Instant>,
-    chunks_with_content: u32,
-    gaps: Vec<Duration>,
-    usage: Option<Usage>,
-    done: bool,
+/// What an exchange told us; kept as far as it got when a timeout cuts it short.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// The response's HTTP status.
+    pub status: Option<u16>,
+    /// The replica header's value.
+    pub replica: Option<String>,
+    /// When the first content arrived.
+    pub first_token: Option<Instant>,
+    /// When the last content arrived.
+    pub last_token: Option<Instant>,
+    /// Chunks that carried content.
+    pub chunks_with_content: u32,
+    /// Gaps between content chunks.
+    pub gaps: Vec<Duration>,
+    /// The server's token counts.
+    pub usage: Option<Usage>,
+    /// Whether `[DONE]` arrived.
+    pub done: bool,
+    /// The generated text, when asked to keep it.
+    pub text: Option<String>,
+    /// Why generation stopped, as the server said.
+    pub finish_reason: Option<String>,
+}
+
+/// One finished exchange: when it ran, what came back, and why it failed if it did.
+#[derive(Debug)]
+pub struct Timed {
+    /// When it was sent.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+    /// What came back.
+    pub exchange: Exchange,
+    /// The failure's class and words, `None` when the stream completed.
+    pub failure: Option<(Outcome, String)>,
 }
 
 impl Exchange {
@@ -71,8 +96,18 @@ pub async fn send(
     ticket: Ticket,
     run_start: Instant,
 ) -> RequestRecord {
+    let timed = exchange(target, item, false).await;
+    finish(item, ticket, run_start, timed)
+}
+
+/// Sends `item` and reads its stream to the end or the timeout, keeping the generated text
+/// when `keep_text`.
+pub async fn exchange(target: &Target, item: &WorkItem, keep_text: bool) -> Timed {
     let start = Instant::now();
-    let mut exchange = Exchange::default();
+    let mut exchange = Exchange {
+        text: keep_text.then(String::new),
+        ..Exchange::default()
+    };
     let failure =
         match tokio::time::timeout_at(start + target.timeout, run(target, item, &mut exchange))
             .await
@@ -87,15 +122,12 @@ pub async fn send(
                 "stream not finished before the timeout".to_string(),
             )),
         };
-    finish(
-        item,
-        ticket,
-        run_start,
+    Timed {
         start,
-        Instant::now(),
+        end: Instant::now(),
         exchange,
         failure,
-    )
+    }
 }
 
 /// Sends, then reads events until `[DONE]`; `Err` carries the outcome when it fails.
@@ -179,11 +211,18 @@ async fn run(
             match parse_chunk(data) {
                 Ok(Chunk::Done) => exchange.done = true,
                 Ok(Chunk::Data {
-                    content_chars,
+                    content,
+                    finish_reason,
                     usage,
                 }) => {
-                    if content_chars > 0 {
+                    if !content.is_empty() {
                         exchange.content(now);
+                        if let Some(text) = &mut exchange.text {
+                            text.push_str(&content);
+                        }
+                    }
+                    if let Some(reason) = finish_reason {
+                        exchange.finish_reason = Some(reason.into_owned());
                     }
                     if usage.is_some() {
                         exchange.usage = usage;
@@ -206,15 +245,13 @@ async fn run(
     }
 }
 
-fn finish(
-    item: &WorkItem,
-    ticket: Ticket,
-    run_start: Instant,
-    start: Instant,
-    end: Instant,
-    progress: Exchange,
-    failure: Option<(Outcome, String)>,
-) -> RequestRecord {
+fn finish(item: &WorkItem, ticket: Ticket, run_start: Instant, timed: Timed) -> RequestRecord {
+    let Timed {
+        start,
+        end,
+        exchange: progress,
+        failure,
+    } = timed;
     let since_start = |at: Instant| at.saturating_duration_since(run_start);
     let (output_tokens, token_source) = match progress.usage {
         Some(usage) => (usage.completion_tokens, TokenSource::Usage),

@@ -1,6 +1,8 @@
 //! Server-sent events from an OpenAI-compatible stream: split the bytes into events, then
 //! read each event's JSON as a completion or chat chunk.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 /// Splits a byte stream into the `data` payloads of its events, across arbitrary chunk
@@ -44,15 +46,17 @@ impl EventSplitter {
     }
 }
 
-/// What one event says.
+/// What one event says, borrowing its text from the event where it can.
 #[derive(Debug, PartialEq)]
-pub enum Chunk {
+pub enum Chunk<'a> {
     /// `[DONE]`: the stream is complete.
     Done,
     /// A completion or chat chunk.
     Data {
-        /// Characters of generated text it carries (0 for role-only or usage chunks).
-        content_chars: usize,
+        /// Generated text it carries (empty for role-only or usage chunks).
+        content: Cow<'a, str>,
+        /// Why generation stopped, on the chunk that ends it.
+        finish_reason: Option<Cow<'a, str>>,
         /// `usage`, when the chunk carries it.
         usage: Option<Usage>,
     },
@@ -82,19 +86,27 @@ struct RawChunk<'a> {
 #[derive(Deserialize)]
 struct RawChoice<'a> {
     #[serde(default, borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     delta: Option<RawDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct RawDelta<'a> {
     #[serde(default, borrow)]
-    content: Option<std::borrow::Cow<'a, str>>,
+    content: Option<Cow<'a, str>>,
+}
+
+impl<'a> RawChoice<'a> {
+    fn into_content(self) -> Option<Cow<'a, str>> {
+        self.text.or(self.delta.and_then(|delta| delta.content))
+    }
 }
 
 /// Reads one event's data; `Err` says why it is not an OpenAI stream chunk.
-pub fn parse_chunk(data: &[u8]) -> Result<Chunk, String> {
+pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
     if data.trim_ascii() == b"[DONE]" {
         return Ok(Chunk::Done);
     }
@@ -109,17 +121,19 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk, String> {
             .map_or_else(|| error.to_string(), str::to_string);
         return Ok(Chunk::Error(message));
     }
-    let content_chars = raw
-        .choices
-        .iter()
-        .map(|choice| {
-            let text = choice.text.as_deref();
-            let delta = choice.delta.as_ref().and_then(|d| d.content.as_deref());
-            text.or(delta).map_or(0, str::len)
-        })
-        .sum();
+    let mut content = Cow::Borrowed("");
+    let mut finish_reason = None;
+    for mut choice in raw.choices {
+        finish_reason = finish_reason.or(choice.finish_reason.take());
+        match choice.into_content() {
+            Some(more) if content.is_empty() => content = more,
+            Some(more) => content.to_mut().push_str(&more),
+            None => {}
+        }
+    }
     Ok(Chunk::Data {
-        content_chars,
+        content,
+        finish_reason,
         usage: raw.usage,
     })
 }
@@ -162,7 +176,8 @@ mod tests {
         assert_eq!(
             parse_chunk(text),
             Ok(Chunk::Data {
-                content_chars: 5,
+                content: "Paris".into(),
+                finish_reason: None,
                 usage: None
             })
         );
@@ -171,14 +186,16 @@ mod tests {
         assert_eq!(
             parse_chunk(role),
             Ok(Chunk::Data {
-                content_chars: 0,
+                content: "".into(),
+                finish_reason: None,
                 usage: None
             })
         );
         assert_eq!(
             parse_chunk(chat),
             Ok(Chunk::Data {
-                content_chars: 5,
+                content: "café".into(),
+                finish_reason: None,
                 usage: None
             })
         );
@@ -186,11 +203,21 @@ mod tests {
         assert_eq!(
             parse_chunk(usage),
             Ok(Chunk::Data {
-                content_chars: 0,
+                content: "".into(),
+                finish_reason: None,
                 usage: Some(Usage {
                     prompt_tokens: 7,
                     completion_tokens: 3
                 })
+            })
+        );
+        let last = br#"{"choices":[{"index":0,"text":"","finish_reason":"length"}]}"#;
+        assert_eq!(
+            parse_chunk(last),
+            Ok(Chunk::Data {
+                content: "".into(),
+                finish_reason: Some("length".into()),
+                usage: None
             })
         );
         let error = br#"{"error":{"message":"engine died","type":"server_error"}}"#;

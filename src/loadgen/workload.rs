@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::dataset::{Row, RowRequest};
 
@@ -255,9 +255,9 @@ pub fn synthetic(
                 Route::Completions,
                 "prompt",
                 Value::String(text),
-                max_tokens,
-                &Default::default(),
-                options,
+                &options.fields(max_tokens),
+                &Map::new(),
+                &options.model,
             )
         })
         .collect()
@@ -273,40 +273,53 @@ pub fn from_rows(
     let mut rng = StdRng::seed_from_u64(seed);
     rows.iter()
         .map(|row| {
-            let max_tokens = output.sample(&mut rng);
-            let (route, field, value) = match &row.request {
-                RowRequest::Prompt(prompt) => {
-                    (Route::Completions, "prompt", Value::String(prompt.clone()))
-                }
-                RowRequest::Messages(messages) => (Route::Chat, "messages", messages.clone()),
-            };
-            let mut item = build(route, field, value, max_tokens, &row.params, options);
-            item.row_id = Some(Arc::from(row.id.as_str()));
-            item
+            let defaults = options.fields(output.sample(&mut rng));
+            row_item(row, &defaults, &options.model)
         })
         .collect()
 }
 
+/// The request for `row`: the generation fields `defaults` under the row's own, for `model`.
+pub fn row_item(row: &Row, defaults: &Map<String, Value>, model: &str) -> WorkItem {
+    let (route, field, value) = match &row.request {
+        RowRequest::Prompt(prompt) => (Route::Completions, "prompt", Value::String(prompt.clone())),
+        RowRequest::Messages(messages) => (Route::Chat, "messages", messages.clone()),
+    };
+    let mut item = build(route, field, value, defaults, &row.params, model);
+    item.row_id = Some(Arc::from(row.id.as_str()));
+    item
+}
+
+impl BodyOptions {
+    /// The generation fields of a request of `max_tokens`.
+    fn fields(&self, max_tokens: usize) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("max_tokens".into(), json!(max_tokens));
+        if let Some(temperature) = self.temperature {
+            fields.insert("temperature".into(), json!(temperature));
+        }
+        if self.ignore_eos {
+            fields.insert("ignore_eos".into(), json!(true));
+        }
+        fields
+    }
+}
+
+/// A streaming request body: `defaults`, then the row's `params` over them, then the model,
+/// the prompt and the stream options, which are the runner's own.
 fn build(
     route: Route,
     field: &str,
     value: Value,
-    max_tokens: usize,
-    params: &serde_json::Map<String, Value>,
-    options: &BodyOptions,
+    defaults: &Map<String, Value>,
+    params: &Map<String, Value>,
+    model: &str,
 ) -> WorkItem {
-    let mut body = serde_json::Map::new();
-    body.insert("max_tokens".into(), json!(max_tokens));
-    if let Some(temperature) = options.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if options.ignore_eos {
-        body.insert("ignore_eos".into(), json!(true));
-    }
+    let mut body = defaults.clone();
     for (key, value) in params {
         body.insert(key.clone(), value.clone());
     }
-    body.insert("model".into(), json!(options.model));
+    body.insert("model".into(), json!(model));
     body.insert(field.into(), value);
     body.insert("stream".into(), json!(true));
     body.insert("stream_options".into(), json!({"include_usage": true}));

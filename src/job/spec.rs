@@ -1,0 +1,385 @@
+//! The fields of a job file, their defaults and their range checks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::dataset::{Fields, Format};
+
+/// One batch job: what to run, on what, and where the results go.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name: the prefix of its run ids.
+    pub name: String,
+    /// The model the pods serve.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// The prompts.
+    pub dataset: DatasetSpec,
+    /// What to reserve and where.
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// Rows per shard: the unit committed to disk and redone after a crash.
+    #[serde(default = "default_shard_size")]
+    pub shard_size: u32,
+    /// Requests in flight on each pod at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency_per_pod: u32,
+    /// Longest one attempt of a request may take (`300s`, `5m`).
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub request_timeout: Duration,
+    /// How failed requests are retried.
+    #[serde(default)]
+    pub retries: Retries,
+    /// Generation parameters of every request; a row's own (a Batch API body's) win.
+    #[serde(default)]
+    pub generation: Generation,
+    /// Where run directories go (`OUTPUT/<run-id>/`).
+    #[serde(default = "default_output")]
+    pub output: PathBuf,
+    /// A `gembatch load` profile run against the same pods while the batch runs.
+    #[serde(default)]
+    pub load_verification: Option<LoadVerification>,
+}
+
+/// The model served.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A Gemma 3 GGUF file or safetensors directory, as the pods see it [default: the cached
+    /// Gemma 3 270M].
+    pub path: Option<PathBuf>,
+    /// The name requests carry [default: what the server lists first].
+    pub name: Option<String>,
+    /// Most positions (prompt + output) per sequence [default: the model's context]; rows
+    /// whose prompt and `max_tokens` do not fit are refused before any capacity is reserved.
+    pub context: Option<u32>,
+}
+
+/// The dataset and how to read it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// The file (JSONL or Parquet); relative paths are from the working directory.
+    pub path: PathBuf,
+    /// Its format [default: by extension].
+    #[serde(default)]
+    pub format: Format,
+    /// Which fields or columns hold the id, the prompt and the messages.
+    #[serde(default)]
+    pub fields: Fields,
+}
+
+/// Where the pods run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `gembatch serve` processes on this machine, one per "GPU".
+    #[default]
+    Local,
+    /// Gemma pods on GPU nodes reserved through a DWS ProvisioningRequest.
+    Kubernetes,
+}
+
+/// The capacity to reserve.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capacity {
+    /// Where the pods run.
+    pub backend: Backend,
+    /// GPUs (pods), 1 to 10, reserved as one atomic block.
+    pub gpus: u32,
+    /// Longest wait for the reservation to be provisioned.
+    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    pub provisioning_timeout: Duration,
+    /// Longest wait for every pod to answer `/ready`.
+    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    pub ready_timeout: Duration,
+    /// Local backend: CPU threads per pod [default: the cores divided among the pods].
+    pub threads_per_pod: Option<usize>,
+    /// Servers that already exist (any OpenAI-compatible one): no reservation, no pods.
+    pub endpoints: Vec<String>,
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity {
+            backend: Backend::Local,
+            gpus: 1,
+            provisioning_timeout: Duration::from_secs(30 * 60),
+            ready_timeout: Duration::from_secs(10 * 60),
+            threads_per_pod: None,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// How failed attempts are retried: 429, 5xx, timeouts and connection errors, with
+/// exponential backoff and full jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retries {
+    /// Attempts per row, the first included.
+    pub max_attempts: u32,
+    /// Backoff ceiling before the second attempt; doubles each attempt.
+    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    pub initial_backoff: Duration,
+    /// Largest backoff ceiling.
+    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Retries {
+        Retries {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Generation parameters sent with every request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Generation {
+    /// Most tokens generated per row.
+    pub max_tokens: u32,
+    /// Sampling temperature [default: the server's].
+    pub temperature: Option<f64>,
+    /// Nucleus sampling [default: the server's].
+    pub top_p: Option<f64>,
+    /// Sampling seed [default: the server's].
+    pub seed: Option<u64>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+}
+
+impl Default for Generation {
+    fn default() -> Generation {
+        Generation {
+            max_tokens: 256,
+            temperature: None,
+            top_p: None,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+impl Generation {
+    /// The body fields these parameters set.
+    pub fn body_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("max_tokens".into(), self.max_tokens.into());
+        if let Some(temperature) = self.temperature {
+            fields.insert("temperature".into(), temperature.into());
+        }
+        if let Some(top_p) = self.top_p {
+            fields.insert("top_p".into(), top_p.into());
+        }
+        if let Some(seed) = self.seed {
+            fields.insert("seed".into(), seed.into());
+        }
+        if !self.stop.is_empty() {
+            fields.insert("stop".into(), self.stop.clone().into());
+        }
+        fields
+    }
+}
+
+/// A `gembatch load` profile: each key is a flag of `gembatch load` without its dashes
+/// (`users: 4`, `duration: 60s`, `slo: "p95_ttft<=2s"`, `poisson: true`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct LoadVerification {
+    /// Flag name to value.
+    pub flags: BTreeMap<String, serde_json::Value>,
+}
+
+impl LoadVerification {
+    /// The flags as `gembatch load` arguments; `--url`, `--out` and `--run-id` are the
+    /// runner's to set, so they are refused here.
+    pub fn args(&self) -> Result<Vec<String>, String> {
+        let mut args = Vec::new();
+        for (key, value) in &self.flags {
+            let flag = format!("--{}", key.replace('_', "-"));
+            if matches!(key.as_str(), "url" | "out" | "run_id" | "run-id") {
+                return Err(format!(
+                    "`{key}` is set by the runner (the pods, the run directory); remove it"
+                ));
+            }
+            match value {
+                serde_json::Value::Bool(true) => args.push(flag),
+                serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+                serde_json::Value::String(text) => args.extend([flag, text.clone()]),
+                serde_json::Value::Number(number) => args.extend([flag, number.to_string()]),
+                other => return Err(format!("`{key}`: {other} is not a flag value")),
+            }
+        }
+        Ok(args)
+    }
+}
+
+impl JobSpec {
+    /// Range checks the types cannot express; `Err` names the field.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
+        if !crate::results::run_id::is_valid_run_id(&self.name) {
+            return fail("name", "use letters, digits, '-', '_' and '.'");
+        }
+        if !(1..=10).contains(&self.capacity.gpus) {
+            return fail(
+                "capacity.gpus",
+                "must be 1 to 10 (one atomic block of at most 10 GPUs)",
+            );
+        }
+        if self.capacity.threads_per_pod == Some(0) {
+            return fail("capacity.threads_per_pod", "must be at least 1");
+        }
+        if self.shard_size == 0 {
+            return fail("shard_size", "must be at least 1 row");
+        }
+        if !(1..=1024).contains(&self.concurrency_per_pod) {
+            return fail("concurrency_per_pod", "must be 1 to 1024");
+        }
+        if self.request_timeout.is_zero() {
+            return fail("request_timeout", "must be above 0 s");
+        }
+        if self.retries.max_attempts == 0 {
+            return fail("retries.max_attempts", "must be at least 1 (the first try)");
+        }
+        if self.retries.initial_backoff > self.retries.max_backoff {
+            return fail(
+                "retries.initial_backoff",
+                "must not exceed retries.max_backoff",
+            );
+        }
+        if self.generation.max_tokens == 0 {
+            return fail("generation.max_tokens", "must be at least 1");
+        }
+        if let Some(t) = self.generation.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return fail("generation.temperature", "must be 0 to 2");
+        }
+        if let Some(p) = self.generation.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return fail("generation.top_p", "must be above 0 and at most 1");
+        }
+        if let Some(load) = &self.load_verification {
+            load.args()
+                .map_err(|message| ("load_verification".to_string(), message))?;
+        }
+        Ok(())
+    }
+}
+
+fn default_shard_size() -> u32 {
+    64
+}
+
+fn default_concurrency() -> u32 {
+    8
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_output() -> PathBuf {
+    PathBuf::from("results")
+}
+
+/// A duration written `90`, `90s`, `1500ms`, `5m` or `2h`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Seconds(f64),
+        Text(String),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Seconds(seconds) => seconds.to_string(),
+        Written::Text(text) => text,
+    };
+    crate::cli::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn serialize_duration<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", value.as_millis()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name: t\ndataset:\n  path: d.jsonl\n";
+
+    #[test]
+    fn a_minimal_job_takes_the_defaults() {
+        let spec = JobSpec::parse(MINIMAL).unwrap();
+        assert_eq!(spec.capacity, Capacity::default());
+        assert_eq!(spec.shard_size, 64);
+        assert_eq!(spec.dataset.fields, Fields::default());
+        assert_eq!(spec.request_timeout, Duration::from_secs(300));
+        assert!(spec.check().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        for (text, field) in [
+            ("name: t\ndataset: {path: d}\nshards: 3\n", "shards"),
+            ("name: t\ndataset: {path: d, colum: x}\n", "colum"),
+            ("name: t\ndataset: {path: d}\ncapacity: {gpu: 2}\n", "gpu"),
+            ("name: t\ndataset: {path: d, fields: {text: p}}\n", "text"),
+        ] {
+            let err = JobSpec::parse(text).unwrap_err();
+            assert!(err.contains(&format!("`{field}`")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_and_out_of_range_values() {
+        let spec = JobSpec::parse(&format!(
+            "{MINIMAL}request_timeout: 2m\nretries: {{initial_backoff: 250ms, max_backoff: 10}}\n"
+        ))
+        .unwrap();
+        assert_eq!(spec.request_timeout, Duration::from_secs(120));
+        assert_eq!(spec.retries.initial_backoff, Duration::from_millis(250));
+        assert_eq!(spec.retries.max_backoff, Duration::from_secs(10));
+        let err = JobSpec::parse(&format!("{MINIMAL}request_timeout: soon\n")).unwrap_err();
+        assert!(err.contains("not a duration"), "{err}");
+
+        for (extra, field) in [
+            ("capacity: {gpus: 11}", "capacity.gpus"),
+            ("capacity: {gpus: 0}", "capacity.gpus"),
+            ("shard_size: 0", "shard_size"),
+            ("concurrency_per_pod: 0", "concurrency_per_pod"),
+            ("generation: {temperature: 3}", "generation.temperature"),
+            ("retries: {max_attempts: 0}", "retries.max_attempts"),
+            ("load_verification: {url: x}", "load_verification"),
+        ] {
+            let spec = JobSpec::parse(&format!("{MINIMAL}{extra}\n")).unwrap();
+            assert_eq!(spec.check().unwrap_err().0, field, "{extra}");
+        }
+    }
+
+    #[test]
+    fn load_verification_becomes_load_flags() {
+        let spec = JobSpec::parse(&format!(
+            "{MINIMAL}load_verification:\n  users: 2\n  duration: 30s\n  poisson: false\n  ignore_eos: true\n"
+        ))
+        .unwrap();
+        let args = spec.load_verification.unwrap().args().unwrap();
+        assert_eq!(args, ["--duration", "30s", "--ignore-eos", "--users", "2"]);
+    }
+}
