@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod commands;
 pub mod dataset;
+pub mod dispatch;
 pub mod job;
 pub mod loadgen;
 pub mod model;

@@ -29,6 +29,13 @@ impl Route {
         }
     }
 
+    /// Reads a name written by [`Route::as_str`].
+    pub fn parse(text: &str) -> Option<Route> {
+        [Route::Completions, Route::Chat]
+            .into_iter()
+            .find(|route| route.as_str() == text)
+    }
+
     /// The path below the server's base URL.
     pub fn path(self) -> &'static str {
         match self {

@@ -106,6 +106,22 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
     })
 }
 
+/// A model's tokenizer and context length, read without its weights: what checking a
+/// dataset's prompt lengths needs.
+pub fn load_tokenizer(path: &Path) -> error::Result<(GemmaTokenizer, usize)> {
+    if !path.exists() {
+        return Err(ModelError::NotFound {
+            path: path.display().to_string(),
+        });
+    }
+    let (cfg, tokenizer, _weights) = if path.is_dir() {
+        open_safetensors_dir(path, &Device::Cpu)?
+    } else {
+        open_gguf(path, false)?
+    };
+    Ok((tokenizer.build()?, cfg.context_length))
+}
+
 /// Where the tokenizer comes from, read but not yet built.
 enum TokenizerSource {
     /// Vocabulary and scores from GGUF metadata.

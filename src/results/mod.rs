@@ -1,6 +1,7 @@
-//! Result files: typed tables to Parquet and back (`table`), and the tables of a load run
-//! (`load`).
+//! Result files: typed tables to Parquet and back (`table`), the tables of a load run
+//! (`load`) and of a batch run (`batch`).
 
+pub mod batch;
 pub mod load;
 pub mod run_id;
 pub mod table;

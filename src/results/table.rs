@@ -163,13 +163,26 @@ impl<T> TableWriter<T> {
         Ok(())
     }
 
-    /// Writes what is buffered, closes the file and moves it to its name.
+    /// Writes what is buffered, closes the file, makes it durable (fsync) and moves it to
+    /// its name, so after a crash the name holds a whole file or nothing.
     pub fn finish(mut self) -> Result<(), parquet::errors::ParquetError> {
         self.flush()?;
-        self.writer.close()?;
+        let file = self.writer.into_inner()?;
+        file.sync_all()?;
+        drop(file);
         std::fs::rename(&self.partial, &self.path)?;
+        sync_parent(&self.path)?;
         Ok(())
     }
+}
+
+/// Makes a rename or a new file in `path`'s folder durable.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(parent)?.sync_all()
 }
 
 fn build_array<T>(column: &Column<T>, rows: &[T]) -> ArrayRef {

@@ -1,0 +1,185 @@
+//! The run directory's record of committed shards. A shard is committed by writing its rows
+//! to `shards/NNNNNN.parquet` (write, fsync, rename), then appending one line to
+//! `ledger.jsonl` and fsyncing it: the ledger is the truth. A crash between the two leaves
+//! an unlisted file that the resumed run rewrites; a torn last line is cut off on open.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::BatchRecord;
+use crate::results::batch::records_writer;
+use crate::results::table::sync_parent;
+
+/// File name of the ledger in a run directory.
+pub const LEDGER_FILE: &str = "ledger.jsonl";
+/// Folder of committed shard files in a run directory.
+pub const SHARDS_DIR: &str = "shards";
+
+/// One committed shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The shard's number.
+    pub shard: u64,
+    /// Rows it holds.
+    pub rows: u64,
+}
+
+/// The committed shards of a run, and the file to record more.
+pub struct Ledger {
+    dir: PathBuf,
+    file: File,
+    committed: BTreeMap<u64, u64>,
+}
+
+impl Ledger {
+    /// Opens (or starts) the ledger of the run in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Ledger> {
+        std::fs::create_dir_all(dir.join(SHARDS_DIR))?;
+        let path = dir.join(LEDGER_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut committed = BTreeMap::new();
+        let mut good_bytes = 0u64;
+        let mut reader = BufReader::new(&file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line)?;
+            if read == 0 {
+                break;
+            }
+            let complete = line.ends_with('\n');
+            match serde_json::from_str::<Entry>(line.trim_end()) {
+                Ok(entry) if complete => {
+                    committed.insert(entry.shard, entry.rows);
+                    good_bytes += read as u64;
+                }
+                // A line cut short by a crash mid-append: the shard was not committed.
+                _ if !complete => break,
+                Err(err) => {
+                    return Err(std::io::Error::other(format!(
+                        "{}: line {} is not a ledger entry ({err}); the run directory is damaged",
+                        path.display(),
+                        committed.len() + 1
+                    )));
+                }
+                Ok(_) => unreachable!("complete lines are handled above"),
+            }
+        }
+        drop(reader);
+        if good_bytes < file.metadata()?.len() {
+            file.set_len(good_bytes)?;
+            file.seek(SeekFrom::End(0))?;
+            file.sync_all()?;
+        }
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            file,
+            committed,
+        })
+    }
+
+    /// Whether `shard` is committed.
+    pub fn is_committed(&self, shard: u64) -> bool {
+        self.committed.contains_key(&shard)
+    }
+
+    /// Committed shards and their row counts, in order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.committed
+            .iter()
+            .map(|(&shard, &rows)| Entry { shard, rows })
+    }
+
+    /// Rows in committed shards.
+    pub fn committed_rows(&self) -> u64 {
+        self.committed.values().sum()
+    }
+
+    /// Where `shard`'s rows are kept.
+    pub fn shard_path(&self, shard: u64) -> PathBuf {
+        shard_path(&self.dir, shard)
+    }
+
+    /// Makes `records` (all of shard `shard`'s rows) durable, then records the shard.
+    pub fn commit(&mut self, shard: u64, records: Vec<BatchRecord>) -> std::io::Result<()> {
+        let rows = records.len() as u64;
+        let path = self.shard_path(shard);
+        let mut writer = records_writer(&path).map_err(std::io::Error::other)?;
+        for record in records {
+            writer.push(record).map_err(std::io::Error::other)?;
+        }
+        writer.finish().map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_vec(&Entry { shard, rows }).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        if self.committed.is_empty() {
+            sync_parent(&self.dir.join(LEDGER_FILE))?;
+        }
+        self.committed.insert(shard, rows);
+        Ok(())
+    }
+}
+
+/// Where shard `shard` of the run in `dir` is kept.
+pub fn shard_path(dir: &Path, shard: u64) -> PathBuf {
+    dir.join(SHARDS_DIR).join(format!("{shard:06}.parquet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::batch::read_records;
+
+    #[test]
+    fn commits_survive_reopening_and_a_torn_line_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger
+            .commit(0, vec![BatchRecord::fixture("a", 0, "p")])
+            .unwrap();
+        ledger
+            .commit(2, vec![BatchRecord::fixture("b", 2, "p"); 3])
+            .unwrap();
+        drop(ledger);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LEDGER_FILE))
+            .unwrap();
+        file.write_all(b"{\"shard\": 5, \"ro").unwrap();
+        drop(file);
+
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        assert!(ledger.is_committed(0) && ledger.is_committed(2));
+        assert!(!ledger.is_committed(1) && !ledger.is_committed(5));
+        assert_eq!(ledger.committed_rows(), 4);
+        assert_eq!(read_records(&ledger.shard_path(2)).unwrap().len(), 3);
+        ledger
+            .commit(5, vec![BatchRecord::fixture("c", 5, "p")])
+            .unwrap();
+        drop(ledger);
+        let text = std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(Ledger::open(dir.path()).unwrap().is_committed(5));
+    }
+
+    #[test]
+    fn a_damaged_line_in_the_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LEDGER_FILE),
+            "garbage\n{\"shard\":1,\"rows\":1}\n",
+        )
+        .unwrap();
+        let err = Ledger::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("line 1 is not a ledger entry"), "{err}");
+    }
+}
