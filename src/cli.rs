@@ -34,6 +34,9 @@ pub enum Command {
     Load(Box<LoadArgs>),
     /// Rebuild a load run's HTML report from its files, or compare two runs.
     Report(ReportArgs),
+    /// Run a batch job: validate the dataset, reserve the pods, send every row exactly once,
+    /// write the results to Parquet and JSONL with a report, release the pods.
+    Run(Box<RunArgs>),
 }
 
 /// Which model to load and how.
@@ -256,6 +259,45 @@ pub struct LoadArgs {
     /// The run's id [default: load-YYYYMMDD-HHMMSS, UTC].
     #[arg(long)]
     pub run_id: Option<String>,
+}
+
+/// `gembatch run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (`jobs/NAME.yaml`).
+    pub job: PathBuf,
+    /// The dataset, instead of the job's `dataset.path`.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Pods (GPUs), instead of the job's `capacity.gpus`.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Where run directories go, instead of the job's `output`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where the pods run, instead of the job's `capacity.backend`.
+    #[arg(long, value_parser = ["local", "kubernetes"])]
+    pub backend: Option<String>,
+    /// Send to servers that already exist (any OpenAI-compatible one), comma-separated;
+    /// nothing is reserved or started.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Write invalid dataset rows to errors.jsonl and go on, instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Finish the run with this id after a crash or an interruption: only shards not yet
+    /// committed are sent.
+    #[arg(long, conflicts_with = "run_id")]
+    pub resume: Option<String>,
+    /// The new run's id [default: JOB-NAME-YYYYMMDD-HHMMSS, UTC].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Bearer token for the pods or endpoints.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Skip the job's online load verification.
+    #[arg(long)]
+    pub no_load_verification: bool,
 }
 
 /// `gembatch report`.

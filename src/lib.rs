@@ -18,6 +18,7 @@
 //! Still to come, each in its own folder: `dispatch` (`gembatch run`), `capacity`
 //! (Kubernetes).
 
+pub mod capacity;
 pub mod cli;
 pub mod commands;
 pub mod dataset;

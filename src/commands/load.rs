@@ -59,7 +59,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 /// The flags as a validated run; nothing is sent before this passes.
-fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
+pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
     let flags = LoadError::Flags;
     check_shape_flags(&args).map_err(flags)?;
     let warmup = (!args.warmup.is_zero()).then_some(args.warmup);
@@ -198,7 +198,8 @@ impl Progress {
     }
 }
 
-fn seconds(value: Option<f64>) -> String {
+/// A latency for people: milliseconds below a second.
+pub(super) fn seconds(value: Option<f64>) -> String {
     match value {
         Some(v) if v < 1.0 => format!("{:.0} ms", v * 1e3),
         Some(v) => format!("{v:.2} s"),
@@ -252,33 +253,38 @@ impl Observer for Progress {
     }
 
     fn step_finished(&mut self, row: &StepRow, violations: &[Violation]) {
-        let mut line = format!(
-            "step {}/{} ({}): {} requests, {} failed ({:.1}%), {:.2} req/s, {:.0} output tok/s, \
-             ttft p50 {} p95 {}, e2e p50 {} p95 {}",
-            row.step + 1,
-            self.steps,
-            row.load_label(),
-            row.requests,
-            row.requests - row.counts[Outcome::Ok.index()],
-            row.error_rate * 100.0,
-            row.ok_rate,
-            row.output_tokens_per_s,
-            seconds(row.latency(Latency::Ttft, Stat::P50)),
-            seconds(row.latency(Latency::Ttft, Stat::P95)),
-            seconds(row.latency(Latency::E2e, Stat::P50)),
-            seconds(row.latency(Latency::E2e, Stat::P95)),
-        );
-        if let Some(reason) = row.invalid_reason() {
-            line.push_str(&format!("\n  INVALID: {reason}"));
-        }
-        for violation in violations {
-            line.push_str(&format!(
-                "\n  SLO FAILED: {} (measured {})",
-                violation.gate, violation.actual
-            ));
-        }
-        self.say(line);
+        self.say(step_line(row, self.steps, violations));
     }
+}
+
+/// The line a finished step prints: its load, counts, rates, latencies, validity and gates.
+pub(super) fn step_line(row: &StepRow, steps: usize, violations: &[Violation]) -> String {
+    let mut line = format!(
+        "step {}/{} ({}): {} requests, {} failed ({:.1}%), {:.2} req/s, {:.0} output tok/s, \
+         ttft p50 {} p95 {}, e2e p50 {} p95 {}",
+        row.step + 1,
+        steps,
+        row.load_label(),
+        row.requests,
+        row.requests - row.counts[Outcome::Ok.index()],
+        row.error_rate * 100.0,
+        row.ok_rate,
+        row.output_tokens_per_s,
+        seconds(row.latency(Latency::Ttft, Stat::P50)),
+        seconds(row.latency(Latency::Ttft, Stat::P95)),
+        seconds(row.latency(Latency::E2e, Stat::P50)),
+        seconds(row.latency(Latency::E2e, Stat::P95)),
+    );
+    if let Some(reason) = row.invalid_reason() {
+        line.push_str(&format!("\n  INVALID: {reason}"));
+    }
+    for violation in violations {
+        line.push_str(&format!(
+            "\n  SLO FAILED: {} (measured {})",
+            violation.gate, violation.actual
+        ));
+    }
+    line
 }
 
 impl Drop for Progress {

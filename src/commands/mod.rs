@@ -6,6 +6,8 @@ mod generate;
 mod load;
 mod load_model;
 mod report;
+mod run;
+mod run_progress;
 mod serve;
 mod tokenize;
 
@@ -21,5 +23,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Load(args) => load::run(*args),
         Command::Report(args) => report::run(args),
+        Command::Run(args) => run::run(*args),
     }
 }

@@ -15,6 +15,7 @@ pub mod feeder;
 pub mod ledger;
 pub mod outputs;
 pub mod record;
+pub mod run_dir;
 pub mod validate;
 pub mod worker;
 

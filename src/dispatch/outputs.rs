@@ -34,12 +34,14 @@ pub struct RunTotals {
     pub invalid: u64,
 }
 
-/// Writes every output of the run in `dir` from the shards `ledger` lists.
+/// Writes every output of the run in `dir` from the shards `ledger` lists, showing each
+/// row to `each` on the way (the report's one pass).
 pub fn write_outputs(
     dir: &Path,
     ledger: &Ledger,
     run_id: &str,
     model: &str,
+    mut each: impl FnMut(&BatchRecord),
 ) -> std::io::Result<RunTotals> {
     let io = std::io::Error::other;
     let mut requests = records_writer(&dir.join(REQUESTS_FILE)).map_err(io)?;
@@ -60,6 +62,7 @@ pub fn write_outputs(
             } else {
                 errors.write(&line)?;
             }
+            each(&record);
             run.add(&record);
             shard.add(&record);
             if let Some(pod) = &record.pod {
@@ -271,7 +274,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        let totals = write_outputs(dir.path(), &ledger, "run-1", "gemma").unwrap();
+        let totals = write_outputs(dir.path(), &ledger, "run-1", "gemma", |_| {}).unwrap();
         assert_eq!(
             (totals.run.rows, totals.run.ok, totals.run.errors),
             (4, 2, 2)

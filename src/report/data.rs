@@ -127,7 +127,35 @@ pub struct Timeline {
     pub warmup_end_s: Option<f64>,
 }
 
-fn timeline(points: &[RequestPoint]) -> Timeline {
+/// What the timeline needs of one request, times in seconds from the run's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimelinePoint {
+    /// Sent.
+    pub start_s: f64,
+    /// Ended.
+    pub end_s: f64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Output tokens.
+    pub output_tokens: u32,
+    /// Sent during the warm-up.
+    pub warmup: bool,
+}
+
+impl From<&RequestPoint> for TimelinePoint {
+    fn from(point: &RequestPoint) -> TimelinePoint {
+        TimelinePoint {
+            start_s: point.start_s,
+            end_s: point.end_s,
+            ok: point.outcome == Outcome::Ok.as_str(),
+            output_tokens: point.output_tokens,
+            warmup: point.warmup,
+        }
+    }
+}
+
+/// The run in at most [`MAX_BUCKETS`] buckets of whole seconds.
+pub(super) fn timeline(points: &[TimelinePoint]) -> Timeline {
     let Some(last) = points.iter().map(|p| p.end_s).reduce(f64::max) else {
         return Timeline::default();
     };
@@ -140,10 +168,10 @@ fn timeline(points: &[RequestPoint]) -> Timeline {
     let mut starts = vec![0i64; count + 1];
     for point in points {
         let index = ((point.end_s / bucket) as usize).min(count - 1);
-        if point.outcome == Outcome::Ok.as_str() {
+        if point.ok {
             ok[index] += 1;
             tokens[index] += u64::from(point.output_tokens);
-            latencies[index].push(point.e2e_s);
+            latencies[index].push(point.end_s - point.start_s);
         } else {
             errors[index] += 1;
         }
@@ -189,7 +217,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
 }
 
 /// `[latency, share of requests at or below it]`, at most [`CURVE_POINTS`] points.
-fn cumulative(mut values: Vec<f64>) -> Vec<[f64; 2]> {
+pub(super) fn cumulative(mut values: Vec<f64>) -> Vec<[f64; 2]> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -232,7 +260,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     Ok(RunData {
         summary,
         steps: rows.iter().map(StepData::from_row).collect(),
-        timeline: timeline(&points),
+        timeline: timeline(&points.iter().map(TimelinePoint::from).collect::<Vec<_>>()),
         distributions,
         replicas,
     })
@@ -263,6 +291,7 @@ mod tests {
             point(0.2, 2.5, "ok"),
             point(1.1, 1.2, "http_5xx"),
         ];
+        let points: Vec<TimelinePoint> = points.iter().map(TimelinePoint::from).collect();
         let timeline = timeline(&points);
         assert_eq!(timeline.bucket_s, 1.0);
         assert_eq!(timeline.t, [0.0, 1.0, 2.0]);

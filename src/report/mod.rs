@@ -2,6 +2,7 @@
 //! (inline SVG charts, no network at view time) rebuilt at any time from the run's Parquet
 //! files and `summary.json`, alone or beside a second run.
 
+pub mod batch;
 mod data;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,11 @@ pub const REPORT_FILE: &str = "results_viewer.html";
 
 const TEMPLATE: &str = include_str!("assets/template.html");
 const CSS: &str = include_str!("assets/viewer.css");
-const JS: &str = include_str!("assets/viewer.js");
+const JS: &str = concat!(
+    include_str!("assets/charts.js"),
+    "\n",
+    include_str!("assets/load_view.js")
+);
 
 /// A report that cannot be built.
 #[derive(Debug, thiserror::Error)]

@@ -127,7 +127,7 @@ pub fn read_records(path: &Path) -> Result<Vec<BatchRecord>, TableError> {
 }
 
 /// One line of `summary.parquet`: a pod's, a shard's or the whole run's figures.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SummaryRow {
     /// `run`, `pod` or `shard`.
     pub scope: &'static str,

@@ -1,0 +1,425 @@
+//! `gembatch run JOB`: the job file and flags become a validated plan, the dataset is
+//! checked whole, capacity is reserved, rows are dispatched exactly once (with the job's
+//! load verification alongside), capacity is released whatever happened, and the run's
+//! files and report are written.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
+use crate::capacity::{CapacityError, Reservation};
+use crate::cli::{LoadArgs, RunArgs};
+use crate::dataset::DatasetError;
+use crate::dispatch::ledger::Ledger;
+use crate::dispatch::outputs::{RunTotals, write_outputs};
+use crate::dispatch::run_dir::{Fingerprint, RunManifest};
+use crate::dispatch::validate::{LengthLimit, Validation, validate};
+use crate::dispatch::{self, DispatchError, DispatchPlan, Dispatched};
+use crate::job::{Backend, JobError, JobSpec};
+use crate::loadgen::{self, LoadConfig, LoadOutcome};
+use crate::model::fetch::ensure_default_model;
+use crate::report::batch::BatchReport;
+use crate::results::run_id::{is_valid_run_id, new_run_id};
+use crate::shutdown::cancel_on_signals;
+
+use super::run_progress::{LoadLines, RunProgress};
+
+/// Invalid rows listed before the run stops.
+const PROBLEMS_SHOWN: usize = 10;
+
+/// Runs the job.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let job = job_with_flags(&args)?;
+    let load_config = load_profile(&job, args.no_load_verification)?;
+    let local_model = local_model(&job)?;
+    let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
+        path: job.dataset.path.clone(),
+        source,
+    })?;
+
+    eprintln!("validating {}", job.dataset.path.display());
+    let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
+    let (run_id, dir) = run_dir(&job, &args, &dataset, validation.rows)?;
+    let ledger = Ledger::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let already = ledger.committed_rows();
+    let ledger = Arc::new(Mutex::new(ledger));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        cancel_on_signals(cancel.clone());
+        let mut reservation = reserve(&job, local_model, &dir, &cancel).await?;
+        let pods = reservation.pods();
+        eprintln!(
+            "{} pod(s) ready: {}",
+            pods.len(),
+            pods.iter()
+                .map(|pod| format!("{} {}", pod.name, pod.url))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let plan = dispatch_plan(&job, args.api_key.clone());
+        let invalid = Arc::new(validation.invalid);
+        let mut progress = RunProgress::new(validation.rows, already);
+        let printer = progress.printer();
+        let load_dir = load_config.as_ref().map(|_| free_load_dir(&dir));
+        let batch = async {
+            let result = dispatch::run(
+                &plan,
+                &pods,
+                invalid,
+                ledger.clone(),
+                &mut progress,
+                cancel.clone(),
+            )
+            .await;
+            progress.finish();
+            result
+        };
+        let (batch, load) = match (load_config, &load_dir) {
+            (Some(mut config), Some(load_dir)) => {
+                config.url = pods[0].url.clone();
+                config.out_dir = load_dir.clone();
+                config.run_id = format!("{run_id}-load");
+                let load_cancel = cancel.child_token();
+                let mut lines = LoadLines::new(printer, config.plan.steps.len());
+                let load = async {
+                    let result = loadgen::run(&config, &mut lines, load_cancel.clone()).await;
+                    Some(result)
+                };
+                let batch = async {
+                    let result = batch.await;
+                    // The load check measures the service while the batch runs, no longer.
+                    load_cancel.cancel();
+                    result
+                };
+                tokio::join!(batch, load)
+            }
+            _ => (batch.await, None),
+        };
+        reservation.release().await;
+        eprintln!("pods released");
+        Ok::<_, anyhow::Error>((batch, load, load_dir))
+    })?;
+    let (batch, load, load_dir) = outcome;
+    finish(&job, &args, &run_id, &dir, &ledger, batch, load, load_dir)
+}
+
+/// Writes the outputs of a finished run or says how to resume an unfinished one.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    job: &JobSpec,
+    args: &RunArgs,
+    run_id: &str,
+    dir: &Path,
+    ledger: &Arc<Mutex<Ledger>>,
+    batch: Result<Dispatched, DispatchError>,
+    load: Option<Result<LoadOutcome, loadgen::LoadError>>,
+    load_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let load_violations = match load {
+        Some(Ok(outcome)) => {
+            if let Some(load_dir) = &load_dir {
+                let page = crate::report::write_report(load_dir)?;
+                eprintln!("load verification: report {}", page.display());
+            }
+            outcome.violations().to_vec()
+        }
+        Some(Err(err)) => {
+            eprintln!("load verification failed: {err}");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let dispatched = match batch {
+        Ok(dispatched) => dispatched,
+        Err(err @ (DispatchError::Interrupted | DispatchError::AllPodsLost)) => {
+            let ledger = ledger.lock().expect("the ledger lock is not poisoned");
+            bail!(
+                "{err}: {} rows in {} shards are committed in {}; finish with `gembatch run {} --resume {run_id}`",
+                ledger.committed_rows(),
+                ledger.entries().count(),
+                dir.display(),
+                args.job.display()
+            );
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let ledger = ledger.lock().expect("the ledger lock is not poisoned");
+    let mut report = BatchReport::default();
+    let totals = write_outputs(dir, &ledger, run_id, &dispatched.model, |record| {
+        report.add(record)
+    })
+    .with_context(|| format!("cannot write the outputs in {}", dir.display()))?;
+    let page = report.write(dir, run_id, &job.name, &dispatched.model, &totals)?;
+    print_totals(&totals, dir, &page);
+    if !load_violations.is_empty() {
+        let lines: Vec<String> = load_violations.iter().map(ToString::to_string).collect();
+        bail!("load verification SLO failed:\n  {}", lines.join("\n  "));
+    }
+    Ok(())
+}
+
+fn print_totals(totals: &RunTotals, dir: &Path, page: &Path) {
+    let run = &totals.run;
+    println!(
+        "{} rows: {} ok, {} failed, {} invalid; {:.2} rows/s, {:.1} output tok/s over {:.1} s",
+        run.rows,
+        run.ok,
+        run.errors - totals.invalid,
+        totals.invalid,
+        run.requests_per_s,
+        run.output_tokens_per_s,
+        run.duration_s
+    );
+    for pod in &totals.pods {
+        println!(
+            "  {}: {} rows, {:.2} rows/s, {:.1} tok/s, e2e p50 {}",
+            pod.key,
+            pod.rows,
+            pod.requests_per_s,
+            pod.output_tokens_per_s,
+            super::load::seconds(pod.e2e[0])
+        );
+    }
+    println!("results in {}, report {}", dir.display(), page.display());
+}
+
+/// The job file with the flags applied, checked again as a whole.
+fn job_with_flags(args: &RunArgs) -> Result<JobSpec, JobError> {
+    let mut job = JobSpec::load(&args.job)?;
+    if let Some(dataset) = &args.dataset {
+        job.dataset.path = dataset.clone();
+    }
+    if let Some(gpus) = args.gpus {
+        job.capacity.gpus = gpus;
+    }
+    if let Some(out) = &args.out {
+        job.output = out.clone();
+    }
+    match args.backend.as_deref() {
+        Some("kubernetes") => job.capacity.backend = Backend::Kubernetes,
+        Some(_) => job.capacity.backend = Backend::Local,
+        None => {}
+    }
+    if !args.endpoints.is_empty() {
+        job.capacity.endpoints = args.endpoints.clone();
+    }
+    job.check().map_err(|(field, message)| JobError::Invalid {
+        path: args.job.clone(),
+        field,
+        message,
+    })?;
+    Ok(job)
+}
+
+/// The job's load verification as a validated `gembatch load` run (URL and output are set
+/// once the pods exist), so a bad profile stops the run before anything is reserved.
+fn load_profile(job: &JobSpec, skip: bool) -> anyhow::Result<Option<LoadConfig>> {
+    let Some(profile) = job.load_verification.as_ref().filter(|_| !skip) else {
+        return Ok(None);
+    };
+    #[derive(Parser)]
+    struct Load {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+    let flags = profile.args().map_err(|message| JobError::Invalid {
+        path: PathBuf::from(&job.name),
+        field: "load_verification".into(),
+        message,
+    })?;
+    let load = Load::try_parse_from(std::iter::once("load_verification".to_string()).chain(flags))
+        .map_err(|err| JobError::Invalid {
+            path: PathBuf::from(&job.name),
+            field: "load_verification".into(),
+            message: err.to_string().trim().to_string(),
+        })?;
+    let mut config = super::load::config(load.args)?;
+    if config.model.is_none() {
+        config.model = job.model.name.clone();
+    }
+    Ok(Some(config))
+}
+
+/// The model file the local backend serves and the length check reads, when there is one
+/// on this machine.
+fn local_model(job: &JobSpec) -> anyhow::Result<Option<PathBuf>> {
+    let local = job.capacity.backend == Backend::Local && job.capacity.endpoints.is_empty();
+    match &job.model.path {
+        Some(path) if path.exists() => Ok(Some(path.clone())),
+        Some(path) if local => Err(crate::model::ModelError::NotFound {
+            path: path.display().to_string(),
+        }
+        .into()),
+        None if local => Ok(Some(ensure_default_model(false, |line| {
+            eprintln!("{line}")
+        })?)),
+        _ => Ok(None),
+    }
+}
+
+/// Validates every row; stops with the first problems unless `skip_invalid`.
+fn check_dataset(
+    job: &JobSpec,
+    model: Option<&Path>,
+    skip_invalid: bool,
+) -> anyhow::Result<Validation> {
+    let limit = match model {
+        Some(path) => {
+            let (tokenizer, context) = crate::model::load_tokenizer(path)?;
+            Some(LengthLimit {
+                tokenizer,
+                context: job.model.context.map_or(context, |c| c as usize),
+                max_tokens: job.generation.max_tokens,
+            })
+        }
+        None => None,
+    };
+    let check = |row: &crate::dataset::Row| match &limit {
+        Some(limit) => limit.check(row),
+        None => Ok(()),
+    };
+    let rows = crate::dataset::open_with(&job.dataset.path, job.dataset.format, &job.dataset.fields)?;
+    let validation = validate(rows, Some(&check))?;
+    if validation.rows == 0 {
+        return Err(DatasetError::Empty {
+            path: job.dataset.path.clone(),
+        }
+        .into());
+    }
+    if !validation.invalid.is_empty() && !skip_invalid {
+        let path = job.dataset.path.display();
+        let lines: Vec<String> = validation
+            .first_problems(PROBLEMS_SHOWN)
+            .into_iter()
+            .map(|(line, reason)| format!("{path}:{line}: {reason}"))
+            .collect();
+        return Err(DatasetError::Format {
+            path: job.dataset.path.clone(),
+            message: format!(
+                "{} of {} rows are invalid; fix them, or pass --skip-invalid to write them to errors.jsonl and go on:\n  {}",
+                validation.invalid.len(),
+                validation.rows,
+                lines.join("\n  ")
+            ),
+        }
+        .into());
+    }
+    Ok(validation)
+}
+
+/// The run's id and directory: a new one, or the one `--resume` names (checked).
+fn run_dir(
+    job: &JobSpec,
+    args: &RunArgs,
+    dataset: &Fingerprint,
+    rows: u64,
+) -> anyhow::Result<(String, PathBuf)> {
+    if let Some(run_id) = &args.resume {
+        let dir = job.output.join(run_id);
+        let manifest = RunManifest::read(&dir)?;
+        manifest.check_resume(&dir, job, dataset)?;
+        eprintln!("resuming {}", dir.display());
+        return Ok((run_id.clone(), dir));
+    }
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(&job.name));
+    if !is_valid_run_id(&run_id) {
+        return Err(JobError::Invalid {
+            path: args.job.clone(),
+            field: "--run-id".into(),
+            message: format!("{run_id:?}: use letters, digits, '-', '_' and '.'"),
+        }
+        .into());
+    }
+    let dir = job.output.join(&run_id);
+    RunManifest {
+        run_id: run_id.clone(),
+        job: job.clone(),
+        dataset: dataset.clone(),
+        rows,
+    }
+    .create(&dir)?;
+    Ok((run_id, dir))
+}
+
+/// Reserves the job's capacity: existing endpoints, local pods, or Kubernetes.
+async fn reserve(
+    job: &JobSpec,
+    local_model: Option<PathBuf>,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Reservation> {
+    if !job.capacity.endpoints.is_empty() {
+        return Ok(Reservation::endpoints(&job.capacity.endpoints));
+    }
+    match job.capacity.backend {
+        Backend::Kubernetes => Err(CapacityError::Unsupported(
+            "capacity.backend kubernetes (DWS ProvisioningRequest, Gemma pods on L4 nodes) is not built yet; \
+             use the local backend or --endpoints"
+                .into(),
+        )
+        .into()),
+        Backend::Local => {
+            let model = local_model.expect("the local backend always has a model file");
+            let room = MachineRoom::of_this_machine(model_bytes(&model));
+            let cores = room.cores;
+            let pods_wanted = job.capacity.gpus;
+            let threads = job
+                .capacity
+                .threads_per_pod
+                .unwrap_or_else(|| (cores / pods_wanted as usize).max(1));
+            let (pods, why) = fit_pods(pods_wanted, threads, room);
+            if let Some(why) = why {
+                eprintln!("note: {why}");
+            }
+            eprintln!("starting {pods} local pod(s), {threads} thread(s) each");
+            let config = LocalConfig {
+                pods,
+                threads_per_pod: threads,
+                model,
+                served_name: job.model.name.clone(),
+                max_batch: job.concurrency_per_pod,
+                ready_timeout: job.capacity.ready_timeout,
+                log_dir: dir.join("pods"),
+            };
+            Ok(Reservation::Local(LocalPods::start(&config, cancel).await?))
+        }
+    }
+}
+
+fn dispatch_plan(job: &JobSpec, api_key: Option<String>) -> DispatchPlan {
+    DispatchPlan {
+        dataset: job.dataset.path.clone(),
+        format: job.dataset.format,
+        fields: job.dataset.fields.clone(),
+        shard_size: u64::from(job.shard_size),
+        concurrency_per_pod: job.concurrency_per_pod,
+        request_timeout: job.request_timeout,
+        retries: job.retries.clone(),
+        generation: job.generation.body_fields(),
+        model: job.model.name.clone(),
+        api_key,
+    }
+}
+
+/// `load`, or `load-2`, `load-3`... when a resumed run already has one.
+fn free_load_dir(dir: &Path) -> PathBuf {
+    let first = dir.join("load");
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| dir.join(format!("load-{n}")))
+        .find(|candidate| !candidate.exists())
+        .expect("some name is free")
+}

@@ -1,0 +1,182 @@
+//! The report of a batch run: `report.html`, the same page machinery as the load report,
+//! showing throughput over time (overall and per pod), per-pod figures, the latency
+//! distribution and the errors. Fed row by row while the run's outputs are written, so it
+//! costs one pass and a few numbers per row.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::data::{Timeline, TimelinePoint, cumulative, timeline};
+use super::{CSS, ReportError, TEMPLATE, escape_html};
+use crate::dispatch::outputs::RunTotals;
+use crate::dispatch::record::{BatchRecord, Status};
+use crate::results::batch::SummaryRow;
+
+/// File name of a batch run's report.
+pub const BATCH_REPORT_FILE: &str = "report.html";
+
+const CHARTS_JS: &str = include_str!("assets/charts.js");
+const BATCH_JS: &str = include_str!("assets/batch_view.js");
+
+/// Failed rows shown by id on the page.
+const ERROR_SAMPLES: usize = 20;
+
+/// Gathers what the page shows, one row at a time.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    /// Sent rows, with absolute (Unix) times until the page is written.
+    points: Vec<TimelinePoint>,
+    pod_of_point: Vec<u16>,
+    ttft: Vec<f64>,
+    pods: Vec<String>,
+    errors: BTreeMap<String, u64>,
+    samples: Vec<ErrorSample>,
+}
+
+/// One failed row, as the page lists it.
+#[derive(Debug, Clone, Serialize)]
+struct ErrorSample {
+    id: String,
+    line: u64,
+    code: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PageData<'a> {
+    kind: &'static str,
+    run_id: &'a str,
+    job: &'a str,
+    model: &'a str,
+    started_at_unix_s: f64,
+    invalid: u64,
+    run: &'a SummaryRow,
+    pods: &'a [SummaryRow],
+    timeline: Timeline,
+    pod_tokens_per_s: BTreeMap<&'a str, Vec<f64>>,
+    distributions: BTreeMap<&'static str, Vec<[f64; 2]>>,
+    errors: &'a BTreeMap<String, u64>,
+    error_samples: &'a [ErrorSample],
+}
+
+impl BatchReport {
+    /// Takes one row's result.
+    pub fn add(&mut self, record: &BatchRecord) {
+        if record.status != Status::Ok {
+            let code = record.error_code.clone().unwrap_or_else(|| "error".into());
+            *self.errors.entry(code.clone()).or_insert(0) += 1;
+            if self.samples.len() < ERROR_SAMPLES {
+                self.samples.push(ErrorSample {
+                    id: record.id.clone(),
+                    line: record.line,
+                    code,
+                    message: record.error.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let Some(started) = record.times.started else {
+            return;
+        };
+        let pod = record.pod.as_deref().unwrap_or("(none)");
+        let index = match self.pods.iter().position(|name| name == pod) {
+            Some(index) => index,
+            None => {
+                self.pods.push(pod.to_string());
+                self.pods.len() - 1
+            }
+        };
+        self.points.push(TimelinePoint {
+            start_s: started,
+            end_s: record.times.finished,
+            ok: record.status == Status::Ok,
+            output_tokens: record.output_tokens.unwrap_or(0),
+            warmup: false,
+        });
+        self.pod_of_point.push(index as u16);
+        if record.status == Status::Ok {
+            self.ttft.extend(record.ttft_s());
+        }
+    }
+
+    /// Writes `dir/report.html`; returns its path.
+    pub fn write(
+        mut self,
+        dir: &Path,
+        run_id: &str,
+        job: &str,
+        model: &str,
+        totals: &RunTotals,
+    ) -> Result<PathBuf, ReportError> {
+        let start = self
+            .points
+            .iter()
+            .map(|p| p.start_s)
+            .reduce(f64::min)
+            .unwrap_or(0.0);
+        for point in &mut self.points {
+            point.start_s -= start;
+            point.end_s -= start;
+        }
+        let run_timeline = timeline(&self.points);
+        let mut pod_tokens: BTreeMap<&str, Vec<f64>> = self
+            .pods
+            .iter()
+            .map(|name| (name.as_str(), vec![0.0; run_timeline.t.len()]))
+            .collect();
+        let bucket = run_timeline.bucket_s.max(1e-9);
+        for (point, &pod) in self.points.iter().zip(&self.pod_of_point) {
+            if let Some(series) = pod_tokens.get_mut(self.pods[usize::from(pod)].as_str())
+                && !series.is_empty()
+            {
+                let index = ((point.end_s / bucket) as usize).min(series.len() - 1);
+                series[index] += f64::from(point.output_tokens) / bucket;
+            }
+        }
+        let mut distributions = BTreeMap::new();
+        distributions.insert("ttft", cumulative(std::mem::take(&mut self.ttft)));
+        distributions.insert(
+            "e2e",
+            cumulative(
+                self.points
+                    .iter()
+                    .filter(|p| p.ok)
+                    .map(|p| p.end_s - p.start_s)
+                    .collect(),
+            ),
+        );
+        let data = PageData {
+            kind: "batch",
+            run_id,
+            job,
+            model,
+            started_at_unix_s: start,
+            invalid: totals.invalid,
+            run: &totals.run,
+            pods: &totals.pods,
+            timeline: run_timeline,
+            pod_tokens_per_s: pod_tokens,
+            distributions,
+            errors: &self.errors,
+            error_samples: &self.samples,
+        };
+        let json = serde_json::to_string(&data)
+            .expect("report data always serializes")
+            .replace("</", "<\\/");
+        let page = TEMPLATE
+            .replace(
+                "{{TITLE}}",
+                &format!("gembatch run: {}", escape_html(run_id)),
+            )
+            .replace("{{CSS}}", CSS)
+            .replace("{{JS}}", &format!("{CHARTS_JS}\n{BATCH_JS}"))
+            .replace("{{DATA}}", &json);
+        let path = dir.join(BATCH_REPORT_FILE);
+        std::fs::write(&path, page).map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}
