@@ -3,8 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use gembatch::capacity::CapacityError;
 use gembatch::cli::Cli;
 use gembatch::dataset::DatasetError;
+use gembatch::dispatch::run_dir::RunDirError;
+use gembatch::job::JobError;
 use gembatch::loadgen::LoadError;
 use gembatch::model::ModelError;
 use gembatch::report::ReportError;
@@ -27,7 +30,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 for mistakes the user can fix (bad path, file, prompt, flag), 1 for everything else.
+/// 2 for mistakes the user can fix (bad path, file, job, dataset, prompt, flag), 1 for
+/// everything else (a failed run, an interruption, an SLO that failed).
 fn exit_code(err: &anyhow::Error) -> u8 {
     let user_error = err.chain().any(|cause| {
         cause
@@ -40,6 +44,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<ReportError>()
                 .is_some_and(ReportError::is_user_error)
+            || cause.is::<JobError>()
+            || cause.is::<RunDirError>()
+            || cause
+                .downcast_ref::<CapacityError>()
+                .is_some_and(CapacityError::is_user_error)
     });
     if user_error { 2 } else { 1 }
 }

@@ -96,7 +96,10 @@ impl LocalPods {
             }
         }
         for (pod, child) in &mut self.children {
-            if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(pod = %pod.name, "did not stop on SIGTERM; killing it");
                 let _ = child.kill().await;
             }
@@ -226,7 +229,8 @@ async fn is_ready(url: &str) -> bool {
     };
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
-        let request = format!("GET /ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET /ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut status = String::new();
         BufReader::new(stream).read_line(&mut status).await.ok()?;
@@ -264,7 +268,11 @@ impl MachineRoom {
 }
 
 /// Caps `requested` pods to what `room` holds; the message says why when it caps.
-pub fn fit_pods(requested: u32, threads_per_pod: usize, room: MachineRoom) -> (u32, Option<String>) {
+pub fn fit_pods(
+    requested: u32,
+    threads_per_pod: usize,
+    room: MachineRoom,
+) -> (u32, Option<String>) {
     let by_cores = (room.cores / threads_per_pod.max(1)).max(1) as u32;
     let by_memory = (room.available_memory / room.pod_memory.max(1)).max(1) as u32;
     let fit = requested.min(by_cores).min(by_memory);
@@ -294,7 +302,9 @@ pub fn fit_pods(requested: u32, threads_per_pod: usize, room: MachineRoom) -> (u
 /// `MemAvailable` from `/proc/meminfo`.
 fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|line| line.starts_with("MemAvailable:"))?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -42,6 +42,16 @@ pub enum CapacityError {
     Interrupted,
 }
 
+impl CapacityError {
+    /// Whether the user can fix it (exit code 2): a backend that cannot serve this job.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            CapacityError::Unsupported(_) | CapacityError::Local { .. }
+        )
+    }
+}
+
 impl Reservation {
     /// Existing servers at `urls`, named `endpoint-N`.
     pub fn endpoints(urls: &[String]) -> Reservation {
@@ -54,6 +64,14 @@ impl Reservation {
                 })
                 .collect(),
         )
+    }
+
+    /// Process ids of local pods, in pod order (none for other kinds).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        match self {
+            Reservation::Local(local) => local.pids(),
+            Reservation::Endpoints(pods) => vec![None; pods.len()],
+        }
     }
 
     /// The pods to send rows to.

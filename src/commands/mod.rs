@@ -13,6 +13,8 @@ mod tokenize;
 
 use crate::cli::{Cli, Command};
 
+pub use run::check_job_file;
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -56,6 +56,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cancel_on_signals(cancel.clone());
         let mut reservation = reserve(&job, local_model, &dir, &cancel).await?;
         let pods = reservation.pods();
+        write_pods_file(&dir, &pods, &reservation.pids())?;
         eprintln!(
             "{} pod(s) ready: {}",
             pods.len(),
@@ -191,6 +192,14 @@ fn print_totals(totals: &RunTotals, dir: &Path, page: &Path) {
     println!("results in {}, report {}", dir.display(), page.display());
 }
 
+/// Reads and checks a job file as `gembatch run` would before touching anything: its
+/// fields, and its load verification as `gembatch load` flags.
+pub fn check_job_file(path: &Path) -> anyhow::Result<JobSpec> {
+    let job = JobSpec::load(path)?;
+    load_profile(&job, false)?;
+    Ok(job)
+}
+
 /// The job file with the flags applied, checked again as a whole.
 fn job_with_flags(args: &RunArgs) -> Result<JobSpec, JobError> {
     let mut job = JobSpec::load(&args.job)?;
@@ -286,7 +295,8 @@ fn check_dataset(
         Some(limit) => limit.check(row),
         None => Ok(()),
     };
-    let rows = crate::dataset::open_with(&job.dataset.path, job.dataset.format, &job.dataset.fields)?;
+    let rows =
+        crate::dataset::open_with(&job.dataset.path, job.dataset.format, &job.dataset.fields)?;
     let validation = validate(rows, Some(&check))?;
     if validation.rows == 0 {
         return Err(DatasetError::Empty {
@@ -329,10 +339,7 @@ fn run_dir(
         eprintln!("resuming {}", dir.display());
         return Ok((run_id.clone(), dir));
     }
-    let run_id = args
-        .run_id
-        .clone()
-        .unwrap_or_else(|| new_run_id(&job.name));
+    let run_id = args.run_id.clone().unwrap_or_else(|| new_run_id(&job.name));
     if !is_valid_run_id(&run_id) {
         return Err(JobError::Invalid {
             path: args.job.clone(),
@@ -410,6 +417,18 @@ fn dispatch_plan(job: &JobSpec, api_key: Option<String>) -> DispatchPlan {
         model: job.model.name.clone(),
         api_key,
     }
+}
+
+/// `pods.json`: each pod's name, URL and (local) process id, for operators and tests.
+fn write_pods_file(dir: &Path, pods: &[dispatch::Pod], pids: &[Option<u32>]) -> anyhow::Result<()> {
+    let list: Vec<serde_json::Value> = pods
+        .iter()
+        .zip(pids)
+        .map(|(pod, pid)| serde_json::json!({"name": pod.name, "url": pod.url, "pid": pid}))
+        .collect();
+    let path = dir.join("pods.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&list)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `load`, or `load-2`, `load-3`... when a resumed run already has one.

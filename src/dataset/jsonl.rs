@@ -55,6 +55,7 @@ impl Iterator for JsonlReader {
                 parse_row(&text, self.line, &self.fields).map_err(|message| DatasetError::Row {
                     path: self.path.clone(),
                     line: self.line,
+                    id: readable_id(&text, &self.fields),
                     message,
                 }),
             );
@@ -80,6 +81,18 @@ fn parse_row(text: &str, line: u64, fields: &Fields) -> Result<Row, String> {
         request,
         params: object,
     })
+}
+
+/// The id of a row that is wrong otherwise, if its JSON holds one.
+fn readable_id(text: &str, fields: &Fields) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    [fields.id.as_str(), "custom_id"]
+        .into_iter()
+        .find_map(|field| match value.get(field)? {
+            Value::String(id) if !id.is_empty() => Some(id.clone()),
+            Value::Number(id) => Some(id.to_string()),
+            _ => None,
+        })
 }
 
 /// A row of the OpenAI Batch API input format.

@@ -116,6 +116,8 @@ pub enum DatasetError {
         path: PathBuf,
         /// 1-based line.
         line: u64,
+        /// The row's id, when it could be read.
+        id: Option<String>,
         /// What is wrong and what to do.
         message: String,
     },

@@ -81,9 +81,15 @@ impl ParquetReader {
     }
 
     fn row_error(&self, message: String) -> DatasetError {
+        let id = self.batch.as_ref().and_then(|batch| {
+            self.next_in_batch
+                .checked_sub(1)
+                .and_then(|index| id_of(batch, &self.id_column, index))
+        });
         DatasetError::Row {
             path: self.path.clone(),
             line: self.row,
+            id,
             message,
         }
     }

@@ -89,8 +89,11 @@ fn open_shard(
                     queued: now,
                 }),
             },
-            Err(DatasetError::Row { line, message, .. }) => {
-                invalid.push(BatchRecord::invalid(line.to_string(), line, shard, message));
+            Err(DatasetError::Row {
+                line, id, message, ..
+            }) => {
+                let id = id.unwrap_or_else(|| line.to_string());
+                invalid.push(BatchRecord::invalid(id, line, shard, message));
             }
             Err(other) => return Err(other),
         }

@@ -195,7 +195,9 @@ mod tests {
 
         std::fs::write(&dataset, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n").unwrap();
         let changed = Fingerprint::of(&dataset).unwrap();
-        let err = back.check_resume(&run, &manifest.job, &changed).unwrap_err();
+        let err = back
+            .check_resume(&run, &manifest.job, &changed)
+            .unwrap_err();
         assert!(err.to_string().contains("dataset changed"), "{err}");
         assert!(matches!(
             RunManifest::read(&dir.path().join("nope")),

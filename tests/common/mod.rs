@@ -46,5 +46,6 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .collect()
 }
 pub mod load;
+pub mod run;
 pub mod server;
 pub mod stub;

@@ -37,8 +37,8 @@ pub enum Behaviour {
     Stall(Duration),
 }
 
-/// Chooses the behaviour of request number `n` (0-based, in arrival order).
-pub type Script = Arc<dyn Fn(u64) -> Behaviour + Send + Sync>;
+/// Chooses the behaviour of request number `n` (0-based, in arrival order) with body `body`.
+pub type Script = Arc<dyn Fn(u64, &str) -> Behaviour + Send + Sync>;
 
 struct StubState {
     script: Script,
@@ -57,12 +57,17 @@ pub struct Stub {
 impl Stub {
     /// An OpenAI-compatible stub following `script`.
     pub fn start(script: impl Fn(u64) -> Behaviour + Send + Sync + 'static) -> Stub {
+        Stub::with(Arc::new(move |n, _: &str| script(n)), true)
+    }
+
+    /// An OpenAI-compatible stub whose `script` also reads each request's body.
+    pub fn start_by_body(script: impl Fn(u64, &str) -> Behaviour + Send + Sync + 'static) -> Stub {
         Stub::with(Arc::new(script), true)
     }
 
     /// A server that answers `/v1/models` with an HTML page: not OpenAI-compatible.
     pub fn not_openai() -> Stub {
-        Stub::with(Arc::new(|_| Behaviour::Status(404)), false)
+        Stub::with(Arc::new(|_, _: &str| Behaviour::Status(404)), false)
     }
 
     fn with(script: Script, openai: bool) -> Stub {
@@ -134,10 +139,10 @@ fn chunk(text: &str) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-async fn completion(State(state): State<Arc<StubState>>) -> Response {
+async fn completion(State(state): State<Arc<StubState>>, body: Bytes) -> Response {
     let arrived = Instant::now();
     let n = state.served.fetch_add(1, Ordering::SeqCst);
-    let behaviour = (state.script)(n);
+    let behaviour = (state.script)(n, &String::from_utf8_lossy(&body));
     let replica = [("x-gembatch-replica", format!("stub-{}", n % 2))];
     let sse = [(header::CONTENT_TYPE, "text/event-stream")];
     match behaviour {

@@ -1,0 +1,271 @@
+//! `gembatch run` end to end against in-process stub servers standing in for pods: every
+//! dataset row ends with exactly one result, whatever fails (requests, pods, the runner).
+
+mod common;
+
+use std::time::Duration;
+
+use common::run::{Requests, Workspace, assert_success, expected_ids, json_lines, run, text};
+use common::stub::{Behaviour, Stub};
+use gembatch::results::table::Table;
+
+fn quick() -> Behaviour {
+    Behaviour::Stream {
+        ttft: Duration::from_millis(2),
+        gap: Duration::from_millis(1),
+        tokens: 4,
+        usage: true,
+    }
+}
+
+const FAST_RETRIES: &str = "retries: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 40ms}";
+
+#[test]
+fn every_row_gets_one_result_spread_over_the_pods() {
+    let space = Workspace::new();
+    let (a, b) = (Stub::start(|_| quick()), Stub::start(|_| quick()));
+    let dataset = space.dataset(200);
+    let job = space.job(&dataset, "shard_size: 16\nconcurrency_per_pod: 4");
+    let endpoints = format!("{},{}", a.url, b.url);
+    let output = run(&job, &["--endpoints", &endpoints, "--run-id", "r1"]);
+    assert_success(&output);
+    assert!(
+        text(&output).contains("200 rows: 200 ok, 0 failed, 0 invalid"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        a.served() + b.served(),
+        200,
+        "one request per row, none twice"
+    );
+    assert!(
+        a.served() > 20 && b.served() > 20,
+        "{} / {}",
+        a.served(),
+        b.served()
+    );
+
+    let dir = space.run_dir("r1");
+    let requests = Requests::read(&dir);
+    assert_eq!(requests.sorted_ids(), expected_ids(200));
+    assert!(requests.strs("status").iter().all(|s| s == "ok"));
+    assert!(requests.strs("output").iter().all(|s| s == "toktoktoktok"));
+    assert!(requests.u32s("output_tokens").iter().all(|&t| t == 4));
+    let pods = requests.strs("pod");
+    assert!(pods.iter().any(|p| p == "endpoint-0") && pods.iter().any(|p| p == "endpoint-1"));
+    let shards = requests.table.u64s("shard").unwrap();
+    assert_eq!(
+        shards.iter().flatten().max(),
+        Some(&12),
+        "200 rows in shards of 16"
+    );
+    for column in ["queue_s", "ttft_s", "e2e_s"] {
+        let values = requests.table.f64s(column).unwrap();
+        assert!(
+            values
+                .iter()
+                .all(|v| v.is_some_and(|v| v >= 0.0 && v < 5.0)),
+            "{column}"
+        );
+    }
+
+    let output_lines = json_lines(&dir.join("output.jsonl"));
+    assert_eq!(output_lines.len(), 200);
+    assert_eq!(output_lines[0]["custom_id"], "r0000");
+    assert_eq!(output_lines[0]["response"]["status_code"], 200);
+    assert_eq!(
+        output_lines[0]["response"]["body"]["choices"][0]["text"],
+        "toktoktoktok"
+    );
+    assert_eq!(output_lines[0]["response"]["body"]["model"], "stub-model");
+    assert!(json_lines(&dir.join("errors.jsonl")).is_empty());
+
+    let summary = Table::read(&dir.join("summary.parquet")).unwrap();
+    let scopes = summary.strs("scope").unwrap();
+    assert_eq!(
+        scopes
+            .iter()
+            .filter(|s| s.as_deref() == Some("pod"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        scopes
+            .iter()
+            .filter(|s| s.as_deref() == Some("shard"))
+            .count(),
+        13
+    );
+    assert_eq!(summary.u64s("rows").unwrap()[0], Some(200));
+    assert!(summary.f64s("output_tokens_per_s").unwrap()[0].unwrap() > 0.0);
+    let ledger = std::fs::read_to_string(dir.join("ledger.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 13);
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(report.contains("\"kind\":\"batch\"") && report.contains("endpoint-1"));
+}
+
+#[test]
+fn failures_are_retried_with_backoff_then_recorded() {
+    let space = Workspace::new();
+    // Every third row is shed (429) on its first attempt only; row 7 always fails with 503,
+    // row 8 with 400.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let stub = Stub::start_by_body(move |_, body| {
+        let row: u32 = body
+            .split("prompt number ")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a row number in the prompt");
+        let first_attempt = seen.lock().unwrap().insert(row);
+        match row {
+            7 => Behaviour::Status(503),
+            8 => Behaviour::Status(400),
+            _ if row % 3 == 0 && first_attempt => Behaviour::Status(429),
+            _ => quick(),
+        }
+    });
+    let dataset = space.dataset(30);
+    let job = space.job(&dataset, &format!("shard_size: 8\n{FAST_RETRIES}"));
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "r"]);
+    assert_success(&output);
+    let dir = space.run_dir("r");
+    let requests = Requests::read(&dir);
+    assert_eq!(requests.sorted_ids(), expected_ids(30));
+    let (ids, status, codes, attempts) = (
+        requests.strs("id"),
+        requests.strs("status"),
+        requests.strs("error_code"),
+        requests.u32s("attempts"),
+    );
+    for i in 0..ids.len() {
+        match ids[i].as_str() {
+            "r0007" => {
+                assert_eq!(
+                    (status[i].as_str(), codes[i].as_str(), attempts[i]),
+                    ("failed", "http_5xx", 3)
+                );
+            }
+            "r0008" => {
+                assert_eq!(
+                    (status[i].as_str(), codes[i].as_str(), attempts[i]),
+                    ("failed", "http_4xx", 1),
+                    "4xx is not retried"
+                );
+            }
+            id => assert_eq!(status[i], "ok", "{id} succeeds on a retry"),
+        }
+    }
+    for (id, &attempts) in ids.iter().zip(&attempts) {
+        let row: u32 = id[1..].parse().unwrap();
+        if row % 3 == 0 {
+            assert_eq!(attempts, 2, "{id}: shed once, then served");
+        } else if row != 7 {
+            assert_eq!(attempts, 1, "{id}");
+        }
+    }
+    let errors = json_lines(&dir.join("errors.jsonl"));
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["custom_id"], "r0007");
+    assert_eq!(errors[0]["response"]["status_code"], 503);
+    assert_eq!(errors[0]["error"]["code"], "http_5xx");
+    assert_eq!(json_lines(&dir.join("output.jsonl")).len(), 28);
+}
+
+#[test]
+fn invalid_rows_stop_the_run_before_anything_starts_or_go_to_errors() {
+    let space = Workspace::new();
+    let stub = Stub::start(|_| quick());
+    let dataset = space.file(
+        "bad.jsonl",
+        concat!(
+            "{\"id\": \"a\", \"prompt\": \"one\"}\n",
+            "{\"id\": \"b\"}\n",
+            "not json\n",
+            "{\"id\": \"a\", \"prompt\": \"again\"}\n",
+            "{\"id\": \"c\", \"prompt\": \"three\"}\n",
+        ),
+    );
+    let job = space.job(&dataset, "shard_size: 2");
+    let refused = run(&job, &["--endpoints", &stub.url, "--run-id", "bad"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let message = text(&refused);
+    for expected in [
+        "3 of 5 rows are invalid",
+        "bad.jsonl:2: the row has neither `prompt` nor `messages`",
+        "bad.jsonl:3: not a JSON object",
+        "bad.jsonl:4: duplicate id \"a\" (first on line 1)",
+        "--skip-invalid",
+    ] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    assert!(!space.run_dir("bad").exists(), "nothing started");
+    assert_eq!(stub.served(), 0);
+
+    let output = run(
+        &job,
+        &[
+            "--endpoints",
+            &stub.url,
+            "--run-id",
+            "skip",
+            "--skip-invalid",
+        ],
+    );
+    assert_success(&output);
+    let dir = space.run_dir("skip");
+    let requests = Requests::read(&dir);
+    assert_eq!(requests.table.len(), 5, "every row has its one result");
+    let errors = json_lines(&dir.join("errors.jsonl"));
+    assert_eq!(errors.len(), 3);
+    assert!(errors.iter().all(|e| e["error"]["code"] == "invalid_row"));
+    assert_eq!(errors[0]["custom_id"], "b");
+    assert_eq!(
+        errors[1]["custom_id"], "3",
+        "a malformed line is named by its line"
+    );
+    assert_eq!(errors[2]["custom_id"], "a", "the duplicate keeps its id");
+    assert_eq!(stub.served(), 2);
+}
+
+#[test]
+fn a_pod_that_dies_loses_nothing() {
+    let space = Workspace::new();
+    let slow = || Behaviour::Stream {
+        ttft: Duration::from_millis(10),
+        gap: Duration::from_millis(5),
+        tokens: 4,
+        usage: true,
+    };
+    let mut doomed = Stub::start(move |_| slow());
+    let survivor = Stub::start(move |_| slow());
+    let dataset = space.dataset(120);
+    let job = space.job(
+        &dataset,
+        &format!("shard_size: 10\nconcurrency_per_pod: 4\n{FAST_RETRIES}"),
+    );
+    let endpoints = format!("{},{}", doomed.url, survivor.url);
+    let mut child = common::run::spawn(&job, &["--endpoints", &endpoints, "--run-id", "r"]);
+    while doomed.served() < 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    doomed.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stopped answering"), "{stderr}");
+    let requests = Requests::read(&space.run_dir("r"));
+    assert_eq!(requests.sorted_ids(), expected_ids(120));
+    assert!(
+        requests.strs("status").iter().all(|s| s == "ok"),
+        "in-flight rows went to the other pod"
+    );
+    let on_doomed = requests
+        .strs("pod")
+        .iter()
+        .filter(|p| *p == "endpoint-0")
+        .count();
+    assert!(on_doomed < 24, "{on_doomed} rows finished on the dead pod");
+}
