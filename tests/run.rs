@@ -65,7 +65,7 @@ fn every_row_gets_one_result_spread_over_the_pods() {
         assert!(
             values
                 .iter()
-                .all(|v| v.is_some_and(|v| v >= 0.0 && v < 5.0)),
+                .all(|v| v.is_some_and(|v| (0.0..5.0).contains(&v))),
             "{column}"
         );
     }
@@ -122,7 +122,7 @@ fn failures_are_retried_with_backoff_then_recorded() {
         match row {
             7 => Behaviour::Status(503),
             8 => Behaviour::Status(400),
-            _ if row % 3 == 0 && first_attempt => Behaviour::Status(429),
+            _ if row.is_multiple_of(3) && first_attempt => Behaviour::Status(429),
             _ => quick(),
         }
     });
@@ -159,7 +159,7 @@ fn failures_are_retried_with_backoff_then_recorded() {
     }
     for (id, &attempts) in ids.iter().zip(&attempts) {
         let row: u32 = id[1..].parse().unwrap();
-        if row % 3 == 0 {
+        if row.is_multiple_of(3) {
             assert_eq!(attempts, 2, "{id}: shed once, then served");
         } else if row != 7 {
             assert_eq!(attempts, 1, "{id}");
@@ -230,42 +230,153 @@ fn invalid_rows_stop_the_run_before_anything_starts_or_go_to_errors() {
 }
 
 #[test]
-fn a_pod_that_dies_loses_nothing() {
+fn a_pod_that_dies_at_a_random_point_loses_nothing() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for round in 0..3 {
+        let space = Workspace::new();
+        let slow = || Behaviour::Stream {
+            ttft: Duration::from_millis(10),
+            gap: Duration::from_millis(5),
+            tokens: 4,
+            usage: true,
+        };
+        let mut doomed = Stub::start(move |_| slow());
+        let survivor = Stub::start(move |_| slow());
+        let dataset = space.dataset(120);
+        let job = space.job(
+            &dataset,
+            &format!("shard_size: 10\nconcurrency_per_pod: 4\n{FAST_RETRIES}"),
+        );
+        let endpoints = format!("{},{}", doomed.url, survivor.url);
+        let child = common::run::spawn(&job, &["--endpoints", &endpoints, "--run-id", "r"]);
+        let kill_after = rng.random_range(4..50);
+        while doomed.served() < kill_after {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        doomed.kill();
+        let output = child.wait_with_output().unwrap();
+        let message = text(&output);
+        assert!(output.status.success(), "round {round}: {message}");
+        assert!(message.contains("stopped answering"), "{message}");
+        let requests = Requests::read(&space.run_dir("r"));
+        assert_eq!(requests.sorted_ids(), expected_ids(120), "round {round}");
+        assert!(
+            requests.strs("status").iter().all(|s| s == "ok"),
+            "round {round}: in-flight rows went to the other pod"
+        );
+        let on_doomed = requests
+            .strs("pod")
+            .iter()
+            .filter(|p| *p == "endpoint-0")
+            .count();
+        assert!(
+            on_doomed as u64 <= kill_after,
+            "{on_doomed} rows finished on the dead pod"
+        );
+    }
+}
+
+#[test]
+fn a_runner_killed_at_random_points_resumes_to_exactly_one_result_per_row() {
+    use rand::{Rng, SeedableRng};
     let space = Workspace::new();
-    let slow = || Behaviour::Stream {
-        ttft: Duration::from_millis(10),
+    let stub = Stub::start(|_| Behaviour::Stream {
+        ttft: Duration::from_millis(3),
+        gap: Duration::from_millis(2),
+        tokens: 4,
+        usage: true,
+    });
+    let rows = 600;
+    let dataset = space.dataset(rows);
+    let job = space.job(&dataset, "shard_size: 20\nconcurrency_per_pod: 4");
+    let dir = space.run_dir("crashy");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // (when the runner was killed, the shards committed by then)
+    let mut kills: Vec<(f64, Vec<u64>)> = Vec::new();
+    for attempt in 0..5 {
+        let args: &[&str] = if attempt == 0 {
+            &["--endpoints", &stub.url, "--run-id", "crashy"]
+        } else {
+            &["--endpoints", &stub.url, "--resume", "crashy"]
+        };
+        let mut child = common::run::spawn(&job, args);
+        while !dir.join("ledger.jsonl").exists() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..300)));
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        child.wait().unwrap();
+        let killed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let committed: Vec<u64> = std::fs::read_to_string(dir.join("ledger.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| entry["shard"].as_u64())
+            .collect();
+        kills.push((killed_at, committed));
+    }
+    assert!(
+        kills
+            .iter()
+            .any(|(_, committed)| !committed.is_empty() && committed.len() < 30),
+        "some kill landed mid-run: {kills:?}"
+    );
+    let output = run(&job, &["--endpoints", &stub.url, "--resume", "crashy"]);
+    assert_success(&output);
+
+    let requests = Requests::read(&dir);
+    assert_eq!(
+        requests.sorted_ids(),
+        expected_ids(rows),
+        "exactly one result per row"
+    );
+    assert!(requests.strs("status").iter().all(|s| s == "ok"));
+    // A shard committed before a kill was never sent again: its rows finished before it.
+    let shards = requests.table.u64s("shard").unwrap();
+    let finished = requests.table.f64s("finished_at").unwrap();
+    for (killed_at, committed) in &kills {
+        for (shard, finished) in shards.iter().zip(&finished) {
+            if committed.contains(&shard.unwrap()) {
+                assert!(finished.unwrap() < *killed_at, "shard {shard:?} was redone");
+            }
+        }
+    }
+    assert_eq!(json_lines(&dir.join("output.jsonl")).len(), rows);
+}
+
+#[test]
+fn when_every_pod_is_lost_the_run_stops_and_resumes_elsewhere() {
+    let space = Workspace::new();
+    let mut lone = Stub::start(|_| Behaviour::Stream {
+        ttft: Duration::from_millis(5),
         gap: Duration::from_millis(5),
         tokens: 4,
         usage: true,
-    };
-    let mut doomed = Stub::start(move |_| slow());
-    let survivor = Stub::start(move |_| slow());
-    let dataset = space.dataset(120);
-    let job = space.job(
-        &dataset,
-        &format!("shard_size: 10\nconcurrency_per_pod: 4\n{FAST_RETRIES}"),
-    );
-    let endpoints = format!("{},{}", doomed.url, survivor.url);
-    let mut child = common::run::spawn(&job, &["--endpoints", &endpoints, "--run-id", "r"]);
-    while doomed.served() < 20 {
-        std::thread::sleep(Duration::from_millis(5));
+    });
+    let dataset = space.dataset(100);
+    let job = space.job(&dataset, &format!("shard_size: 10\n{FAST_RETRIES}"));
+    let child = common::run::spawn(&job, &["--endpoints", &lone.url, "--run-id", "lost"]);
+    while lone.served() < 30 {
+        std::thread::sleep(Duration::from_millis(2));
     }
-    doomed.kill();
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("stopped answering"), "{stderr}");
-    let requests = Requests::read(&space.run_dir("r"));
-    assert_eq!(requests.sorted_ids(), expected_ids(120));
+    lone.kill();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let message = text(&output);
+    assert!(message.contains("every pod stopped answering"), "{message}");
+    assert!(message.contains("--resume lost"), "{message}");
+
+    let replacement = Stub::start(|_| quick());
+    let output = run(&job, &["--endpoints", &replacement.url, "--resume", "lost"]);
+    assert_success(&output);
+    let requests = Requests::read(&space.run_dir("lost"));
+    assert_eq!(requests.sorted_ids(), expected_ids(100));
     assert!(
-        requests.strs("status").iter().all(|s| s == "ok"),
-        "in-flight rows went to the other pod"
+        replacement.served() < 100,
+        "committed shards were not sent again"
     );
-    let on_doomed = requests
-        .strs("pod")
-        .iter()
-        .filter(|p| *p == "endpoint-0")
-        .count();
-    assert!(on_doomed < 24, "{on_doomed} rows finished on the dead pod");
 }
