@@ -10,23 +10,16 @@
 //! fixed rate for that long and samples its resident memory, which must stay flat
 //! (per-request rows stream to Parquet).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Read;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use support::{flag, start_stub, wait_with_cpu};
 
 const BODY: &str = r#"{"model":"stub-model","prompt":"hello","max_tokens":1,"stream":true,"stream_options":{"include_usage":true}}"#;
-const STREAM: &str = concat!(
-    "data: {\"choices\":[{\"index\":0,\"text\":\"x\",\"finish_reason\":\"length\"}]}\n\n",
-    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n",
-    "data: [DONE]\n\n",
-);
-
 /// What one tool did.
 struct Measured {
     requests: f64,
@@ -42,50 +35,6 @@ impl Measured {
     fn cpu_per_thousand(&self) -> f64 {
         self.cpu / self.requests * 1000.0
     }
-}
-
-fn start_stub() -> (tokio::runtime::Runtime, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let router = Router::new()
-        .route(
-            "/v1/models",
-            get(|| async { axum::Json(serde_json::json!({"data": [{"id": "stub-model"}]})) }),
-        )
-        .route(
-            "/v1/completions",
-            post(|| async {
-                ([(header::CONTENT_TYPE, "text/event-stream")], STREAM).into_response()
-            }),
-        );
-    let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        addr
-    });
-    (runtime, addr)
-}
-
-/// Waits for `child`, returning its wall time and its own CPU time.
-fn wait_with_cpu(mut child: Child, started: Instant) -> (f64, f64, bool) {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: wait4 on our own child; rusage is plain data written by the kernel.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        usage
-    };
-    let wall = started.elapsed().as_secs_f64();
-    let _ = child.try_wait();
-    let time = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let success = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (wall, time(usage.ru_utime) + time(usage.ru_stime), success)
 }
 
 fn gembatch(url: &str, users: u32, seconds: u64, dir: &std::path::Path) -> Measured {
@@ -256,14 +205,6 @@ fn soak(url: &str, seconds: u64, dir: &std::path::Path) {
             first.1, last.1, max
         );
     }
-}
-
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -7,10 +7,12 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::ledger::{Ledger, shard_path};
 use super::record::{BatchRecord, Status};
+use crate::loadgen::stats::micros_histogram;
 use crate::loadgen::workload::Route;
 use crate::results::batch::{
     REQUESTS_FILE, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records, records_writer,
@@ -173,8 +175,9 @@ impl JsonLines {
     }
 }
 
-/// Running figures of a set of rows.
-#[derive(Debug, Default)]
+/// Running figures of a set of rows, in constant memory whatever their number: latencies
+/// go to histograms (to 0.1 %), not lists.
+#[derive(Debug)]
 struct Figures {
     rows: u64,
     ok: u64,
@@ -182,8 +185,23 @@ struct Figures {
     output_tokens: u64,
     first_start: Option<f64>,
     last_finish: Option<f64>,
-    ttft: Vec<f64>,
-    e2e: Vec<f64>,
+    ttft: Histogram<u64>,
+    e2e: Histogram<u64>,
+}
+
+impl Default for Figures {
+    fn default() -> Figures {
+        Figures {
+            rows: 0,
+            ok: 0,
+            retries: 0,
+            output_tokens: 0,
+            first_start: None,
+            last_finish: None,
+            ttft: micros_histogram(),
+            e2e: micros_histogram(),
+        }
+    }
 }
 
 impl Figures {
@@ -200,11 +218,11 @@ impl Figures {
         }
         let finished = record.times.finished;
         self.last_finish = Some(self.last_finish.map_or(finished, |f| f.max(finished)));
-        self.ttft.extend(record.ttft_s());
-        self.e2e.extend(record.e2e_s());
+        record_seconds(&mut self.ttft, record.ttft_s());
+        record_seconds(&mut self.e2e, record.e2e_s());
     }
 
-    fn row(mut self, scope: &'static str, key: String) -> SummaryRow {
+    fn row(self, scope: &'static str, key: String) -> SummaryRow {
         let duration_s = match (self.first_start, self.last_finish) {
             (Some(start), Some(end)) if end > start => end - start,
             _ => 0.0,
@@ -227,22 +245,23 @@ impl Figures {
             duration_s,
             requests_per_s: per_second(self.ok),
             output_tokens_per_s: per_second(self.output_tokens),
-            ttft: percentiles(&mut self.ttft),
-            e2e: percentiles(&mut self.e2e),
+            ttft: percentiles(&self.ttft),
+            e2e: percentiles(&self.e2e),
         }
     }
 }
 
-/// Nearest-rank percentiles of `values`.
-fn percentiles(values: &mut [f64]) -> [Option<f64>; 3] {
-    values.sort_unstable_by(f64::total_cmp);
-    SUMMARY_PERCENTILES.map(|(_, q)| {
-        if values.is_empty() {
-            return None;
-        }
-        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-        Some(values[rank - 1])
-    })
+/// Adds a latency in seconds, if there is one.
+fn record_seconds(histogram: &mut Histogram<u64>, seconds: Option<f64>) {
+    if let Some(seconds) = seconds {
+        histogram.saturating_record((seconds * 1e6).round().max(1.0) as u64);
+    }
+}
+
+/// The summary's percentiles of `histogram`, in seconds.
+fn percentiles(histogram: &Histogram<u64>) -> [Option<f64>; 3] {
+    SUMMARY_PERCENTILES
+        .map(|(_, q)| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1e6))
 }
 
 #[cfg(test)]
@@ -282,7 +301,8 @@ mod tests {
         assert_eq!(totals.run.retries, 2);
         assert_eq!(totals.invalid, 1);
         assert_eq!(totals.pods.len(), 2);
-        assert_eq!(totals.run.ttft[0], Some(0.25));
+        let ttft = totals.run.ttft[0].unwrap();
+        assert!((ttft - 0.25).abs() < 0.25e-3, "{ttft}");
 
         let read = |name: &str| -> Vec<Value> {
             std::fs::read_to_string(dir.path().join(name))
@@ -324,12 +344,19 @@ mod tests {
     }
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let mut values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
-        assert_eq!(
-            percentiles(&mut values),
-            [Some(50.0), Some(90.0), Some(99.0)]
-        );
-        assert_eq!(percentiles(&mut []), [None, None, None]);
+    fn percentiles_to_a_tenth_of_a_percent() {
+        let mut histogram = micros_histogram();
+        for ms in (1..=100).rev() {
+            record_seconds(&mut histogram, Some(f64::from(ms) / 1e3));
+        }
+        let measured = percentiles(&histogram);
+        for (value, expected) in measured.into_iter().zip([0.050, 0.090, 0.099]) {
+            let value = value.unwrap();
+            assert!(
+                (value - expected).abs() <= expected * 1e-3,
+                "{value} vs {expected}"
+            );
+        }
+        assert_eq!(percentiles(&micros_histogram()), [None, None, None]);
     }
 }

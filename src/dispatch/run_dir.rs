@@ -18,22 +18,22 @@ pub struct Fingerprint {
     pub path: PathBuf,
     /// Its size.
     pub bytes: u64,
-    /// Its modification time, Unix seconds.
-    pub modified: f64,
+    /// Its modification time, Unix nanoseconds (an integer: it survives JSON exactly).
+    pub modified_ns: u64,
 }
 
 impl Fingerprint {
     /// The fingerprint of `path` now.
     pub fn of(path: &Path) -> std::io::Result<Fingerprint> {
         let meta = std::fs::metadata(path)?;
-        let modified = meta
+        let modified_ns = meta
             .modified()?
             .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Ok(Fingerprint {
             path: path.to_path_buf(),
             bytes: meta.len(),
-            modified,
+            modified_ns,
         })
     }
 }

@@ -23,16 +23,27 @@ const BATCH_JS: &str = include_str!("assets/batch_view.js");
 /// Failed rows shown by id on the page.
 const ERROR_SAMPLES: usize = 20;
 
-/// Gathers what the page shows, one row at a time.
+/// Gathers what the page shows, one row at a time, in 16 bytes per sent row.
 #[derive(Debug, Default)]
 pub struct BatchReport {
-    /// Sent rows, with absolute (Unix) times until the page is written.
-    points: Vec<TimelinePoint>,
-    pod_of_point: Vec<u16>,
-    ttft: Vec<f64>,
+    /// The first row's send time: the origin of `points`' times.
+    origin: Option<f64>,
+    points: Vec<CompactPoint>,
+    ttft: Vec<f32>,
     pods: Vec<String>,
     errors: BTreeMap<String, u64>,
     samples: Vec<ErrorSample>,
+}
+
+/// A sent row as the timeline needs it; times are seconds from `origin`, as `f32`
+/// (milliseconds exact over a day).
+#[derive(Debug, Clone, Copy)]
+struct CompactPoint {
+    start: f32,
+    end: f32,
+    output_tokens: u32,
+    pod: u16,
+    ok: bool,
 }
 
 /// One failed row, as the page lists it.
@@ -87,47 +98,53 @@ impl BatchReport {
                 self.pods.len() - 1
             }
         };
-        self.points.push(TimelinePoint {
-            start_s: started,
-            end_s: record.times.finished,
-            ok: record.status == Status::Ok,
+        let origin = *self.origin.get_or_insert(started);
+        self.points.push(CompactPoint {
+            start: (started - origin) as f32,
+            end: (record.times.finished - origin) as f32,
             output_tokens: record.output_tokens.unwrap_or(0),
-            warmup: false,
+            pod: index as u16,
+            ok: record.status == Status::Ok,
         });
-        self.pod_of_point.push(index as u16);
         if record.status == Status::Ok {
-            self.ttft.extend(record.ttft_s());
+            self.ttft.extend(record.ttft_s().map(|s| s as f32));
         }
     }
 
     /// Writes `dir/report.html`; returns its path.
     pub fn write(
-        mut self,
+        self,
         dir: &Path,
         run_id: &str,
         job: &str,
         model: &str,
         totals: &RunTotals,
     ) -> Result<PathBuf, ReportError> {
-        let start = self
+        // Shards finish out of order: the earliest send is the page's time zero.
+        let earliest = self
             .points
             .iter()
-            .map(|p| p.start_s)
-            .reduce(f64::min)
+            .map(|p| p.start)
+            .reduce(f32::min)
             .unwrap_or(0.0);
-        for point in &mut self.points {
-            point.start_s -= start;
-            point.end_s -= start;
-        }
-        let run_timeline = timeline(&self.points);
+        let start = self.origin.unwrap_or(0.0) + f64::from(earliest);
+        let view = |p: &CompactPoint| TimelinePoint {
+            start_s: f64::from(p.start - earliest),
+            end_s: f64::from(p.end - earliest),
+            ok: p.ok,
+            output_tokens: p.output_tokens,
+            warmup: false,
+        };
+        let run_timeline = timeline(&self.points, view);
         let mut pod_tokens: BTreeMap<&str, Vec<f64>> = self
             .pods
             .iter()
             .map(|name| (name.as_str(), vec![0.0; run_timeline.t.len()]))
             .collect();
         let bucket = run_timeline.bucket_s.max(1e-9);
-        for (point, &pod) in self.points.iter().zip(&self.pod_of_point) {
-            if let Some(series) = pod_tokens.get_mut(self.pods[usize::from(pod)].as_str())
+        for compact in &self.points {
+            let point = view(compact);
+            if let Some(series) = pod_tokens.get_mut(self.pods[usize::from(compact.pod)].as_str())
                 && !series.is_empty()
             {
                 let index = ((point.end_s / bucket) as usize).min(series.len() - 1);
@@ -135,14 +152,17 @@ impl BatchReport {
             }
         }
         let mut distributions = BTreeMap::new();
-        distributions.insert("ttft", cumulative(std::mem::take(&mut self.ttft)));
+        distributions.insert(
+            "ttft",
+            cumulative(self.ttft.iter().map(|&s| f64::from(s)).collect()),
+        );
         distributions.insert(
             "e2e",
             cumulative(
                 self.points
                     .iter()
                     .filter(|p| p.ok)
-                    .map(|p| p.end_s - p.start_s)
+                    .map(|p| f64::from(p.end - p.start))
                     .collect(),
             ),
         );

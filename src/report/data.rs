@@ -154,9 +154,9 @@ impl From<&RequestPoint> for TimelinePoint {
     }
 }
 
-/// The run in at most [`MAX_BUCKETS`] buckets of whole seconds.
-pub(super) fn timeline(points: &[TimelinePoint]) -> Timeline {
-    let Some(last) = points.iter().map(|p| p.end_s).reduce(f64::max) else {
+/// The run in at most [`MAX_BUCKETS`] buckets of whole seconds; `view` reads each point.
+pub(super) fn timeline<P>(points: &[P], view: impl Fn(&P) -> TimelinePoint) -> Timeline {
+    let Some(last) = points.iter().map(|p| view(p).end_s).reduce(f64::max) else {
         return Timeline::default();
     };
     let bucket = (last / MAX_BUCKETS).ceil().max(1.0);
@@ -166,7 +166,7 @@ pub(super) fn timeline(points: &[TimelinePoint]) -> Timeline {
     let mut tokens = vec![0u64; count];
     let mut latencies = vec![Vec::new(); count];
     let mut starts = vec![0i64; count + 1];
-    for point in points {
+    for point in points.iter().map(&view) {
         let index = ((point.end_s / bucket) as usize).min(count - 1);
         if point.ok {
             ok[index] += 1;
@@ -202,6 +202,7 @@ pub(super) fn timeline(points: &[TimelinePoint]) -> Timeline {
         in_flight,
         warmup_end_s: points
             .iter()
+            .map(view)
             .filter(|p| p.warmup)
             .map(|p| p.end_s)
             .reduce(f64::max),
@@ -260,7 +261,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     Ok(RunData {
         summary,
         steps: rows.iter().map(StepData::from_row).collect(),
-        timeline: timeline(&points.iter().map(TimelinePoint::from).collect::<Vec<_>>()),
+        timeline: timeline(&points, |p| TimelinePoint::from(p)),
         distributions,
         replicas,
     })
@@ -291,8 +292,7 @@ mod tests {
             point(0.2, 2.5, "ok"),
             point(1.1, 1.2, "http_5xx"),
         ];
-        let points: Vec<TimelinePoint> = points.iter().map(TimelinePoint::from).collect();
-        let timeline = timeline(&points);
+        let timeline = timeline(&points, |p| TimelinePoint::from(p));
         assert_eq!(timeline.bucket_s, 1.0);
         assert_eq!(timeline.t, [0.0, 1.0, 2.0]);
         assert_eq!(timeline.rps, [1.0, 0.0, 1.0]);
