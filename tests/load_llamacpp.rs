@@ -1,5 +1,6 @@
-//! `gembatch load` against a real peer: llama.cpp's OpenAI server (llama-cpp-python's
-//! `[server]` extra) on the default model, through both the completions and the chat route.
+//! `gembatch load` and `gembatch run` against a real peer: llama.cpp's OpenAI server
+//! (llama-cpp-python's `[server]` extra) on the default model, through both the completions
+//! and the chat route.
 
 mod common;
 
@@ -172,4 +173,42 @@ fn measures_llama_cpp_server_on_both_routes() {
         }
     }
     assert!(out.join("results_viewer.html").exists());
+}
+
+#[test]
+fn runs_a_batch_on_llama_cpp_server_as_an_existing_endpoint() {
+    let server = LlamaServer::start();
+    let space = common::run::Workspace::new();
+    let dataset = space.file(
+        "rows.jsonl",
+        concat!(
+            "{\"id\": \"p1\", \"prompt\": \"The capital of France is\"}\n",
+            "{\"id\": \"c1\", \"messages\": [{\"role\": \"user\", \"content\": \"Name a colour.\"}]}\n",
+            "{\"custom_id\": \"b1\", \"method\": \"POST\", \"url\": \"/v1/completions\", \"body\": {\"model\": \"x\", \"prompt\": \"One, two,\", \"max_tokens\": 4}}\n",
+            "{\"id\": \"p2\", \"prompt\": \"Water boils at\"}\n",
+        ),
+    );
+    let job = space.job(
+        &dataset,
+        "shard_size: 2\nconcurrency_per_pod: 1\ngeneration: {max_tokens: 8, temperature: 0}",
+    );
+    let output = common::run::run(&job, &["--endpoints", &server.url, "--run-id", "peer"]);
+    common::run::assert_success(&output);
+    let dir = space.run_dir("peer");
+    let requests = common::run::Requests::read(&dir);
+    assert_eq!(requests.sorted_ids(), ["b1", "c1", "p1", "p2"]);
+    assert!(requests.strs("status").iter().all(|s| s == "ok"));
+    assert!(requests.strs("output").iter().all(|s| !s.is_empty()));
+    let lines = common::run::json_lines(&dir.join("output.jsonl"));
+    let chat = lines.iter().find(|l| l["custom_id"] == "c1").unwrap();
+    assert_eq!(chat["response"]["body"]["object"], "chat.completion");
+    assert!(chat["response"]["body"]["choices"][0]["message"]["content"].is_string());
+    let limited = lines.iter().find(|l| l["custom_id"] == "b1").unwrap();
+    let tokens = limited["response"]["body"]["usage"]["completion_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (1..=4).contains(&tokens),
+        "the row's own max_tokens wins: {tokens}"
+    );
 }

@@ -1,6 +1,6 @@
-//! The HTML report in a real browser: headless Chromium (Debian's `chromium` package) opens
-//! the page of a real run from the file system, renders every chart without a console
-//! error, and takes a screenshot.
+//! The HTML reports in a real browser: headless Chromium (Debian's `chromium` package) opens
+//! the page of a real load run and of a real batch run from the file system, renders every
+//! chart without a console error, and takes a screenshot.
 
 mod common;
 
@@ -51,8 +51,9 @@ fn run_load(url: &str, out: &Path, run_id: &str, args: &[&str]) {
     );
 }
 
-/// Opens `page`, checks the rendered DOM, and returns the screenshot's path.
-fn render(page: &Path, dir: &Path, expected_charts: usize) -> PathBuf {
+/// Opens `page`, checks the rendered DOM (`expected_charts` charts, at least `min_lines`
+/// line paths), and returns the screenshot's path.
+fn render(page: &Path, dir: &Path, expected_charts: usize, min_lines: usize) -> PathBuf {
     let dom = chromium(&dir.join("profile-dom"), &["--dump-dom"], page);
     let html = String::from_utf8_lossy(&dom.stdout);
     assert!(
@@ -66,11 +67,14 @@ fn render(page: &Path, dir: &Path, expected_charts: usize) -> PathBuf {
     );
     assert!(
         html.contains(&format!("data-charts=\"{expected_charts}\"")),
-        "charts missing"
+        "expected {expected_charts} charts: {:?}",
+        html.split("data-charts=")
+            .nth(1)
+            .map(|rest| &rest[..rest.len().min(6)])
     );
     // Every line chart drew a path, every bar chart its bars.
     assert!(
-        html.matches("<path d=\"M").count() >= 6,
+        html.matches("<path d=\"M").count() >= min_lines,
         "too few lines drawn"
     );
     assert!(html.matches("<rect ").count() >= 2, "no bars drawn");
@@ -141,7 +145,7 @@ fn the_report_renders_its_charts_in_headless_chromium() {
         ],
     );
 
-    let shot = render(&first.join("results_viewer.html"), &first, 5);
+    let shot = render(&first.join("results_viewer.html"), &first, 5, 6);
     eprintln!("screenshot: {}", shot.display());
 
     let compare = Command::new(env!("CARGO_BIN_EXE_gembatch"))
@@ -155,5 +159,34 @@ fn the_report_renders_its_charts_in_headless_chromium() {
     let page = PathBuf::from(String::from_utf8(compare.stdout).unwrap().trim());
     let compared = dir.path().join("compared");
     std::fs::create_dir_all(&compared).unwrap();
-    render(&page, &compared, 5);
+    render(&page, &compared, 5, 6);
+}
+
+#[test]
+fn the_batch_report_renders_its_charts_in_headless_chromium() {
+    let answer = |n: u64| Behaviour::Stream {
+        ttft: Duration::from_millis(5 + n % 7),
+        gap: 2 * MS,
+        tokens: 4,
+        usage: true,
+    };
+    // Row 13 is refused by either pod: the errors chart has a bar.
+    let script = move |n: u64, body: &str| {
+        if body.contains("number 13\"") {
+            Behaviour::Status(400)
+        } else {
+            answer(n)
+        }
+    };
+    let (a, b) = (Stub::start_by_body(script), Stub::start_by_body(script));
+    let space = common::run::Workspace::new();
+    let dataset = space.dataset(300);
+    let job = space.job(&dataset, "shard_size: 25\nconcurrency_per_pod: 3");
+    let endpoints = format!("{},{}", a.url, b.url);
+    let output = common::run::run(&job, &["--endpoints", &endpoints, "--run-id", "b"]);
+    common::run::assert_success(&output);
+    let dir = space.run_dir("b");
+    // Throughput over time, per pod, latency distribution, errors.
+    let shot = render(&dir.join("report.html"), &dir, 4, 5);
+    eprintln!("screenshot: {}", shot.display());
 }

@@ -380,3 +380,84 @@ fn when_every_pod_is_lost_the_run_stops_and_resumes_elsewhere() {
         "committed shards were not sent again"
     );
 }
+
+#[test]
+fn load_verification_runs_against_the_pods_during_the_batch() {
+    let space = Workspace::new();
+    let stub = Stub::start(|_| Behaviour::Stream {
+        ttft: Duration::from_millis(5),
+        gap: Duration::from_millis(5),
+        tokens: 4,
+        usage: true,
+    });
+    let dataset = space.dataset(200);
+    let profile = |slo: &str| {
+        format!(
+            "shard_size: 20\nconcurrency_per_pod: 2\nload_verification: {{users: 1, duration: 1s, output_tokens: 4, slo: \"{slo}\"}}"
+        )
+    };
+    let job = space.job(&dataset, &profile("error_rate<=0%"));
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "both"]);
+    assert_success(&output);
+    let dir = space.run_dir("both");
+    let steps = Table::read(&dir.join("load/steps.parquet")).unwrap();
+    assert_eq!(steps.len(), 1);
+    let load_requests = steps.u64s("requests").unwrap()[0].unwrap();
+    assert!(load_requests > 5, "{load_requests} load requests");
+    assert!(dir.join("load/results_viewer.html").exists());
+    assert_eq!(Requests::read(&dir).table.len(), 200);
+    assert!(stub.served() >= 200 + load_requests);
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        report.contains("load/results_viewer.html"),
+        "the batch report links the load report"
+    );
+
+    // A gate that cannot pass fails the run, after every output is written.
+    let job = space.job(&dataset, &profile("p50_e2e<=1ms"));
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "gated"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("load verification SLO failed"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(Requests::read(&space.run_dir("gated")).table.len(), 200);
+
+    let skipped = run(
+        &job,
+        &[
+            "--endpoints",
+            &stub.url,
+            "--run-id",
+            "no-load",
+            "--no-load-verification",
+        ],
+    );
+    assert_success(&skipped);
+    assert!(!space.run_dir("no-load").join("load").exists());
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_refused_before_anything_starts() {
+    let space = Workspace::new();
+    let stub = Stub::start(|_| quick());
+    let model = common::default_model_path();
+    let long = "word ".repeat(200);
+    let dataset = space.file(
+        "data.jsonl",
+        &format!("{{\"id\": \"short\", \"prompt\": \"Hello\"}}\n{{\"id\": \"long\", \"prompt\": \"{long}\"}}\n"),
+    );
+    let job = space.job(
+        &dataset,
+        &format!(
+            "model: {{path: {}, context: 64}}\ngeneration: {{max_tokens: 32}}",
+            model.display()
+        ),
+    );
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "long"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let message = text(&output);
+    assert!(message.contains("data.jsonl:2: prompt of 202 tokens (with BOS) plus max_tokens 32 exceeds the model's context of 64 tokens"), "{message}");
+    assert_eq!(stub.served(), 0);
+}

@@ -124,11 +124,15 @@ fn finish(
     load: Option<Result<LoadOutcome, loadgen::LoadError>>,
     load_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let mut report = BatchReport::default();
     let load_violations = match load {
         Some(Ok(outcome)) => {
             if let Some(load_dir) = &load_dir {
                 let page = crate::report::write_report(load_dir)?;
                 eprintln!("load verification: report {}", page.display());
+                if let Ok(relative) = page.strip_prefix(dir) {
+                    report.link_load_report(relative.display().to_string());
+                }
             }
             outcome.violations().to_vec()
         }
@@ -153,7 +157,6 @@ fn finish(
         Err(err) => return Err(err.into()),
     };
     let ledger = ledger.lock().expect("the ledger lock is not poisoned");
-    let mut report = BatchReport::default();
     let totals = write_outputs(dir, &ledger, run_id, &dispatched.model, |record| {
         report.add(record)
     })

@@ -17,6 +17,8 @@ use crate::loadgen::stats::StepRow;
 
 /// How often the pod lines are redrawn.
 const POD_REFRESH: Duration = Duration::from_millis(500);
+/// Without a terminal (a CronJob's log), how often a progress line is printed.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// The batch's bars.
 pub struct RunProgress {
@@ -26,6 +28,7 @@ pub struct RunProgress {
     output_tokens: u64,
     failed: u64,
     pod_lines: Option<tokio::task::JoinHandle<()>>,
+    last_log: Instant,
 }
 
 impl RunProgress {
@@ -47,6 +50,7 @@ impl RunProgress {
             output_tokens: 0,
             failed: 0,
             pod_lines: None,
+            last_log: Instant::now(),
         }
     }
 
@@ -108,11 +112,20 @@ impl Observer for RunProgress {
         self.output_tokens += u64::from(record.output_tokens.unwrap_or(0));
         self.failed += u64::from(record.status != Status::Ok);
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
-        self.overall.set_message(format!(
-            "| {:.1} output tok/s | {} failed",
+        let rate = format!(
+            "{:.1} output tok/s | {} failed",
             self.output_tokens as f64 / elapsed,
             self.failed
-        ));
+        );
+        if self.multi.is_hidden() {
+            if self.last_log.elapsed() >= LOG_PERIOD {
+                self.last_log = Instant::now();
+                let (done, total) = (self.overall.position(), self.overall.length().unwrap_or(0));
+                eprintln!("rows {done}/{total} | {rate}");
+            }
+        } else {
+            self.overall.set_message(format!("| {rate}"));
+        }
     }
 
     fn shard_committed(&mut self, _shard: u64, _rows: u64) {}
@@ -143,7 +156,14 @@ impl LoadObserver for LoadLines {
     fn progress(&mut self, _live: &Live) {}
 
     fn step_finished(&mut self, row: &StepRow, violations: &[Violation]) {
-        let line = super::load::step_line(row, self.steps, violations);
-        let _ = self.printer.println(format!("load verification {line}"));
+        let line = format!(
+            "load verification {}",
+            super::load::step_line(row, self.steps, violations)
+        );
+        if self.printer.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.printer.println(line);
+        }
     }
 }

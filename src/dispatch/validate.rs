@@ -112,8 +112,8 @@ impl LengthLimit {
             .unwrap_or(u64::from(self.max_tokens)) as usize;
         if prompt_tokens + max_tokens > self.context {
             return Err(format!(
-                "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
-                 model's context of {} tokens; shorten the prompt or lower max_tokens",
+                "prompt of {prompt_tokens} tokens (with BOS) plus max_tokens {max_tokens} exceeds \
+                 the model's context of {} tokens; shorten the prompt or lower max_tokens",
                 self.context
             ));
         }

@@ -33,6 +33,7 @@ pub struct BatchReport {
     pods: Vec<String>,
     errors: BTreeMap<String, u64>,
     samples: Vec<ErrorSample>,
+    load_report: Option<String>,
 }
 
 /// A sent row as the timeline needs it; times are seconds from `origin`, as `f32`
@@ -70,9 +71,16 @@ struct PageData<'a> {
     distributions: BTreeMap<&'static str, Vec<[f64; 2]>>,
     errors: &'a BTreeMap<String, u64>,
     error_samples: &'a [ErrorSample],
+    load_report: Option<&'a str>,
 }
 
 impl BatchReport {
+    /// Links the page to the load verification's report at `relative` (from the run
+    /// directory).
+    pub fn link_load_report(&mut self, relative: String) {
+        self.load_report = Some(relative);
+    }
+
     /// Takes one row's result.
     pub fn add(&mut self, record: &BatchRecord) {
         if record.status != Status::Ok {
@@ -180,6 +188,7 @@ impl BatchReport {
             distributions,
             errors: &self.errors,
             error_samples: &self.samples,
+            load_report: self.load_report.as_deref(),
         };
         let json = serde_json::to_string(&data)
             .expect("report data always serializes")

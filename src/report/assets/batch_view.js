@@ -19,6 +19,10 @@
     const kind = r.errors === 0 ? "pass" : "warn";
     node("div", { class: `banner ${kind}` }, box,
       `${r.ok} of ${r.rows} rows succeeded; ${failed} failed after retries, ${run.invalid} invalid; ${r.retries} retries.`);
+    if (run.load_report) {
+      const note = node("div", { class: "note" }, box, "Online load verification during the batch: ");
+      node("a", { href: run.load_report }, note, run.load_report);
+    }
   }
 
   function throughputOverTime() {
@@ -60,7 +64,7 @@
     };
     picker(heading, Object.entries(figures).map(([k, v]) => [k, v[0]]), "requests_per_s", render);
     render("requests_per_s");
-    const table = node("table", {}, box);
+    const table = node("table", {}, node("div", { class: "scroll" }, box));
     const head = node("tr", {}, node("thead", {}, table));
     const columns = [
       ["pod", (s) => (s.scope === "run" ? "all pods" : s.key)], ["rows", (s) => s.rows], ["failed", (s) => s.errors], ["retries", (s) => s.retries],
