@@ -24,10 +24,27 @@ fn main() -> ExitCode {
     match gembatch::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose words its parent's message
+/// already holds (`cannot read X: No such file`) is not repeated.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let line = cause.to_string();
+        if text.contains(&line) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&line);
+    }
+    text
 }
 
 /// 2 for mistakes the user can fix (bad path, file, job, dataset, prompt, flag), 1 for

@@ -461,3 +461,74 @@ fn prompts_longer_than_the_context_are_refused_before_anything_starts() {
     assert!(message.contains("data.jsonl:2: prompt of 202 tokens (with BOS) plus max_tokens 32 exceeds the model's context of 64 tokens"), "{message}");
     assert_eq!(stub.served(), 0);
 }
+
+#[test]
+fn flags_override_the_job_and_mistakes_name_what_to_fix() {
+    let space = Workspace::new();
+    let stub = Stub::start(|_| quick());
+    let dataset = space.dataset(10);
+    let job = space.job(&dataset, "");
+    let renamed = space.file(
+        "other.jsonl",
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n{\"prompt\": \"c\"}\n",
+    );
+    let elsewhere = space.dir.path().join("elsewhere");
+    let output = run(
+        &job,
+        &[
+            "--endpoints",
+            &stub.url,
+            "--dataset",
+            renamed.to_str().unwrap(),
+            "--out",
+            elsewhere.to_str().unwrap(),
+            "--run-id",
+            "o",
+        ],
+    );
+    assert_success(&output);
+    assert_eq!(
+        Requests::read(&elsewhere.join("o")).table.len(),
+        3,
+        "--dataset and --out win"
+    );
+
+    for (args, code, expected) in [
+        (
+            vec!["--gpus", "11"],
+            2,
+            "field `capacity.gpus`: must be 1 to 10",
+        ),
+        (
+            vec!["--backend", "kubernetes", "--run-id", "k"],
+            2,
+            "kubernetes",
+        ),
+        (vec!["--resume", "nope"], 2, "no run to resume"),
+        (
+            vec!["--endpoints", &stub.url, "--run-id", "bad id"],
+            2,
+            "--run-id",
+        ),
+    ] {
+        let output = run(&job, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains(expected),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+    let missing = run(&space.dir.path().join("missing.yaml"), &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("cannot read job file"),
+        "{}",
+        text(&missing)
+    );
+}

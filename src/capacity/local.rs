@@ -52,17 +52,27 @@ impl LocalPods {
         std::fs::create_dir_all(&config.log_dir).map_err(|err| CapacityError::Local {
             why: format!("cannot create {}: {err}", config.log_dir.display()),
         })?;
+        // All at once: each loads its model before it prints its address. Dropping this
+        // future (on Ctrl-C) drops the children, which kills them.
+        let spawning =
+            futures_util::future::join_all((0..config.pods).map(|i| spawn_pod(config, i)));
+        let spawned = tokio::select! {
+            spawned = spawning => spawned,
+            () = cancel.cancelled() => return Err(CapacityError::Interrupted),
+        };
         let mut pods = LocalPods {
             children: Vec::new(),
         };
-        for index in 0..config.pods {
-            match spawn_pod(config, index).await {
+        let mut failure = None;
+        for result in spawned {
+            match result {
                 Ok(child) => pods.children.push(child),
-                Err(err) => {
-                    pods.stop().await;
-                    return Err(err);
-                }
+                Err(err) => failure = failure.or(Some(err)),
             }
+        }
+        if let Some(err) = failure {
+            pods.stop().await;
+            return Err(err);
         }
         let ready = tokio::select! {
             ready = pods.wait_ready(config.ready_timeout) => ready,

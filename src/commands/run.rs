@@ -106,24 +106,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         reservation.release().await;
         eprintln!("pods released");
-        Ok::<_, anyhow::Error>((batch, load, load_dir))
+        Ok::<_, anyhow::Error>(Ended {
+            batch,
+            load,
+            load_dir,
+        })
     })?;
-    let (batch, load, load_dir) = outcome;
-    finish(&job, &args, &run_id, &dir, &ledger, batch, load, load_dir)
+    finish(&job, &args, &run_id, &dir, &ledger, outcome)
+}
+
+/// How the batch and its load verification ended.
+struct Ended {
+    batch: Result<Dispatched, DispatchError>,
+    load: Option<Result<LoadOutcome, loadgen::LoadError>>,
+    load_dir: Option<PathBuf>,
 }
 
 /// Writes the outputs of a finished run or says how to resume an unfinished one.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     job: &JobSpec,
     args: &RunArgs,
     run_id: &str,
     dir: &Path,
     ledger: &Arc<Mutex<Ledger>>,
-    batch: Result<Dispatched, DispatchError>,
-    load: Option<Result<LoadOutcome, loadgen::LoadError>>,
-    load_dir: Option<PathBuf>,
+    ended: Ended,
 ) -> anyhow::Result<()> {
+    let Ended {
+        batch,
+        load,
+        load_dir,
+    } = ended;
     let mut report = BatchReport::default();
     let load_violations = match load {
         Some(Ok(outcome)) => {
