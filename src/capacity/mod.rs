@@ -4,6 +4,7 @@
 //! - endpoints: servers that already exist, nothing to reserve or release;
 //! - Kubernetes: a DWS ProvisioningRequest and Gemma pods on L4 nodes (its own issue).
 
+pub mod kubernetes;
 pub mod local;
 
 use crate::dispatch::Pod;

@@ -1,0 +1,77 @@
+//! The Kubernetes backend: an atomic block of GPUs reserved through a ProvisioningRequest
+//! (GKE's Dynamic Workload Scheduler, or cluster-autoscaler's atomic classes), and released
+//! by label whatever happened.
+//!
+//! - `request`: the ProvisioningRequest as typed Rust;
+//! - `objects`: what a reservation creates, built before any call (`--dry-run` prints it);
+//! - `reserve`: create, own, watch the conditions, retry a failed request;
+//! - `release`: delete everything a run (or gembatch) created, found by label.
+
+pub mod objects;
+pub mod release;
+pub mod request;
+pub mod reserve;
+
+use std::time::Duration;
+
+/// A Kubernetes step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// No kubeconfig or in-cluster configuration.
+    #[error("no Kubernetes configuration ({0}); set KUBECONFIG or run in a cluster")]
+    Config(String),
+    /// An API call failed.
+    #[error("cannot {what}: {why}")]
+    Api {
+        /// What was being done.
+        what: &'static str,
+        /// The API server's words.
+        why: String,
+    },
+    /// The cluster serves no ProvisioningRequest API.
+    #[error(
+        "this cluster serves no autoscaling.x-k8s.io ProvisioningRequest (v1 or v1beta1): \
+         on GKE use 1.28 or later with a queued-provisioning node pool; elsewhere install \
+         cluster-autoscaler's CRD"
+    )]
+    NoProvisioningRequests,
+    /// The capacity did not come in time.
+    #[error("not provisioned within {} s; last condition: {last}", waited.as_secs())]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// The request's last condition, as words.
+        last: String,
+    },
+    /// Every request failed.
+    #[error("the ProvisioningRequest failed {attempts} time(s); last: {why}")]
+    Failed {
+        /// Requests made.
+        attempts: u32,
+        /// The last failure's reason and message.
+        why: String,
+    },
+    /// The request was deleted while waited on.
+    #[error("ProvisioningRequest {0} was deleted while gembatch waited on it")]
+    Deleted(String),
+    /// The watch broke beyond its own retries.
+    #[error("the watch on the ProvisioningRequest failed: {0}")]
+    Watch(String),
+}
+
+impl KubeError {
+    /// Maps a client error to what was being done.
+    pub fn api(what: &'static str) -> impl Fn(kube::Error) -> KubeError {
+        move |err| KubeError::Api {
+            what,
+            why: err.to_string(),
+        }
+    }
+}
+
+/// A client from `KUBECONFIG` (or `~/.kube/config`), else the in-cluster service account.
+pub async fn client() -> Result<kube::Client, KubeError> {
+    kube::Client::try_default()
+        .await
+        .map_err(|err| KubeError::Config(err.to_string()))
+}

@@ -1,0 +1,300 @@
+//! The objects a reservation creates, built from its plan before any API call (so `--dry-run`
+//! prints exactly what would be sent): the PodTemplate of one GPU pod and the
+//! ProvisioningRequest for `gpus` of them. Every object carries the run id as a label, so
+//! `gembatch release` finds whatever a dead runner left behind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, PodSpec, PodTemplate, PodTemplateSpec, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+
+use super::request::{PodSet, ProvisioningRequest, ProvisioningRequestSpec, TemplateRef};
+
+/// Label holding the run id on every object gembatch creates.
+pub const RUN_LABEL: &str = "gembatch.dev/run-id";
+/// Label marking every object gembatch creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gembatch");
+/// GKE's Dynamic Workload Scheduler.
+pub const DWS_CLASS: &str = "queued-provisioning.gke.io";
+/// The taint GKE puts on nodes of a queued-provisioning pool.
+const QUEUED_TAINT: &str = "cloud.google.com/gke-queued";
+/// The GPU resource and taint.
+const GPU: &str = "nvidia.com/gpu";
+
+/// What to reserve, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservePlan {
+    /// The run's id (a label value: at most 63 characters).
+    pub run_id: String,
+    /// Namespace of every object.
+    pub namespace: String,
+    /// GPUs, one per pod, 1 to 10.
+    pub gpus: u32,
+    /// `provisioningClassName`.
+    pub class: String,
+    /// How long the nodes may live (DWS's `maxRunDurationSeconds`).
+    pub max_run_duration: Duration,
+    /// Longest wait for the capacity.
+    pub timeout: Duration,
+    /// The pods' container image.
+    pub image: String,
+    /// GKE accelerator type for the node selector.
+    pub accelerator: String,
+}
+
+impl ReservePlan {
+    /// Checks what the API server would refuse later; `Err` says what to fix.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=10).contains(&self.gpus) {
+            return Err("--gpus must be 1 to 10 (one atomic block of at most 10 GPUs)".into());
+        }
+        if self.run_id.len() > 50 || !is_dns_label(&object_name(&self.run_id)) {
+            return Err(format!(
+                "run id {:?} cannot name Kubernetes objects: at most 50 letters, digits, '-', '_' or '.'",
+                self.run_id
+            ));
+        }
+        if !is_dns_label(&self.namespace) {
+            return Err(format!(
+                "--namespace {:?} is not a namespace name",
+                self.namespace
+            ));
+        }
+        if self.max_run_duration.is_zero()
+            || self.max_run_duration > Duration::from_secs(7 * 86_400)
+        {
+            return Err(
+                "--max-run-duration must be above 0 and at most 7 days (DWS's limit)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The PodTemplate's name.
+    pub fn template_name(&self) -> String {
+        format!("{}-pod", object_name(&self.run_id))
+    }
+
+    /// The ProvisioningRequest's name for try `attempt` (0 first; a failed request is
+    /// replaced by a new one, as the spec is immutable).
+    pub fn request_name(&self, attempt: u32) -> String {
+        match attempt {
+            0 => object_name(&self.run_id),
+            n => format!("{}-retry{n}", object_name(&self.run_id)),
+        }
+    }
+
+    /// The labels of every object of this run.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (RUN_LABEL.to_string(), self.run_id.clone()),
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ])
+    }
+
+    fn meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// The pod every GPU gets: one L4, the GPU and queued-node taints tolerated.
+    pub fn pod_spec(&self) -> PodSpec {
+        let gpu = BTreeMap::from([(GPU.to_string(), Quantity("1".into()))]);
+        PodSpec {
+            node_selector: Some(BTreeMap::from([(
+                "cloud.google.com/gke-accelerator".to_string(),
+                self.accelerator.clone(),
+            )])),
+            tolerations: Some(vec![
+                Toleration {
+                    key: Some(GPU.into()),
+                    operator: Some("Exists".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Toleration::default()
+                },
+                Toleration {
+                    key: Some(QUEUED_TAINT.into()),
+                    operator: Some("Equal".into()),
+                    value: Some("true".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Toleration::default()
+                },
+            ]),
+            containers: vec![Container {
+                name: "gemma".into(),
+                image: Some(self.image.clone()),
+                resources: Some(ResourceRequirements {
+                    limits: Some(gpu.clone()),
+                    requests: Some(gpu),
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            }],
+            restart_policy: Some("Never".into()),
+            ..PodSpec::default()
+        }
+    }
+
+    /// The PodTemplate the request points at (created first).
+    pub fn pod_template(&self) -> PodTemplate {
+        PodTemplate {
+            metadata: self.meta(self.template_name()),
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(self.labels()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(self.pod_spec()),
+            }),
+        }
+    }
+
+    /// The ProvisioningRequest of try `attempt`.
+    pub fn provisioning_request(&self, attempt: u32) -> ProvisioningRequest {
+        let mut parameters = BTreeMap::new();
+        if self.class == DWS_CLASS {
+            parameters.insert(
+                "maxRunDurationSeconds".to_string(),
+                self.max_run_duration.as_secs().to_string(),
+            );
+        }
+        let mut request = ProvisioningRequest::new(
+            &self.request_name(attempt),
+            ProvisioningRequestSpec {
+                pod_sets: vec![PodSet {
+                    pod_template_ref: TemplateRef {
+                        name: self.template_name(),
+                    },
+                    count: self.gpus as i32,
+                }],
+                provisioning_class_name: self.class.clone(),
+                parameters,
+            },
+        );
+        request.metadata = self.meta(self.request_name(attempt));
+        request
+    }
+}
+
+/// A run id as an object name: lower case, `_` and `.` as `-`, prefixed `gembatch-`.
+pub fn object_name(run_id: &str) -> String {
+    let name: String = run_id
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' => c.to_ascii_lowercase(),
+            '_' | '.' => '-',
+            other => other,
+        })
+        .collect();
+    format!("gembatch-{name}")
+}
+
+/// An RFC 1123 label: lower-case letters, digits and `-`, at most 63, alphanumeric ends.
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn plan() -> ReservePlan {
+        ReservePlan {
+            run_id: "Nightly_20261130.1".into(),
+            namespace: "batch".into(),
+            gpus: 10,
+            class: DWS_CLASS.into(),
+            max_run_duration: Duration::from_secs(8 * 3600),
+            timeout: Duration::from_secs(6 * 3600),
+            image: "gembatch:latest".into(),
+            accelerator: "nvidia-l4".into(),
+        }
+    }
+
+    #[test]
+    fn the_request_points_at_its_template_and_both_carry_the_run_id() {
+        let plan = plan();
+        assert!(plan.check().is_ok());
+        let template = plan.pod_template();
+        let request = plan.provisioning_request(0);
+        assert_eq!(
+            template.metadata.name.as_deref(),
+            Some("gembatch-nightly-20261130-1-pod")
+        );
+        assert_eq!(
+            request.metadata.name.as_deref(),
+            Some("gembatch-nightly-20261130-1")
+        );
+        assert_eq!(plan.request_name(2), "gembatch-nightly-20261130-1-retry2");
+        assert_eq!(
+            request.spec.pod_sets[0].pod_template_ref.name,
+            plan.template_name()
+        );
+        assert_eq!(request.spec.pod_sets[0].count, 10);
+        assert_eq!(request.spec.parameters["maxRunDurationSeconds"], "28800");
+        for labels in [&template.metadata.labels, &request.metadata.labels] {
+            assert_eq!(labels.as_ref().unwrap()[RUN_LABEL], "Nightly_20261130.1");
+        }
+        let spec = template.template.unwrap().spec.unwrap();
+        let limits = spec.containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        assert_eq!(limits[GPU], Quantity("1".into()));
+        assert_eq!(spec.tolerations.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn plans_the_server_would_refuse_are_refused_first() {
+        for (change, expected) in [
+            (
+                Box::new(|p: &mut ReservePlan| p.gpus = 11) as Box<dyn Fn(&mut ReservePlan)>,
+                "--gpus",
+            ),
+            (
+                Box::new(|p: &mut ReservePlan| p.run_id = "x".repeat(60)),
+                "cannot name",
+            ),
+            (
+                Box::new(|p: &mut ReservePlan| p.namespace = "Bad_NS".into()),
+                "--namespace",
+            ),
+            (
+                Box::new(|p: &mut ReservePlan| {
+                    p.max_run_duration = Duration::from_secs(8 * 86_400)
+                }),
+                "7 days",
+            ),
+        ] {
+            let mut plan = plan();
+            change(&mut plan);
+            assert!(plan.check().unwrap_err().contains(expected));
+        }
+        let mut open_source = plan();
+        open_source.class = "best-effort-atomic-scale-up.autoscaling.x-k8s.io".into();
+        assert!(
+            open_source
+                .provisioning_request(0)
+                .spec
+                .parameters
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Giving everything back: every object carrying the run's label (or, for `--all-mine`,
+//! gembatch's managed-by label) is deleted, consumers first: Jobs (with their pods),
+//! Services, ProvisioningRequests (which cancels a pending one), PodTemplates.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PodTemplate, Service};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::KubeError;
+use super::objects::{MANAGED_BY, RUN_LABEL};
+use super::reserve::request_resource;
+
+/// Which objects to release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One run's, in one namespace.
+    Run {
+        /// The run id.
+        run_id: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// Every object gembatch created, in every namespace the caller may list.
+    AllMine,
+}
+
+impl Scope {
+    fn selector(&self) -> String {
+        match self {
+            Scope::Run { run_id, .. } => format!("{RUN_LABEL}={run_id}"),
+            Scope::AllMine => format!("{}={}", MANAGED_BY.0, MANAGED_BY.1),
+        }
+    }
+
+    /// The API to list `resource` in (one namespace, or all), and to delete it in its
+    /// namespace.
+    fn apis(
+        &self,
+        client: &Client,
+        resource: &ApiResource,
+    ) -> (
+        Api<DynamicObject>,
+        impl Fn(&str) -> Api<DynamicObject> + use<>,
+    ) {
+        let list = match self {
+            Scope::Run { namespace, .. } => {
+                Api::namespaced_with(client.clone(), namespace, resource)
+            }
+            Scope::AllMine => Api::all_with(client.clone(), resource),
+        };
+        let (client, resource) = (client.clone(), resource.clone());
+        (list, move |namespace: &str| {
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        })
+    }
+}
+
+/// Deletes what `scope` names; returns `Kind/namespace/name` of each deleted object.
+pub async fn release(client: &Client, scope: &Scope) -> Result<Vec<String>, KubeError> {
+    let selector = scope.selector();
+    let mut kinds = vec![
+        ("Job", ApiResource::erase::<Job>(&())),
+        ("Service", ApiResource::erase::<Service>(&())),
+    ];
+    if let Ok(resource) = request_resource(client).await {
+        kinds.push(("ProvisioningRequest", resource));
+    }
+    kinds.push(("PodTemplate", ApiResource::erase::<PodTemplate>(&())));
+    let mut deleted = Vec::new();
+    for (kind, resource) in kinds {
+        delete_all(scope.apis(client, &resource), kind, &selector, &mut deleted).await?;
+    }
+    Ok(deleted)
+}
+
+async fn delete_all(
+    (list, namespaced): (Api<DynamicObject>, impl Fn(&str) -> Api<DynamicObject>),
+    kind: &str,
+    selector: &str,
+    deleted: &mut Vec<String>,
+) -> Result<(), KubeError> {
+    let found = list
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(KubeError::api("list what to release"))?;
+    for object in found {
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        match namespaced(&namespace)
+            .delete(&name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => deleted.push(format!("{kind}/{namespace}/{name}")),
+            // Gone meanwhile (an owner took it along): nothing left to do.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(KubeError::api("delete")(err)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Reserving an atomic block of GPUs: the PodTemplate, then the ProvisioningRequest (in the
+//! version the cluster serves), the template then owned by the request, then a watch on the
+//! request's conditions under an overall timeout. A `Failed` request is replaced by a new one
+//! after a backoff, up to a limit.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PodTemplate;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{GroupVersionKind, TypeMeta};
+use kube::runtime::wait::await_condition;
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::KubeError;
+use super::objects::ReservePlan;
+use super::request::{ConditionType, ProvisioningRequest};
+
+/// The API group of ProvisioningRequests.
+pub const GROUP: &str = "autoscaling.x-k8s.io";
+
+/// How `Failed` requests are retried (Kueue's defaults: 3 tries, 60 s doubling to 1800 s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailedRetries {
+    /// Requests in all, the first included.
+    pub attempts: u32,
+    /// Wait before the second; doubles each time.
+    pub backoff: Duration,
+    /// Longest wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for FailedRetries {
+    fn default() -> FailedRetries {
+        FailedRetries {
+            attempts: 3,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// What the reservation is doing, for the progress line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// An object was created.
+    Created {
+        /// `PodTemplate` or `ProvisioningRequest`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The request's newest condition changed.
+    Condition {
+        /// Its `type`.
+        kind: String,
+        /// `True`, `False` or `Unknown`.
+        status: String,
+        /// Its reason.
+        reason: String,
+        /// Its message.
+        message: String,
+        /// Since the request was created.
+        waited: Duration,
+    },
+    /// The request failed; a new one follows after `after`.
+    Retrying {
+        /// The failed request's reason and message.
+        why: String,
+        /// The backoff.
+        after: Duration,
+    },
+}
+
+/// A provisioned reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reserved {
+    /// The ProvisioningRequest the pods consume.
+    pub request: String,
+    /// Its API version (`autoscaling.x-k8s.io/v1` or `.../v1beta1`).
+    pub api_version: String,
+    /// Its class, which the consuming pods name too.
+    pub class: String,
+}
+
+/// The ProvisioningRequest API as this cluster serves it: `v1`, else `v1beta1`.
+pub async fn request_api(
+    client: &Client,
+    namespace: &str,
+) -> Result<Api<DynamicObject>, KubeError> {
+    let resource = request_resource(client).await?;
+    Ok(Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+/// The served ProvisioningRequest resource (`v1` preferred).
+pub async fn request_resource(client: &Client) -> Result<ApiResource, KubeError> {
+    let group = kube::discovery::group(client, GROUP)
+        .await
+        .map_err(|_| KubeError::NoProvisioningRequests)?;
+    let version = if group.versions().any(|v| v == "v1") {
+        "v1"
+    } else if group.versions().any(|v| v == "v1beta1") {
+        "v1beta1"
+    } else {
+        return Err(KubeError::NoProvisioningRequests);
+    };
+    Ok(ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, version, "ProvisioningRequest"),
+        "provisioningrequests",
+    ))
+}
+
+/// Creates the objects and waits until the request is provisioned. On an error the objects
+/// stay: the caller releases them (by the run's label), as it must on Ctrl-C too.
+pub async fn reserve(
+    client: &Client,
+    plan: &ReservePlan,
+    retries: FailedRetries,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Reserved, KubeError> {
+    let requests = request_api(client, &plan.namespace).await?;
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), &plan.namespace);
+    let template = templates
+        .create(&PostParams::default(), &plan.pod_template())
+        .await
+        .map_err(KubeError::api("create the PodTemplate"))?;
+    progress(Progress::Created {
+        kind: "PodTemplate",
+        name: template.name_any(),
+    });
+    let started = Instant::now();
+    let mut previous: Option<String> = None;
+    for attempt in 0..retries.attempts.max(1) {
+        let request = create_request(&requests, plan, attempt).await?;
+        progress(Progress::Created {
+            kind: "ProvisioningRequest",
+            name: request.name_any(),
+        });
+        own_template(&templates, &template.name_any(), &request).await?;
+        if let Some(old) = previous.take() {
+            // Only now: deleting the failed request while it owned the template would have
+            // taken the template with it.
+            let _ = requests.delete(&old, &DeleteParams::background()).await;
+        }
+        let remaining = plan.timeout.saturating_sub(started.elapsed());
+        let outcome = wait(&requests, &request.name_any(), remaining, progress).await?;
+        match outcome {
+            Waited::Provisioned => {
+                return Ok(Reserved {
+                    request: request.name_any(),
+                    api_version: request
+                        .types
+                        .map_or_else(String::new, |types| types.api_version),
+                    class: plan.class.clone(),
+                });
+            }
+            Waited::Failed(why) if attempt + 1 < retries.attempts => {
+                let after = retries
+                    .backoff
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(retries.max_backoff);
+                progress(Progress::Retrying {
+                    why: why.clone(),
+                    after,
+                });
+                if started.elapsed() + after >= plan.timeout {
+                    return Err(KubeError::Timeout {
+                        waited: started.elapsed(),
+                        last: why,
+                    });
+                }
+                tokio::time::sleep(after).await;
+                previous = Some(request.name_any());
+            }
+            Waited::Failed(why) => {
+                return Err(KubeError::Failed {
+                    attempts: attempt + 1,
+                    why,
+                });
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+async fn create_request(
+    requests: &Api<DynamicObject>,
+    plan: &ReservePlan,
+    attempt: u32,
+) -> Result<DynamicObject, KubeError> {
+    let typed = plan.provisioning_request(attempt);
+    let mut object: DynamicObject =
+        serde_json::from_value(serde_json::to_value(&typed).expect("a request always serializes"))
+            .expect("a request is a dynamic object");
+    let resource = requests.resource_url().to_string();
+    let version = if resource.contains("/v1beta1/") {
+        "v1beta1"
+    } else {
+        "v1"
+    };
+    object.types = Some(TypeMeta {
+        api_version: format!("{GROUP}/{version}"),
+        kind: "ProvisioningRequest".into(),
+    });
+    requests
+        .create(&PostParams::default(), &object)
+        .await
+        .map_err(KubeError::api("create the ProvisioningRequest"))
+}
+
+/// Makes the request own the template, so deleting the request deletes the template.
+async fn own_template(
+    templates: &Api<PodTemplate>,
+    template: &str,
+    request: &DynamicObject,
+) -> Result<(), KubeError> {
+    let types = request.types.clone().unwrap_or_default();
+    let owner = OwnerReference {
+        api_version: types.api_version,
+        kind: types.kind,
+        name: request.name_any(),
+        uid: request.uid().unwrap_or_default(),
+        ..OwnerReference::default()
+    };
+    let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+    templates
+        .patch(template, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(KubeError::api("make the PodTemplate owned by its request"))?;
+    Ok(())
+}
+
+enum Waited {
+    Provisioned,
+    Failed(String),
+}
+
+/// Watches the request until it is provisioned or failed, reporting each new condition.
+async fn wait(
+    requests: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Waited, KubeError> {
+    let started = Instant::now();
+    let (seen, mut changes) = mpsc::unbounded_channel();
+    let done = move |object: Option<&DynamicObject>| {
+        let request = object.and_then(typed);
+        let _ = seen.send(request.clone());
+        request.is_some_and(|r| r.is(ConditionType::Provisioned) || r.is(ConditionType::Failed))
+    };
+    let waiting = await_condition(requests.clone(), name, done);
+    tokio::pin!(waiting);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut last_shown = None;
+    let mut last_words = String::from("no condition yet");
+    let finished = loop {
+        tokio::select! {
+            finished = &mut waiting => break finished,
+            Some(request) = changes.recv() => {
+                if let Some(request) = request {
+                    show(&request, started, &mut last_shown, &mut last_words, progress);
+                }
+            }
+            () = &mut deadline => {
+                return Err(KubeError::Timeout { waited: started.elapsed(), last: last_words });
+            }
+        }
+    };
+    while let Ok(Some(request)) = changes.try_recv() {
+        show(
+            &request,
+            started,
+            &mut last_shown,
+            &mut last_words,
+            progress,
+        );
+    }
+    let request = finished
+        .map_err(|err| KubeError::Watch(err.to_string()))?
+        .as_ref()
+        .and_then(typed)
+        .ok_or_else(|| KubeError::Deleted(name.to_string()))?;
+    if request.is(ConditionType::Provisioned) {
+        return Ok(Waited::Provisioned);
+    }
+    let why = request
+        .condition(ConditionType::Failed)
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default();
+    Ok(Waited::Failed(why))
+}
+
+fn typed(object: &DynamicObject) -> Option<ProvisioningRequest> {
+    serde_json::to_value(object)
+        .ok()
+        .and_then(|value| serde_json::from_value(value).ok())
+}
+
+/// Reports the newest condition when it differs from the last one shown.
+fn show(
+    request: &ProvisioningRequest,
+    started: Instant,
+    last_shown: &mut Option<(String, String, String)>,
+    last_words: &mut String,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) {
+    let Some(newest) = request.status.as_ref().and_then(|status| {
+        status
+            .conditions
+            .iter()
+            .max_by_key(|c| c.last_transition_time.0)
+    }) else {
+        return;
+    };
+    let key = (
+        newest.type_.clone(),
+        newest.status.clone(),
+        newest.reason.clone(),
+    );
+    if last_shown.as_ref() == Some(&key) {
+        return;
+    }
+    *last_words = format!(
+        "{}={} ({}: {})",
+        newest.type_, newest.status, newest.reason, newest.message
+    );
+    progress(Progress::Condition {
+        kind: newest.type_.clone(),
+        status: newest.status.clone(),
+        reason: newest.reason.clone(),
+        message: newest.message.clone(),
+        waited: started.elapsed(),
+    });
+    *last_shown = Some(key);
+}
