@@ -37,6 +37,11 @@ pub enum Command {
     /// Run a batch job: validate the dataset, reserve the pods, send every row exactly once,
     /// write the results to Parquet and JSONL with a report, release the pods.
     Run(Box<RunArgs>),
+    /// Reserve an atomic block of GPUs through a ProvisioningRequest and wait until it is
+    /// provisioned (Kubernetes).
+    Reserve(ReserveArgs),
+    /// Delete everything a run created on Kubernetes, found by its label.
+    Release(ReleaseArgs),
 }
 
 /// Which model to load and how.
@@ -298,6 +303,59 @@ pub struct RunArgs {
     /// Skip the job's online load verification.
     #[arg(long)]
     pub no_load_verification: bool,
+}
+
+/// `gembatch reserve`.
+#[derive(Debug, Args)]
+pub struct ReserveArgs {
+    /// GPUs (one per pod), 1 to 10, reserved all or nothing.
+    #[arg(long)]
+    pub gpus: u32,
+    /// Namespace of the PodTemplate and the request.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Provisioning class: GKE's DWS, or cluster-autoscaler's
+    /// `best-effort-atomic-scale-up.autoscaling.x-k8s.io` / `check-capacity.autoscaling.x-k8s.io`.
+    #[arg(long, default_value = "queued-provisioning.gke.io")]
+    pub class: String,
+    /// How long the nodes may run (DWS's maxRunDurationSeconds, at most 7 days).
+    #[arg(long, value_parser = parse_duration, default_value = "8h")]
+    pub max_run_duration: Duration,
+    /// Longest wait for the capacity, failed requests and their retries included.
+    #[arg(long, value_parser = parse_duration, default_value = "6h")]
+    pub timeout: Duration,
+    /// Requests in all when one fails (a failed request is replaced by a new one).
+    #[arg(long, default_value_t = 3)]
+    pub failed_attempts: u32,
+    /// Wait before replacing a failed request; doubles each time, up to 30 minutes.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub retry_backoff: Duration,
+    /// Container image of the pods the reservation is for.
+    #[arg(long, default_value = "gembatch:latest")]
+    pub image: String,
+    /// GKE accelerator of the nodes.
+    #[arg(long, default_value = "nvidia-l4")]
+    pub accelerator: String,
+    /// The run id the objects are labelled with [default: reserve-YYYYMMDD-HHMMSS, UTC].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Print every object as YAML and touch no cluster.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `gembatch release`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["run_id", "all_mine"])))]
+pub struct ReleaseArgs {
+    /// The run whose objects to delete.
+    pub run_id: Option<String>,
+    /// Namespace of the run's objects.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Every object gembatch created, in every namespace.
+    #[arg(long)]
+    pub all_mine: bool,
 }
 
 /// `gembatch report`.

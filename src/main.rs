@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gembatch::capacity::CapacityError;
+use gembatch::capacity::kubernetes::KubeError;
 use gembatch::cli::Cli;
 use gembatch::dataset::DatasetError;
 use gembatch::dispatch::run_dir::RunDirError;
@@ -62,6 +63,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 .downcast_ref::<ReportError>()
                 .is_some_and(ReportError::is_user_error)
             || cause.is::<JobError>()
+            || cause
+                .downcast_ref::<KubeError>()
+                .is_some_and(KubeError::is_user_error)
             || cause.is::<RunDirError>()
             || cause
                 .downcast_ref::<CapacityError>()

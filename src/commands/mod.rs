@@ -6,6 +6,7 @@ mod generate;
 mod load;
 mod load_model;
 mod report;
+mod reserve;
 mod run;
 mod run_progress;
 mod serve;
@@ -26,5 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(*args),
         Command::Report(args) => report::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Reserve(args) => reserve::run_reserve(args),
+        Command::Release(args) => reserve::run_release(args),
     }
 }

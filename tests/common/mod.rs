@@ -45,6 +45,7 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .map(|line| serde_json::from_str(line).expect("golden line"))
         .collect()
 }
+pub mod cluster;
 pub mod load;
 pub mod run;
 pub mod server;

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// A Kubernetes step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    /// The reservation as asked cannot be made.
+    #[error("{0}")]
+    Plan(String),
     /// No kubeconfig or in-cluster configuration.
     #[error("no Kubernetes configuration ({0}); set KUBECONFIG or run in a cluster")]
     Config(String),
@@ -60,6 +63,15 @@ pub enum KubeError {
 }
 
 impl KubeError {
+    /// Whether the user can fix it (exit code 2): the flags, the configuration, the cluster's
+    /// API.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            KubeError::Plan(_) | KubeError::Config(_) | KubeError::NoProvisioningRequests
+        )
+    }
+
     /// Maps a client error to what was being done.
     pub fn api(what: &'static str) -> impl Fn(kube::Error) -> KubeError {
         move |err| KubeError::Api {

@@ -145,7 +145,16 @@ pub async fn reserve(
             let _ = requests.delete(&old, &DeleteParams::background()).await;
         }
         let remaining = plan.timeout.saturating_sub(started.elapsed());
-        let outcome = wait(&requests, &request.name_any(), remaining, progress).await?;
+        let outcome = wait(&requests, &request.name_any(), remaining, progress)
+            .await
+            .map_err(|err| match err {
+                // The whole wait, failed requests included, is what the user set a limit on.
+                KubeError::Timeout { last, .. } => KubeError::Timeout {
+                    waited: started.elapsed(),
+                    last,
+                },
+                other => other,
+            })?;
         match outcome {
             Waited::Provisioned => {
                 return Ok(Reserved {

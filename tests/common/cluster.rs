@@ -1,0 +1,331 @@
+//! A real Kubernetes control plane on loopback for the Kubernetes backend's tests: etcd,
+//! kube-apiserver (RBAC on, token auth) and kube-controller-manager (the Job controller and
+//! the garbage collector), v1.20.2, built once by `.ci/control-plane-build.sh`. No scheduler
+//! and no kubelet: the tests play those, and the cluster autoscaler.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The token of the cluster's administrator (`system:masters`).
+const ADMIN_TOKEN: &str = "gembatch-test-admin-token";
+const CONTROLLER_TOKEN: &str = "gembatch-test-controller-token";
+
+/// A running control plane; stopped (every process it started) when dropped.
+pub struct Cluster {
+    /// Its files: certificates, tokens, etcd's data, the kubeconfig.
+    pub dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT`.
+    pub server: String,
+    /// A kubeconfig with the administrator's token.
+    pub kubeconfig: PathBuf,
+    processes: Vec<Child>,
+}
+
+/// Where `.ci/control-plane-build.sh` put the binaries.
+fn binaries() -> PathBuf {
+    let dir = std::env::var_os("GEMBATCH_K8S_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/gembatch/control-plane")
+        })
+        .join("bin");
+    assert!(
+        dir.join("kube-apiserver").exists() && dir.join("kube-controller-manager").exists(),
+        "the test control plane is not built: run .ci/control-plane-build.sh (about 8 minutes, once; .ci/run does)"
+    );
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, the API server's serving certificate (IP SAN 127.0.0.1), the service-account key
+/// pair, and the token file.
+fn credentials(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gembatch-test-ca",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=kube-apiserver",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    openssl(dir, &["genrsa", "-out", "sa.key", "2048"]);
+    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+    std::fs::write(
+        dir.join("tokens.csv"),
+        format!(
+            "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},system:kube-controller-manager,kcm\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A kubeconfig for `server` with `token`.
+pub fn kubeconfig(dir: &Path, name: &str, server: &str, token: &str, namespace: &str) -> PathBuf {
+    let ca = dir.join("ca.crt");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+         users:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\n    namespace: {namespace}\n\
+         current-context: test\n",
+        ca.display()
+    );
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(dir: &Path, name: &str, program: &Path, args: &[String]) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {name}: {err}"))
+}
+
+impl Cluster {
+    /// Starts etcd, the API server and the controller manager; returns once the API server
+    /// is ready.
+    pub fn start() -> Cluster {
+        let bin = binaries();
+        let dir = tempfile::tempdir().expect("a directory for the cluster");
+        let path = dir.path();
+        credentials(path);
+        let (etcd_client, etcd_peer, api_port) = (free_port(), free_port(), free_port());
+        let text = |p: &str| path.join(p).display().to_string();
+        let mut processes = Vec::new();
+        processes.push(spawn(
+            path,
+            "etcd",
+            Path::new("etcd"),
+            &[
+                format!("--data-dir={}", text("etcd")),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+            ],
+        ));
+        processes.push(spawn(
+            path,
+            "kube-apiserver",
+            &bin.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                "--insecure-port=0".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--tls-cert-file={}", text("server.crt")),
+                format!("--tls-private-key-file={}", text("server.key")),
+                format!("--client-ca-file={}", text("ca.crt")),
+                format!("--token-auth-file={}", text("tokens.csv")),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", text("sa.pub")),
+                format!("--service-account-signing-key-file={}", text("sa.key")),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+            ],
+        ));
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut cluster = Cluster {
+            kubeconfig: kubeconfig(path, "admin", &server, ADMIN_TOKEN, "default"),
+            server,
+            processes,
+            dir,
+        };
+        cluster.wait_ready();
+        let controller = kubeconfig(
+            cluster.dir.path(),
+            "kcm",
+            &cluster.server,
+            CONTROLLER_TOKEN,
+            "default",
+        );
+        let path = cluster.dir.path();
+        let text = |p: &str| path.join(p).display().to_string();
+        let manager = spawn(
+            path,
+            "kube-controller-manager",
+            &bin.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={}", controller.display()),
+                "--leader-elect=false".into(),
+                "--controllers=*".into(),
+                "--use-service-account-credentials=false".into(),
+                format!("--service-account-private-key-file={}", text("sa.key")),
+                format!("--root-ca-file={}", text("ca.crt")),
+                format!("--cluster-signing-cert-file={}", text("ca.crt")),
+                format!("--cluster-signing-key-file={}", text("ca.key")),
+                format!("--flex-volume-plugin-dir={}", text("flex")),
+            ],
+        );
+        cluster.processes.push(manager);
+        cluster
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(self.dir.path().join("ca.crt"))
+                .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+                .arg(format!("{}/readyz", self.server))
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+            if ready.is_ok_and(|code| code == "200") {
+                return;
+            }
+            for (index, process) in self.processes.iter_mut().enumerate() {
+                if let Ok(Some(status)) = process.try_wait() {
+                    let name = ["etcd", "kube-apiserver"][index.min(1)];
+                    let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    panic!(
+                        "{name} exited ({status}):\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the API server was not ready in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A kube client as the administrator, on a runtime of the caller's.
+    pub async fn client(&self) -> kube::Client {
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(config, &options)
+            .await
+            .expect("client configuration");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// `kubectl`-free apply of a YAML manifest through the client: CRDs and namespaced
+    /// objects by their kind.
+    pub async fn install_provisioning_request_crd(&self, client: &kube::Client) {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let text = std::fs::read_to_string("tests/data/provisioningrequests.crd.yaml").unwrap();
+        let mut value: serde_json::Value = serde_saphyr::from_str(&text).expect("the CRD parses");
+        strip_validations(&mut value);
+        let crd: CustomResourceDefinition = serde_json::from_value(value).expect("a CRD");
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+        crds.create(&Default::default(), &crd)
+            .await
+            .expect("create the CRD");
+        // Established once the API server serves it.
+        let started = Instant::now();
+        while kube::discovery::group(client, "autoscaling.x-k8s.io")
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the CRD was not served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// v1.20 refuses CEL rules (`x-kubernetes-validations`): removed everywhere.
+fn strip_validations(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(strip_validations);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_validations),
+        _ => {}
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in self.processes.iter_mut().rev() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The Kubernetes backend against a real control plane (kube-apiserver v1.20.2 with etcd and
+//! the controller manager, built by `.ci/control-plane-build.sh`): the test plays the
+//! cluster autoscaler by patching the ProvisioningRequest's conditions, and checks that
+//! nothing gembatch created outlives a release, a failure or an interruption.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use k8s_openapi::api::core::v1::PodTemplate;
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+
+fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gembatch")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn requests(client: &kube::Client) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
+        "provisioningrequests",
+    );
+    Api::namespaced_with(client.clone(), "default", &resource)
+}
+
+/// Waits until the request `name` exists and returns it.
+async fn wait_for_request(client: &kube::Client, name: &str) -> DynamicObject {
+    let started = Instant::now();
+    loop {
+        if let Ok(request) = requests(client).get(name).await {
+            return request;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no request {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Plays the autoscaler: sets the request's condition `kind` to `status`.
+async fn set_condition(client: &kube::Client, name: &str, conditions: &[(&str, &str, &str)]) {
+    let now = "2026-11-30T10:00:00Z";
+    let list: Vec<serde_json::Value> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, status, reason))| {
+            serde_json::json!({
+                "type": kind, "status": status, "reason": reason,
+                "message": format!("test autoscaler says {reason}"),
+                "lastTransitionTime": now.replace("00Z", &format!("{:02}Z", i)),
+            })
+        })
+        .collect();
+    let patch = serde_json::json!({"status": {"conditions": list}});
+    requests(client)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the request's status");
+}
+
+/// Everything labelled with `run_id` that is still there.
+async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
+    let selector = ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
+    let mut left: Vec<String> = requests(client)
+        .list(&selector)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .map(|r| format!("ProvisioningRequest/{}", r.name_any()))
+        .collect();
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
+    left.extend(
+        templates
+            .list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.metadata.deletion_timestamp.is_none())
+            .map(|t| format!("PodTemplate/{}", t.name_any())),
+    );
+    left
+}
+
+async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
+    let started = Instant::now();
+    loop {
+        let left = leftovers(client, run_id).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        cluster.install_provisioning_request_crd(&client).await;
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "3",
+                "--run-id",
+                "r1",
+                "--timeout",
+                "60s",
+            ],
+        );
+        let request = wait_for_request(&client, "gembatch-r1").await;
+        assert_eq!(request.data["spec"]["podSets"][0]["count"], 3);
+        assert_eq!(
+            request.data["spec"]["provisioningClassName"],
+            "queued-provisioning.gke.io"
+        );
+        assert_eq!(
+            request.data["spec"]["parameters"]["maxRunDurationSeconds"],
+            "28800"
+        );
+        let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
+        let started = Instant::now();
+        loop {
+            let template = templates
+                .get("gembatch-r1-pod")
+                .await
+                .expect("the PodTemplate exists first");
+            let owners = template.metadata.owner_references.unwrap_or_default();
+            if owners
+                .iter()
+                .any(|o| Some(&o.uid) == request.metadata.uid.as_ref())
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the template is not owned by the request"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        set_condition(
+            &client,
+            "gembatch-r1",
+            &[("Accepted", "True", "SuccessfullyQueued")],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        set_condition(
+            &client,
+            "gembatch-r1",
+            &[
+                ("Accepted", "True", "SuccessfullyQueued"),
+                ("Provisioned", "False", "ResourcePoolExhausted"),
+            ],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        set_condition(
+            &client,
+            "gembatch-r1",
+            &[
+                ("Accepted", "True", "SuccessfullyQueued"),
+                ("Provisioned", "True", "Provisioned"),
+            ],
+        )
+        .await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("provisioned: ProvisioningRequest default/gembatch-r1"),
+            "{words}"
+        );
+        assert!(
+            words.contains("Provisioned=False ResourcePoolExhausted"),
+            "{words}"
+        );
+        assert!(
+            words.contains("Accepted=True SuccessfullyQueued"),
+            "{words}"
+        );
+        assert!(
+            !leftovers(&client, "r1").await.is_empty(),
+            "a reservation stays until released"
+        );
+
+        let release = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+            .args(["release", "r1"])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .output()
+            .unwrap();
+        assert!(release.status.success(), "{}", text(&release));
+        assert!(
+            text(&release).contains("ProvisioningRequest/default/gembatch-r1"),
+            "{}",
+            text(&release)
+        );
+        assert_nothing_left(&client, "r1").await;
+    });
+}
+
+#[test]
+fn a_failed_request_is_replaced_and_the_template_survives() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        cluster.install_provisioning_request_crd(&client).await;
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "2",
+                "--run-id",
+                "r2",
+                "--timeout",
+                "60s",
+                "--failed-attempts",
+                "2",
+                "--retry-backoff",
+                "200ms",
+            ],
+        );
+        wait_for_request(&client, "gembatch-r2").await;
+        set_condition(
+            &client,
+            "gembatch-r2",
+            &[("Failed", "True", "QuotaExceeded")],
+        )
+        .await;
+        let retry = wait_for_request(&client, "gembatch-r2-retry1").await;
+        // The failed request is deleted only once the new one owns the template.
+        let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
+        let started = Instant::now();
+        while requests(&client)
+            .get("gembatch-r2")
+            .await
+            .is_ok_and(|r| r.metadata.deletion_timestamp.is_none())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the failed request stays"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let template = templates
+            .get("gembatch-r2-pod")
+            .await
+            .expect("the template survives its first owner");
+        assert_eq!(
+            template.metadata.owner_references.unwrap()[0].uid,
+            retry.metadata.uid.unwrap()
+        );
+        set_condition(
+            &client,
+            "gembatch-r2-retry1",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(words.contains("request failed (QuotaExceeded"), "{words}");
+
+        // A second failure, with no attempt left, gives up and leaves nothing.
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "2",
+                "--run-id",
+                "r3",
+                "--timeout",
+                "60s",
+                "--failed-attempts",
+                "1",
+            ],
+        );
+        wait_for_request(&client, "gembatch-r3").await;
+        set_condition(
+            &client,
+            "gembatch-r3",
+            &[("Failed", "True", "QuotaExceeded")],
+        )
+        .await;
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            text(&output).contains("failed 1 time(s)"),
+            "{}",
+            text(&output)
+        );
+        assert_nothing_left(&client, "r3").await;
+    });
+}
+
+#[test]
+fn a_timeout_or_an_interruption_leaves_nothing_behind() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        cluster.install_provisioning_request_crd(&client).await;
+        let output = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "1",
+                "--run-id",
+                "slow",
+                "--timeout",
+                "2s",
+            ],
+        )
+        .wait_with_output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            text(&output).contains("not provisioned within 2 s"),
+            "{}",
+            text(&output)
+        );
+        assert_nothing_left(&client, "slow").await;
+
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "1",
+                "--run-id",
+                "term",
+                "--timeout",
+                "60s",
+            ],
+        );
+        wait_for_request(&client, "gembatch-term").await;
+        // SAFETY: signalling the child this test started.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(text(&output).contains("interrupted"), "{}", text(&output));
+        assert_nothing_left(&client, "term").await;
+    });
+}
