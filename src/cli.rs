@@ -303,6 +303,10 @@ pub struct RunArgs {
     /// Skip the job's online load verification.
     #[arg(long)]
     pub no_load_verification: bool,
+    /// Check the job and print every Kubernetes object the run would create as YAML;
+    /// touch no cluster, start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `gembatch reserve`.

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use k8s_openapi::api::core::v1::PodTemplate;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PodTemplate, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -96,6 +97,23 @@ async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
             .into_iter()
             .filter(|t| t.metadata.deletion_timestamp.is_none())
             .map(|t| format!("PodTemplate/{}", t.name_any())),
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    left.extend(
+        jobs.list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| format!("Job/{}", j.name_any())),
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    left.extend(
+        services
+            .list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("Service/{}", s.name_any())),
     );
     left
 }
@@ -382,4 +400,77 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
         assert!(text(&output).contains("interrupted"), "{}", text(&output));
         assert_nothing_left(&client, "term").await;
     });
+}
+
+#[test]
+fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let model = common::default_model_path();
+    let dataset = space.dataset(12);
+    let job = space.job(
+        &dataset,
+        &format!(
+            "model: {{path: {}}}\n\
+             capacity: {{backend: kubernetes, gpus: 2, provisioning_timeout: 60s, ready_timeout: 2m}}\n\
+             shard_size: 3\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 6, temperature: 0}}",
+            model.display()
+        ),
+    );
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        cluster.install_provisioning_request_crd(&client).await;
+        let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "k8s");
+        let child = gembatch(&cluster, &["run", job.to_str().unwrap(), "--run-id", "k8s"]);
+        wait_for_request(&client, "gembatch-k8s").await;
+        set_condition(
+            &client,
+            "gembatch-k8s",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("k8s"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert!(
+            pods.iter().all(|p| p.starts_with("gembatch-k8s-")),
+            "{pods:?}"
+        );
+        assert!(words.contains("released: deleted"), "{words}");
+        assert_nothing_left(&client, "k8s").await;
+    });
+}
+
+#[test]
+fn run_dry_run_prints_every_object_and_touches_nothing() {
+    let space = common::run::Workspace::new();
+    let dataset = space.dataset(1);
+    let job = space.job(&dataset, "capacity: {backend: kubernetes, gpus: 4}");
+    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id", "dry"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let kinds: Vec<&str> = yaml
+        .lines()
+        .filter_map(|line| line.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PodTemplate", "ProvisioningRequest", "Service", "Job"]
+    );
+    assert!(yaml.contains("count: 4"));
+    assert!(yaml.contains("autoscaling.x-k8s.io/consume-provisioning-request: gembatch-dry"));
+    assert!(
+        yaml.contains(
+            "cluster-autoscaler.kubernetes.io/consume-provisioning-request: gembatch-dry"
+        )
+    );
 }

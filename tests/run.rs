@@ -502,7 +502,7 @@ fn flags_override_the_job_and_mistakes_name_what_to_fix() {
         (
             vec!["--backend", "kubernetes", "--run-id", "k"],
             2,
-            "kubernetes",
+            "no Kubernetes configuration",
         ),
         (vec!["--resume", "nope"], 2, "no run to resume"),
         (

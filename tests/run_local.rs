@@ -125,7 +125,10 @@ fn sigterm_stops_the_run_and_its_pods_and_says_how_to_resume() {
     let message = text(&output);
     assert!(message.contains("interrupted"), "{message}");
     assert!(message.contains("--resume term"), "{message}");
-    assert!(message.contains("pods released"), "{message}");
+    assert!(
+        message.contains("released: local pods stopped"),
+        "{message}"
+    );
     assert_gone_within(&pids, Duration::from_secs(1));
 }
 

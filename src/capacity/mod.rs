@@ -8,6 +8,8 @@ pub mod kubernetes;
 pub mod local;
 
 use crate::dispatch::Pod;
+use kubernetes::objects::ReservePlan;
+use kubernetes::release::{Scope, release};
 use local::LocalPods;
 
 /// Reserved capacity; [`Reservation::release`] gives it back.
@@ -16,6 +18,18 @@ pub enum Reservation {
     Local(LocalPods),
     /// Existing servers.
     Endpoints(Vec<Pod>),
+    /// A provisioned ProvisioningRequest and the serve pods on it.
+    Kubernetes(Box<KubernetesPods>),
+}
+
+/// Serve pods on a provisioned reservation.
+pub struct KubernetesPods {
+    /// The cluster.
+    pub client: kube::Client,
+    /// What was reserved (its run id labels every object).
+    pub plan: ReservePlan,
+    /// The ready pods.
+    pub pods: Vec<Pod>,
 }
 
 /// Capacity that could not be had.
@@ -35,21 +49,23 @@ pub enum CapacityError {
         /// Why.
         why: String,
     },
-    /// The backend is not built yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// Ctrl-C or SIGTERM while reserving.
     #[error("interrupted while reserving capacity")]
     Interrupted,
+    /// The Kubernetes reservation or its pods failed.
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubeError),
 }
 
 impl CapacityError {
-    /// Whether the user can fix it (exit code 2): a backend that cannot serve this job.
+    /// Whether the user can fix it (exit code 2): a backend that cannot serve this job as
+    /// configured.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            CapacityError::Unsupported(_) | CapacityError::Local { .. }
-        )
+        match self {
+            CapacityError::Local { .. } => true,
+            CapacityError::Kubernetes(err) => err.is_user_error(),
+            CapacityError::PodFailed { .. } | CapacityError::Interrupted => false,
+        }
     }
 }
 
@@ -72,6 +88,7 @@ impl Reservation {
         match self {
             Reservation::Local(local) => local.pids(),
             Reservation::Endpoints(pods) => vec![None; pods.len()],
+            Reservation::Kubernetes(kubernetes) => vec![None; kubernetes.pods.len()],
         }
     }
 
@@ -80,14 +97,33 @@ impl Reservation {
         match self {
             Reservation::Local(local) => local.pods(),
             Reservation::Endpoints(pods) => pods.clone(),
+            Reservation::Kubernetes(kubernetes) => kubernetes.pods.clone(),
         }
     }
 
-    /// Gives everything back: stops local pods; existing servers are left alone.
-    pub async fn release(&mut self) {
+    /// Gives everything back: stops local pods, deletes every Kubernetes object of the run;
+    /// existing servers are left alone. Returns what it released, in words.
+    pub async fn release(&mut self) -> String {
         match self {
-            Reservation::Local(local) => local.stop().await,
-            Reservation::Endpoints(_) => {}
+            Reservation::Local(local) => {
+                local.stop().await;
+                "local pods stopped".into()
+            }
+            Reservation::Endpoints(_) => "nothing to release (existing endpoints)".into(),
+            Reservation::Kubernetes(kubernetes) => {
+                let KubernetesPods { client, plan, .. } = kubernetes.as_ref();
+                let scope = Scope::Run {
+                    run_id: plan.run_id.clone(),
+                    namespace: plan.namespace.clone(),
+                };
+                match release(client, &scope).await {
+                    Ok(deleted) => format!("deleted {}", deleted.join(", ")),
+                    Err(err) => format!(
+                        "could not delete everything ({err}); run `gembatch release {} --namespace {}`",
+                        plan.run_id, plan.namespace
+                    ),
+                }
+            }
         }
     }
 }

@@ -105,7 +105,7 @@ fn released_words(deleted: &[String]) -> String {
 }
 
 /// One line per step: objects created, each new condition with the time waited, retries.
-fn progress_line(progress: &Progress) -> String {
+pub(super) fn progress_line(progress: &Progress) -> String {
     match progress {
         Progress::Created { kind, name } => format!("created {kind} {name}"),
         Progress::Condition {

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::kubernetes::backend::reserve_pods;
 use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
 use crate::capacity::{CapacityError, Reservation};
 use crate::cli::{LoadArgs, RunArgs};
@@ -35,6 +36,9 @@ const PROBLEMS_SHOWN: usize = 10;
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let job = job_with_flags(&args)?;
     let load_config = load_profile(&job, args.no_load_verification)?;
+    if args.dry_run {
+        return dry_run(&job, &args);
+    }
     let local_model = local_model(&job)?;
     let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
         path: job.dataset.path.clone(),
@@ -54,7 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());
-        let mut reservation = reserve(&job, local_model, &dir, &cancel).await?;
+        let mut reservation = reserve(&job, &run_id, local_model, &dir, &cancel).await?;
         let pods = reservation.pods();
         write_pods_file(&dir, &pods, &reservation.pids())?;
         eprintln!(
@@ -104,8 +108,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ => (batch.await, None),
         };
-        reservation.release().await;
-        eprintln!("pods released");
+        let released = reservation.release().await;
+        eprintln!("released: {released}");
         Ok::<_, anyhow::Error>(Ended {
             batch,
             load,
@@ -113,6 +117,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     })?;
     finish(&job, &args, &run_id, &dir, &ledger, outcome)
+}
+
+/// `--dry-run`: the objects a Kubernetes run creates, or what the other backends would do.
+fn dry_run(job: &JobSpec, args: &RunArgs) -> anyhow::Result<()> {
+    let run_id = args.run_id.clone().unwrap_or_else(|| new_run_id(&job.name));
+    if !job.capacity.endpoints.is_empty() {
+        println!(
+            "# --endpoints: nothing is created; rows go to {}",
+            job.capacity.endpoints.join(", ")
+        );
+    } else if job.capacity.backend == Backend::Kubernetes {
+        print!("{}", super::run_kubernetes::dry_run_yaml(job, &run_id)?);
+    } else {
+        println!(
+            "# the local backend creates no cluster object: it starts {} `gembatch serve` process(es) here",
+            job.capacity.gpus
+        );
+    }
+    Ok(())
 }
 
 /// How the batch and its load verification ended.
@@ -377,6 +400,7 @@ fn run_dir(
 /// Reserves the job's capacity: existing endpoints, local pods, or Kubernetes.
 async fn reserve(
     job: &JobSpec,
+    run_id: &str,
     local_model: Option<PathBuf>,
     dir: &Path,
     cancel: &CancellationToken,
@@ -385,12 +409,18 @@ async fn reserve(
         return Ok(Reservation::endpoints(&job.capacity.endpoints));
     }
     match job.capacity.backend {
-        Backend::Kubernetes => Err(CapacityError::Unsupported(
-            "capacity.backend kubernetes (DWS ProvisioningRequest, Gemma pods on L4 nodes) is not built yet; \
-             use the local backend or --endpoints"
-                .into(),
-        )
-        .into()),
+        Backend::Kubernetes => {
+            let client = crate::capacity::kubernetes::client()
+                .await
+                .map_err(CapacityError::from)?;
+            let (plan, retries, pods) = super::run_kubernetes::plans(job, run_id);
+            eprintln!(
+                "reserving {} GPU(s) in namespace {} ({})",
+                plan.gpus, plan.namespace, plan.class
+            );
+            let mut show = |progress| eprintln!("{}", super::reserve::progress_line(&progress));
+            Ok(reserve_pods(client, plan, retries, &pods, &mut show, cancel).await?)
+        }
         Backend::Local => {
             let model = local_model.expect("the local backend always has a model file");
             let room = MachineRoom::of_this_machine(model_bytes(&model));

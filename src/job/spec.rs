@@ -106,6 +106,40 @@ pub struct Capacity {
     pub threads_per_pod: Option<usize>,
     /// Servers that already exist (any OpenAI-compatible one): no reservation, no pods.
     pub endpoints: Vec<String>,
+    /// The Kubernetes backend's settings.
+    pub kubernetes: KubernetesSpec,
+}
+
+/// Where and how the Kubernetes backend reserves and runs the pods.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Namespace of every object.
+    pub namespace: String,
+    /// The pods' image (the `gembatch` image, CUDA build).
+    pub image: String,
+    /// ProvisioningRequest class.
+    pub provisioning_class: String,
+    /// GKE accelerator of the nodes.
+    pub accelerator: String,
+    /// How long the nodes may run (DWS's maxRunDurationSeconds).
+    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    pub max_run_duration: Duration,
+    /// Requests in all when one fails.
+    pub failed_attempts: u32,
+}
+
+impl Default for KubernetesSpec {
+    fn default() -> KubernetesSpec {
+        KubernetesSpec {
+            namespace: "default".into(),
+            image: "gembatch:latest".into(),
+            provisioning_class: "queued-provisioning.gke.io".into(),
+            accelerator: "nvidia-l4".into(),
+            max_run_duration: Duration::from_secs(8 * 3600),
+            failed_attempts: 3,
+        }
+    }
 }
 
 impl Default for Capacity {
@@ -117,6 +151,7 @@ impl Default for Capacity {
             ready_timeout: Duration::from_secs(10 * 60),
             threads_per_pod: None,
             endpoints: Vec::new(),
+            kubernetes: KubernetesSpec::default(),
         }
     }
 }

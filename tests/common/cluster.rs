@@ -126,7 +126,9 @@ fn credentials(dir: &Path) {
     std::fs::write(
         dir.join("tokens.csv"),
         format!(
-            "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},system:kube-controller-manager,kcm\n"
+            // The controller manager runs every controller under its own identity
+            // (no per-controller service accounts): it needs the masters group.
+            "{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},system:kube-controller-manager,kcm,\"system:masters\"\n"
         ),
     )
     .unwrap();
@@ -326,6 +328,113 @@ impl Drop for Cluster {
         for process in self.processes.iter_mut().rev() {
             let _ = process.kill();
             let _ = process.wait();
+        }
+    }
+}
+
+/// Plays the kubelet for the pods of one run: each pending pod gets its own loopback address
+/// (127.0.0.2, 127.0.0.3, ...), its container's `gembatch serve` arguments run as a real
+/// process bound to it, and once that answers `/ready` the pod is marked Running and Ready
+/// with that IP. Processes stop when dropped.
+pub struct TestKubelet {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Pod name to its process, so a test can kill a "pod".
+    pub processes: std::sync::Arc<std::sync::Mutex<Vec<(String, Child)>>>,
+}
+
+impl TestKubelet {
+    /// Starts serving the pods labelled `gembatch.dev/run-id=RUN_ID` in `default`.
+    pub fn start(kubeconfig: &Path, run_id: &str) -> TestKubelet {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let processes: Arc<Mutex<Vec<(String, Child)>>> = Arc::new(Mutex::new(Vec::new()));
+        let (kubeconfig, run_id) = (kubeconfig.to_path_buf(), run_id.to_string());
+        let (stop_flag, running) = (stop.clone(), processes.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
+                let client = kube::Client::try_from(config).unwrap();
+                let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+                let selector = kube::api::ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
+                let mut next_address = 2u8;
+                let mut started: Vec<(String, String)> = Vec::new(); // (pod, ip) awaiting readiness
+                while !stop_flag.load(Ordering::Relaxed) {
+                    let list = pods.list(&selector).await.map(|l| l.items).unwrap_or_default();
+                    for pod in &list {
+                        let name = kube::ResourceExt::name_any(pod);
+                        let known = running.lock().unwrap().iter().any(|(n, _)| *n == name);
+                        if known || pod.metadata.deletion_timestamp.is_some() {
+                            continue;
+                        }
+                        let ip = format!("127.0.0.{next_address}");
+                        next_address += 1;
+                        let container = &pod.spec.as_ref().unwrap().containers[0];
+                        let args: Vec<String> = container
+                            .args
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|arg| arg.replace("0.0.0.0", &ip))
+                            .collect();
+                        let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+                            .args(&args)
+                            .args(["--threads", "1"])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .expect("start a pod's gembatch serve");
+                        running.lock().unwrap().push((name.clone(), child));
+                        started.push((name, ip));
+                    }
+                    let mut still_waiting = Vec::new();
+                    for (name, ip) in started.drain(..) {
+                        let ready = std::net::TcpStream::connect((ip.as_str(), 8080)).is_ok() && {
+                            let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                                .arg(format!("http://{ip}:8080/ready")).output();
+                            out.is_ok_and(|o| o.stdout == b"200")
+                        };
+                        if !ready {
+                            still_waiting.push((name, ip));
+                            continue;
+                        }
+                        let now = "2026-11-30T10:00:00Z";
+                        let status = serde_json::json!({"status": {
+                            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
+                            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+                        }});
+                        let _ = pods
+                            .patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+                            .await;
+                    }
+                    started = still_waiting;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        });
+        TestKubelet {
+            stop,
+            thread: Some(thread),
+            processes,
+        }
+    }
+}
+
+impl Drop for TestKubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        for (_, child) in self.processes.lock().unwrap().iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -76,7 +76,9 @@ fn command(job: &Path, args: &[&str]) -> Command {
         .arg("run")
         .arg(job)
         .args(args)
-        .env_remove("OPENAI_API_KEY");
+        .env_remove("OPENAI_API_KEY")
+        // Never the developer's cluster.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
     command
 }
 

@@ -5,9 +5,13 @@
 //! - `request`: the ProvisioningRequest as typed Rust;
 //! - `objects`: what a reservation creates, built before any call (`--dry-run` prints it);
 //! - `reserve`: create, own, watch the conditions, retry a failed request;
-//! - `release`: delete everything a run (or gembatch) created, found by label.
+//! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
+//! - `release`: delete everything a run (or gembatch) created, found by label;
+//! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
+pub mod backend;
 pub mod objects;
+pub mod pods;
 pub mod release;
 pub mod request;
 pub mod reserve;
@@ -57,6 +61,19 @@ pub enum KubeError {
     /// The request was deleted while waited on.
     #[error("ProvisioningRequest {0} was deleted while gembatch waited on it")]
     Deleted(String),
+    /// A serve pod failed before all were ready.
+    #[error("serve pod {0} failed before every pod was ready; see `kubectl logs {0}`")]
+    PodFailed(String),
+    /// Not every serve pod was ready in time.
+    #[error("{ready} of {wanted} serve pods ready after {} s (capacity.ready_timeout)", waited.as_secs())]
+    PodsNotReady {
+        /// Pods ready.
+        ready: usize,
+        /// Pods wanted.
+        wanted: usize,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The watch broke beyond its own retries.
     #[error("the watch on the ProvisioningRequest failed: {0}")]
     Watch(String),

@@ -209,7 +209,7 @@ fn is_dns_label(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn plan() -> ReservePlan {

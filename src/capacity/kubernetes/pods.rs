@@ -1,0 +1,261 @@
+//! The Gemma pods on a provisioned reservation: a Job of N `gembatch serve` pods that consume
+//! the request (both annotation prefixes), a headless Service over them, and the wait until
+//! every pod is ready with an address the runner can reach.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::time::Instant;
+
+use super::KubeError;
+use super::objects::{RUN_LABEL, ReservePlan, object_name};
+use super::reserve::Reserved;
+use crate::dispatch::Pod as Endpoint;
+
+/// The port `gembatch serve` listens on in a pod.
+pub const SERVE_PORT: i32 = 8080;
+/// The annotation prefixes consuming pods carry: current, and the one older clusters read.
+const ANNOTATION_PREFIXES: [&str; 2] = ["autoscaling.x-k8s.io", "cluster-autoscaler.kubernetes.io"];
+
+/// What the pods serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodsPlan {
+    /// The model path inside the pod (a volume or a bucket mount) [default: the image's].
+    pub model: Option<String>,
+    /// The served model name.
+    pub served_name: Option<String>,
+    /// Sequences each pod batches.
+    pub max_batch: u32,
+    /// Longest wait for every pod to be ready.
+    pub ready_timeout: Duration,
+}
+
+impl ReservePlan {
+    /// The Job of `gpus` serve pods consuming `reserved`.
+    pub fn serve_job(&self, reserved: &Reserved, pods: &PodsPlan) -> Job {
+        let mut annotations = BTreeMap::new();
+        for prefix in ANNOTATION_PREFIXES {
+            annotations.insert(
+                format!("{prefix}/consume-provisioning-request"),
+                reserved.request.clone(),
+            );
+            annotations.insert(
+                format!("{prefix}/provisioning-class-name"),
+                reserved.class.clone(),
+            );
+        }
+        let mut spec = self.pod_spec();
+        let container = &mut spec.containers[0];
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            format!("0.0.0.0:{SERVE_PORT}"),
+            "--max-batch".into(),
+            pods.max_batch.to_string(),
+        ];
+        if let Some(model) = &pods.model {
+            args.extend(["--model".into(), model.clone()]);
+        }
+        if let Some(name) = &pods.served_name {
+            args.extend(["--served-model-name".into(), name.clone()]);
+        }
+        container.args = Some(args);
+        container.ports = Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: SERVE_PORT,
+            ..ContainerPort::default()
+        }]);
+        container.readiness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/ready".into()),
+                port: IntOrString::Int(SERVE_PORT),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        });
+        let count = self.gpus as i32;
+        Job {
+            metadata: ObjectMeta {
+                name: Some(object_name(&self.run_id)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(self.labels()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(JobSpec {
+                parallelism: Some(count),
+                completions: Some(count),
+                // A pod that fails is not replaced: the runner gives its rows to the others.
+                backoff_limit: Some(0),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(self.labels()),
+                        annotations: Some(annotations),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(spec),
+                },
+                ..JobSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The headless Service naming the serve pods.
+    pub fn serve_service(&self) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(object_name(&self.run_id)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(self.labels()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                selector: Some(BTreeMap::from([(
+                    RUN_LABEL.to_string(),
+                    self.run_id.clone(),
+                )])),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: SERVE_PORT,
+                    target_port: Some(IntOrString::Int(SERVE_PORT)),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }
+    }
+}
+
+/// Creates the Service and the Job, then waits until `gpus` pods are ready; returns their
+/// addresses (pod IPs: the runner in the cluster reaches them directly).
+pub async fn start_pods(
+    client: &Client,
+    plan: &ReservePlan,
+    reserved: &Reserved,
+    pods: &PodsPlan,
+) -> Result<Vec<Endpoint>, KubeError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), &plan.namespace);
+    services
+        .create(&PostParams::default(), &plan.serve_service())
+        .await
+        .map_err(KubeError::api("create the pods' Service"))?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
+    jobs.create(&PostParams::default(), &plan.serve_job(reserved, pods))
+        .await
+        .map_err(KubeError::api("create the pods' Job"))?;
+    wait_ready(client, plan, pods.ready_timeout).await
+}
+
+/// Polls the run's pods until `gpus` are ready with an IP; a failed pod ends the wait.
+async fn wait_ready(
+    client: &Client,
+    plan: &ReservePlan,
+    timeout: Duration,
+) -> Result<Vec<Endpoint>, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
+    let selector = ListParams::default().labels(&format!("{RUN_LABEL}={}", plan.run_id));
+    let started = Instant::now();
+    loop {
+        let pods = api
+            .list(&selector)
+            .await
+            .map_err(KubeError::api("list the serve pods"))?;
+        if let Some(failed) = pods.iter().find(|pod| phase(pod) == Some("Failed")) {
+            return Err(KubeError::PodFailed(failed.name_any()));
+        }
+        let mut ready: Vec<Endpoint> = pods.iter().filter_map(endpoint).collect();
+        if ready.len() >= plan.gpus as usize {
+            ready.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(ready);
+        }
+        if started.elapsed() >= timeout {
+            return Err(KubeError::PodsNotReady {
+                ready: ready.len(),
+                wanted: plan.gpus as usize,
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+/// A ready pod's name and URL.
+fn endpoint(pod: &Pod) -> Option<Endpoint> {
+    let status = pod.status.as_ref()?;
+    let ready = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.as_ref().filter(|_| ready)?;
+    Some(Endpoint {
+        name: pod.name_any(),
+        url: format!("http://{ip}:{SERVE_PORT}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::kubernetes::objects::tests::plan;
+
+    #[test]
+    fn serve_pods_consume_the_request_under_both_prefixes() {
+        let plan = plan();
+        let reserved = Reserved {
+            request: "gembatch-x".into(),
+            api_version: "autoscaling.x-k8s.io/v1".into(),
+            class: "queued-provisioning.gke.io".into(),
+        };
+        let pods = PodsPlan {
+            model: Some("/models/gemma-3-4b-it".into()),
+            served_name: Some("gemma-3-4b-it".into()),
+            max_batch: 32,
+            ready_timeout: Duration::from_secs(600),
+        };
+        let job = plan.serve_job(&reserved, &pods);
+        let spec = job.spec.unwrap();
+        assert_eq!((spec.parallelism, spec.completions), (Some(10), Some(10)));
+        let template = spec.template;
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        for prefix in ANNOTATION_PREFIXES {
+            assert_eq!(
+                annotations[&format!("{prefix}/consume-provisioning-request")],
+                "gembatch-x"
+            );
+            assert_eq!(
+                annotations[&format!("{prefix}/provisioning-class-name")],
+                "queued-provisioning.gke.io"
+            );
+        }
+        let pod = template.spec.unwrap();
+        assert_eq!(
+            pod.tolerations,
+            plan.pod_spec().tolerations,
+            "matches the PodTemplate"
+        );
+        assert_eq!(pod.node_selector, plan.pod_spec().node_selector);
+        let args = pod.containers[0].args.clone().unwrap();
+        assert_eq!(args[..3], ["serve", "--listen", "0.0.0.0:8080"]);
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--model", "/models/gemma-3-4b-it"])
+        );
+        let service = plan.serve_service();
+        assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+}

@@ -1,0 +1,55 @@
+//! `gembatch run --backend kubernetes`: the job's capacity as reservation and pod plans, and
+//! `--dry-run`'s YAML of every object the run would create.
+
+use crate::capacity::kubernetes::objects::ReservePlan;
+use crate::capacity::kubernetes::pods::PodsPlan;
+use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
+use crate::job::JobSpec;
+
+/// The reservation, its retries and the pods of `job` for run `run_id`.
+pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries, PodsPlan) {
+    let kubernetes = &job.capacity.kubernetes;
+    let plan = ReservePlan {
+        run_id: run_id.to_string(),
+        namespace: kubernetes.namespace.clone(),
+        gpus: job.capacity.gpus,
+        class: kubernetes.provisioning_class.clone(),
+        max_run_duration: kubernetes.max_run_duration,
+        timeout: job.capacity.provisioning_timeout,
+        image: kubernetes.image.clone(),
+        accelerator: kubernetes.accelerator.clone(),
+    };
+    let retries = FailedRetries {
+        attempts: kubernetes.failed_attempts.max(1),
+        ..FailedRetries::default()
+    };
+    let pods = PodsPlan {
+        model: job
+            .model
+            .path
+            .as_ref()
+            .map(|path| path.display().to_string()),
+        served_name: job.model.name.clone(),
+        max_batch: job.concurrency_per_pod,
+        ready_timeout: job.capacity.ready_timeout,
+    };
+    (plan, retries, pods)
+}
+
+/// Every object a Kubernetes run of `job` creates, in order, as one YAML stream.
+pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String> {
+    let (plan, _, pods) = plans(job, run_id);
+    plan.check()
+        .map_err(crate::capacity::kubernetes::KubeError::Plan)?;
+    let reserved = Reserved {
+        request: plan.request_name(0),
+        api_version: "autoscaling.x-k8s.io/v1".into(),
+        class: plan.class.clone(),
+    };
+    let mut text = super::reserve::dry_run_yaml(&plan)?;
+    text.push_str("---\n");
+    text.push_str(&serde_saphyr::to_string(&plan.serve_service())?);
+    text.push_str("---\n");
+    text.push_str(&serde_saphyr::to_string(&plan.serve_job(&reserved, &pods))?);
+    Ok(text)
+}
