@@ -18,6 +18,22 @@ pub mod reserve;
 
 use std::time::Duration;
 
+/// Every API call the runner makes, as RBAC rules (API group, resource, verbs): `reserve`
+/// (PodTemplate create and patch, ProvisioningRequest create and watch), `pods` (Service and
+/// Job create, Pod list), `release` (list and delete of all five). The Role in
+/// `manifests/nightly_batch.yaml` grants exactly these; a test keeps the two equal.
+pub const RUNNER_PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    ("", "podtemplates", &["create", "patch", "list", "delete"]),
+    (
+        "autoscaling.x-k8s.io",
+        "provisioningrequests",
+        &["create", "get", "list", "watch", "delete"],
+    ),
+    ("batch", "jobs", &["create", "list", "delete"]),
+    ("", "services", &["create", "list", "delete"]),
+    ("", "pods", &["list"]),
+];
+
 /// A Kubernetes step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
