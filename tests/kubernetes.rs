@@ -421,7 +421,7 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
     runtime().block_on(async {
         let client = cluster.client().await;
         cluster.install_provisioning_request_crd(&client).await;
-        let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "k8s");
+        let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
         let child = gembatch(&cluster, &["run", job.to_str().unwrap(), "--run-id", "k8s"]);
         wait_for_request(&client, "gembatch-k8s").await;
         set_condition(
@@ -473,4 +473,75 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
             "cluster-autoscaler.kubernetes.io/consume-provisioning-request: gembatch-dry"
         )
     );
+}
+
+#[test]
+fn the_runner_works_under_exactly_the_manifests_role() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let model = common::default_model_path();
+    let dataset = space.dataset(4);
+    let job = space.job(
+        &dataset,
+        &format!(
+            "model: {{path: {}}}\n\
+             capacity: {{backend: kubernetes, gpus: 1, provisioning_timeout: 60s, ready_timeout: 2m, kubernetes: {{namespace: gembatch}}}}\n\
+             shard_size: 2\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 4, temperature: 0}}",
+            model.display()
+        ),
+    );
+    runtime().block_on(async {
+        let admin = cluster.client().await;
+        cluster.install_provisioning_request_crd(&admin).await;
+        let runner = cluster.runner_kubeconfig(&admin).await;
+        let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac");
+        let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+            .args(["run", job.to_str().unwrap(), "--run-id", "rbac"])
+            .env("KUBECONFIG", &runner)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let requests_in = |client: &kube::Client| {
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
+                "provisioningrequests",
+            );
+            Api::<DynamicObject>::namespaced_with(client.clone(), "gembatch", &resource)
+        };
+        let started = Instant::now();
+        while requests_in(&admin).get("gembatch-rbac").await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "no request");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let patch = serde_json::json!({"status": {"conditions": [{
+            "type": "Provisioned", "status": "True", "reason": "Provisioned", "message": "ok",
+            "lastTransitionTime": "2026-11-30T10:00:00Z"}]}});
+        requests_in(&admin)
+            .patch_status(
+                "gembatch-rbac",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "under the runner's Role: {words}");
+        assert!(!words.contains("forbidden"), "{words}");
+        assert!(words.contains("released: deleted"), "{words}");
+
+        // Anything the Role does not grant is refused: the check above is not vacuous.
+        let config = kube::config::Kubeconfig::read_from(&runner).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+            .await
+            .unwrap();
+        let limited = kube::Client::try_from(config).unwrap();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(limited, "gembatch");
+        assert!(
+            secrets.list(&ListParams::default()).await.is_err(),
+            "the runner cannot read secrets"
+        );
+    });
 }

@@ -344,13 +344,17 @@ pub struct TestKubelet {
 }
 
 impl TestKubelet {
-    /// Starts serving the pods labelled `gembatch.dev/run-id=RUN_ID` in `default`.
-    pub fn start(kubeconfig: &Path, run_id: &str) -> TestKubelet {
+    /// Starts serving the pods labelled `gembatch.dev/run-id=RUN_ID` in `namespace`.
+    pub fn start(kubeconfig: &Path, namespace: &str, run_id: &str) -> TestKubelet {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
         let processes: Arc<Mutex<Vec<(String, Child)>>> = Arc::new(Mutex::new(Vec::new()));
-        let (kubeconfig, run_id) = (kubeconfig.to_path_buf(), run_id.to_string());
+        let (kubeconfig, run_id, namespace) = (
+            kubeconfig.to_path_buf(),
+            run_id.to_string(),
+            namespace.to_string(),
+        );
         let (stop_flag, running) = (stop.clone(), processes.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -361,7 +365,7 @@ impl TestKubelet {
                 let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
                 let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
                 let client = kube::Client::try_from(config).unwrap();
-                let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+                let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, &namespace);
                 let selector = kube::api::ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
                 let mut next_address = 2u8;
                 let mut started: Vec<(String, String)> = Vec::new(); // (pod, ip) awaiting readiness
@@ -436,5 +440,69 @@ impl Drop for TestKubelet {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Cluster {
+    /// Applies the ServiceAccount, Role and RoleBinding of `manifests/nightly_batch.yaml` in
+    /// their namespace (created first) and returns a kubeconfig with that ServiceAccount's
+    /// token: a client with exactly the runner's permissions.
+    pub async fn runner_kubeconfig(&self, client: &kube::Client) -> PathBuf {
+        use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let text = std::fs::read_to_string("manifests/nightly_batch.yaml").unwrap();
+        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let pick = |kind: &str| {
+            documents
+                .iter()
+                .find(|doc| doc["kind"] == kind)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {kind} in nightly_batch.yaml"))
+        };
+        let account: ServiceAccount = serde_json::from_value(pick("ServiceAccount")).unwrap();
+        let namespace = account.metadata.namespace.clone().unwrap();
+        let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+        let made: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces.create(&Default::default(), &made).await.unwrap();
+        let post = kube::api::PostParams::default();
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), &namespace);
+        accounts.create(&post, &account).await.unwrap();
+        let roles: kube::Api<Role> = kube::Api::namespaced(client.clone(), &namespace);
+        roles
+            .create(&post, &serde_json::from_value(pick("Role")).unwrap())
+            .await
+            .unwrap();
+        let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(client.clone(), &namespace);
+        bindings
+            .create(&post, &serde_json::from_value(pick("RoleBinding")).unwrap())
+            .await
+            .unwrap();
+        // v1.20's token controller puts the account's token in a Secret it names.
+        let started = Instant::now();
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &namespace);
+        let name = account.metadata.name.clone().unwrap();
+        let token = loop {
+            let listed = secrets.list(&Default::default()).await.unwrap();
+            let found =
+                listed.items.into_iter().find(|secret| {
+                    secret.type_.as_deref() == Some("kubernetes.io/service-account-token")
+                        && secret.metadata.annotations.as_ref().is_some_and(|a| {
+                            a.get("kubernetes.io/service-account.name") == Some(&name)
+                        })
+                });
+            if let Some(token) = found
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("token").cloned())
+            {
+                break String::from_utf8(token.0).unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no token for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        kubeconfig(self.dir.path(), "runner", &self.server, &token, &namespace)
     }
 }
