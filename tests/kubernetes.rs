@@ -34,11 +34,15 @@ fn text(output: &Output) -> String {
 }
 
 fn requests(client: &kube::Client) -> Api<DynamicObject> {
+    requests_in(client, "default")
+}
+
+fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
         "provisioningrequests",
     );
-    Api::namespaced_with(client.clone(), "default", &resource)
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
 /// Waits until the request `name` exists and returns it.
@@ -503,22 +507,19 @@ fn the_runner_works_under_exactly_the_manifests_role() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let requests_in = |client: &kube::Client| {
-            let resource = ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
-                "provisioningrequests",
-            );
-            Api::<DynamicObject>::namespaced_with(client.clone(), "gembatch", &resource)
-        };
         let started = Instant::now();
-        while requests_in(&admin).get("gembatch-rbac").await.is_err() {
+        while requests_in(&admin, "gembatch")
+            .get("gembatch-rbac")
+            .await
+            .is_err()
+        {
             assert!(started.elapsed() < Duration::from_secs(30), "no request");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let patch = serde_json::json!({"status": {"conditions": [{
             "type": "Provisioned", "status": "True", "reason": "Provisioned", "message": "ok",
             "lastTransitionTime": "2026-11-30T10:00:00Z"}]}});
-        requests_in(&admin)
+        requests_in(&admin, "gembatch")
             .patch_status(
                 "gembatch-rbac",
                 &PatchParams::default(),
