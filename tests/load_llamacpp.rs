@@ -25,7 +25,7 @@ impl LlamaServer {
             .expect("run python3");
         assert!(
             check.status.success(),
-            "llama-cpp-python's server is missing: pip install 'llama-cpp-python[server]==0.3.36' (.ci/run does)"
+            "llama-cpp-python's server is missing: pip install 'llama-cpp-python[server]==0.3.36' (.ci/setup does)"
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

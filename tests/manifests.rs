@@ -172,7 +172,7 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         .output();
     assert!(
         check.is_ok_and(|out| out.status.success()),
-        "kubernetes-validate is missing: pip install kubernetes-validate (.ci/run does)"
+        "kubernetes-validate is missing: pip install kubernetes-validate (.ci/setup does)"
     );
     // What `gembatch run` creates on a cluster, beside what an operator applies.
     let dir = tempfile::tempdir().unwrap();

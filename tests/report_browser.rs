@@ -16,7 +16,7 @@ const MS: Duration = Duration::from_millis(1);
 fn chromium(profile: &Path, args: &[&str], page: &Path) -> Output {
     assert!(
         Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium); .ci/run does"
+        "{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium); .ci/setup does"
     );
     Command::new(CHROMIUM)
         .args([

@@ -34,7 +34,7 @@ fn binaries() -> PathBuf {
         .join("bin");
     assert!(
         dir.join("kube-apiserver").exists() && dir.join("kube-controller-manager").exists(),
-        "the test control plane is not built: run .ci/control-plane-build.sh (about 8 minutes, once; .ci/run does)"
+        "the test control plane is not built: run .ci/control-plane-build.sh (about 8 minutes, once; .ci/setup does)"
     );
     dir
 }
