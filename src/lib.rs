@@ -10,13 +10,16 @@
 //! - `server/`: `gembatch serve`, the OpenAI-compatible model server with continuous
 //!   batching.
 //!
-//! - `dataset/`: datasets of prompts (JSONL rows, OpenAI Batch API input), read as streams.
+//! - `dataset/`: datasets of prompts (JSONL rows, OpenAI Batch API input, Parquet), read as
+//!   streams.
+//! - `job/`: batch job files (`jobs/*.yaml`).
+//! - `dispatch/`: `gembatch run`'s heart: validation, shards, pod workers, exactly-once
+//!   commits, the run's outputs.
+//! - `capacity/`: the pods a run uses: local `gembatch serve` children, existing endpoints,
+//!   or a Kubernetes ProvisioningRequest and the serve pods on it (`capacity/kubernetes/`).
 //! - `loadgen/`: `gembatch load`, online load verification of an OpenAI-compatible server.
 //! - `results/`: typed tables to Parquet and back; the tables of each command.
-//! - `report/`: the self-contained interactive HTML report of a load run.
-//!
-//! Still to come, each in its own folder: `dispatch` (`gembatch run`), `capacity`
-//! (Kubernetes).
+//! - `report/`: the self-contained interactive HTML reports of load and batch runs.
 
 pub mod capacity;
 pub mod cli;
