@@ -5,10 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use common::run::text;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodTemplate, Service};
 use kube::ResourceExt;
@@ -16,21 +17,18 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
 fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {
+    gembatch_as(&cluster.kubeconfig, args)
+}
+
+/// `gembatch ARGS` with the identity of `kubeconfig`, left running.
+fn gembatch_as(kubeconfig: &std::path::Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .args(args)
-        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start gembatch")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn requests(client: &kube::Client) -> Api<DynamicObject> {
@@ -47,9 +45,14 @@ fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
 
 /// Waits until the request `name` exists and returns it.
 async fn wait_for_request(client: &kube::Client, name: &str) -> DynamicObject {
+    wait_for_request_in(client, "default", name).await
+}
+
+/// Waits until the request `name` exists in `namespace` and returns it.
+async fn wait_for_request_in(client: &kube::Client, namespace: &str, name: &str) -> DynamicObject {
     let started = Instant::now();
     loop {
-        if let Ok(request) = requests(client).get(name).await {
+        if let Ok(request) = requests_in(client, namespace).get(name).await {
             return request;
         }
         assert!(
@@ -60,8 +63,18 @@ async fn wait_for_request(client: &kube::Client, name: &str) -> DynamicObject {
     }
 }
 
-/// Plays the autoscaler: sets the request's condition `kind` to `status`.
+/// Plays the autoscaler: sets the conditions of request `name` in `default`.
 async fn set_condition(client: &kube::Client, name: &str, conditions: &[(&str, &str, &str)]) {
+    set_condition_in(client, "default", name, conditions).await;
+}
+
+/// Plays the autoscaler: sets the request's conditions, each `(type, status, reason)`.
+async fn set_condition_in(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    conditions: &[(&str, &str, &str)],
+) {
     let now = "2026-11-30T10:00:00Z";
     let list: Vec<serde_json::Value> = conditions
         .iter()
@@ -75,7 +88,7 @@ async fn set_condition(client: &kube::Client, name: &str, conditions: &[(&str, &
         })
         .collect();
     let patch = serde_json::json!({"status": {"conditions": list}});
-    requests(client)
+    requests_in(client, namespace)
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch the request's status");
@@ -137,6 +150,34 @@ async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
     }
 }
 
+/// A client of the cluster's administrator, the ProvisioningRequest CRD installed.
+async fn ready(cluster: &Cluster) -> kube::Client {
+    let client = cluster.client().await;
+    cluster.install_provisioning_request_crd(&client).await;
+    client
+}
+
+/// A job of `rows` rows on `gpus` Kubernetes pods serving the default model, with `extra`
+/// fields under `capacity.kubernetes`.
+fn kubernetes_job(
+    space: &common::run::Workspace,
+    rows: usize,
+    gpus: u32,
+    kubernetes: &str,
+) -> std::path::PathBuf {
+    let model = common::default_model_path();
+    let dataset = space.dataset(rows);
+    space.job(
+        &dataset,
+        &format!(
+            "model: {{path: {}}}\n\
+             capacity: {{backend: kubernetes, gpus: {gpus}, provisioning_timeout: 60s, ready_timeout: 2m, kubernetes: {{{kubernetes}}}}}\n\
+             shard_size: 2\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 4, temperature: 0}}",
+            model.display()
+        ),
+    )
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -150,8 +191,7 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     runtime().block_on(async {
-        let client = cluster.client().await;
-        cluster.install_provisioning_request_crd(&client).await;
+        let client = ready(&cluster).await;
         let child = gembatch(
             &cluster,
             &[
@@ -260,8 +300,7 @@ fn a_failed_request_is_replaced_and_the_template_survives() {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     runtime().block_on(async {
-        let client = cluster.client().await;
-        cluster.install_provisioning_request_crd(&client).await;
+        let client = ready(&cluster).await;
         let child = gembatch(
             &cluster,
             &[
@@ -358,8 +397,7 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     runtime().block_on(async {
-        let client = cluster.client().await;
-        cluster.install_provisioning_request_crd(&client).await;
+        let client = ready(&cluster).await;
         let output = gembatch(
             &cluster,
             &[
@@ -411,20 +449,9 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     let space = common::run::Workspace::new();
-    let model = common::default_model_path();
-    let dataset = space.dataset(12);
-    let job = space.job(
-        &dataset,
-        &format!(
-            "model: {{path: {}}}\n\
-             capacity: {{backend: kubernetes, gpus: 2, provisioning_timeout: 60s, ready_timeout: 2m}}\n\
-             shard_size: 3\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 6, temperature: 0}}",
-            model.display()
-        ),
-    );
+    let job = kubernetes_job(&space, 12, 2, "");
     runtime().block_on(async {
-        let client = cluster.client().await;
-        cluster.install_provisioning_request_crd(&client).await;
+        let client = ready(&cluster).await;
         let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
         let child = gembatch(&cluster, &["run", job.to_str().unwrap(), "--run-id", "k8s"]);
         wait_for_request(&client, "gembatch-k8s").await;
@@ -484,49 +511,20 @@ fn the_runner_works_under_exactly_the_manifests_role() {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     let space = common::run::Workspace::new();
-    let model = common::default_model_path();
-    let dataset = space.dataset(4);
-    let job = space.job(
-        &dataset,
-        &format!(
-            "model: {{path: {}}}\n\
-             capacity: {{backend: kubernetes, gpus: 1, provisioning_timeout: 60s, ready_timeout: 2m, kubernetes: {{namespace: gembatch}}}}\n\
-             shard_size: 2\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 4, temperature: 0}}",
-            model.display()
-        ),
-    );
+    let job = kubernetes_job(&space, 4, 1, "namespace: gembatch");
     runtime().block_on(async {
-        let admin = cluster.client().await;
-        cluster.install_provisioning_request_crd(&admin).await;
+        let admin = ready(&cluster).await;
         let runner = cluster.runner_kubeconfig(&admin).await;
         let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac");
-        let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
-            .args(["run", job.to_str().unwrap(), "--run-id", "rbac"])
-            .env("KUBECONFIG", &runner)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while requests_in(&admin, "gembatch")
-            .get("gembatch-rbac")
-            .await
-            .is_err()
-        {
-            assert!(started.elapsed() < Duration::from_secs(30), "no request");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let patch = serde_json::json!({"status": {"conditions": [{
-            "type": "Provisioned", "status": "True", "reason": "Provisioned", "message": "ok",
-            "lastTransitionTime": "2026-11-30T10:00:00Z"}]}});
-        requests_in(&admin, "gembatch")
-            .patch_status(
-                "gembatch-rbac",
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .unwrap();
+        let child = gembatch_as(&runner, &["run", job.to_str().unwrap(), "--run-id", "rbac"]);
+        wait_for_request_in(&admin, "gembatch", "gembatch-rbac").await;
+        set_condition_in(
+            &admin,
+            "gembatch",
+            "gembatch-rbac",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
         let output = child.wait_with_output().unwrap();
         let words = text(&output);
         assert!(output.status.success(), "under the runner's Role: {words}");
@@ -534,11 +532,7 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         assert!(words.contains("released: deleted"), "{words}");
 
         // Anything the Role does not grant is refused: the check above is not vacuous.
-        let config = kube::config::Kubeconfig::read_from(&runner).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-            .await
-            .unwrap();
-        let limited = kube::Client::try_from(config).unwrap();
+        let limited = common::cluster::client_from(&runner).await;
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(limited, "gembatch");
         assert!(
             secrets.list(&ListParams::default()).await.is_err(),

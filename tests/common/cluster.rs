@@ -134,6 +134,16 @@ fn credentials(dir: &Path) {
     .unwrap();
 }
 
+/// A kube client with the identity of `kubeconfig`, on a runtime of the caller's.
+pub async fn client_from(kubeconfig: &Path) -> kube::Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(config, &options)
+        .await
+        .expect("client configuration");
+    kube::Client::try_from(config).expect("client")
+}
+
 /// A kubeconfig for `server` with `token`.
 pub fn kubeconfig(dir: &Path, name: &str, server: &str, token: &str, namespace: &str) -> PathBuf {
     let ca = dir.join("ca.crt");
@@ -276,12 +286,7 @@ impl Cluster {
 
     /// A kube client as the administrator, on a runtime of the caller's.
     pub async fn client(&self) -> kube::Client {
-        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let options = kube::config::KubeConfigOptions::default();
-        let config = kube::Config::from_custom_kubeconfig(config, &options)
-            .await
-            .expect("client configuration");
-        kube::Client::try_from(config).expect("client")
+        client_from(&self.kubeconfig).await
     }
 
     /// `kubectl`-free apply of a YAML manifest through the client: CRDs and namespaced
@@ -362,9 +367,7 @@ impl TestKubelet {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-                let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await.unwrap();
-                let client = kube::Client::try_from(config).unwrap();
+                let client = client_from(&kubeconfig).await;
                 let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, &namespace);
                 let selector = kube::api::ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
                 let mut next_address = 2u8;
