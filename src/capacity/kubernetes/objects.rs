@@ -96,7 +96,8 @@ impl ReservePlan {
         ])
     }
 
-    fn meta(&self, name: String) -> ObjectMeta {
+    /// The metadata of this run's object `name`: its namespace and the run's labels.
+    pub(super) fn meta(&self, name: String) -> ObjectMeta {
         ObjectMeta {
             name: Some(name),
             namespace: Some(self.namespace.clone()),

@@ -83,12 +83,7 @@ impl ReservePlan {
         });
         let count = self.gpus as i32;
         Job {
-            metadata: ObjectMeta {
-                name: Some(object_name(&self.run_id)),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(self.labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: self.meta(object_name(&self.run_id)),
             spec: Some(JobSpec {
                 parallelism: Some(count),
                 completions: Some(count),
@@ -111,12 +106,7 @@ impl ReservePlan {
     /// The headless Service naming the serve pods.
     pub fn serve_service(&self) -> Service {
         Service {
-            metadata: ObjectMeta {
-                name: Some(object_name(&self.run_id)),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(self.labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: self.meta(object_name(&self.run_id)),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(BTreeMap::from([(
