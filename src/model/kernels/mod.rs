@@ -1,11 +1,20 @@
 //! CPU matrix kernels for 8-bit block-quantized weights (Q8_0, and Q5_0 re-encoded as
-//! Q8_0): weights packed four rows at a time so one tile of the product reuses every load
-//! for several activation rows and several weight rows, which candle's one-dot-at-a-time
-//! loop cannot. Activations are quantized to Q8_0 per 32 values (f16-rounded scale), as
-//! llama.cpp and candle do, so the arithmetic is the same as theirs.
+//! Q8_0), with llama.cpp's arithmetic to the last bit. Activations are quantized to Q8_0 per
+//! 32 values (f16-rounded scale), as llama.cpp and candle do. llama.cpp's dot product of two
+//! blocks keeps eight partial sums of four products each, adds each (as f32, scaled, with
+//! one fused multiply-add) to its own lane of a running sum, and adds the eight lanes at the
+//! end in a fixed order; this model's greedy choices move with any other rounding, so every
+//! kernel here does exactly that.
+//!
+//! Weights are packed eight rows at a time: in each 64-byte chunk of a block, eight
+//! consecutive quants of each of the eight rows. A 512-bit register of the chunk holds two
+//! four-quant partials of every row in its 16 lanes; against the activation's eight
+//! matching bytes, broadcast, one instruction gives 16 partial sums, each in the lane
+//! llama.cpp keeps it in, with no shuffles.
 
 mod avx2;
 mod scalar;
+mod vnni;
 
 use candle_core::utils::barrier_pool;
 use half::f16;
@@ -13,20 +22,61 @@ use half::f16;
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
 /// Weight rows packed together.
-pub const GROUP: usize = 4;
+pub const GROUP: usize = 8;
+/// Bytes of one packed block of a group: 32 quants of each of its 8 rows.
+const GROUP_BLOCK_BYTES: usize = GROUP * BLOCK;
+/// Quants of one row next to each other in the interleaved layout (two partial sums).
+const CHUNK_COLS: usize = 8;
+/// Quants in one partial sum (one i32 lane of llama.cpp's dot product).
+const PARTIAL: usize = 4;
+/// Partial sums per block.
+const PARTIALS: usize = BLOCK / PARTIAL;
 /// Bytes of one Q8_0 block in a GGUF file (f16 scale, 32 quants).
 const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q5_0 block in a GGUF file (f16 scale, 32 high bits, 16 nibble bytes).
 const Q5_0_BYTES: usize = 22;
 
-/// A `[rows, cols]` weight matrix of Q8_0 blocks, packed `[rows/4][cols/32][4 rows]`.
+/// Which kernel runs the tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Scalar,
+    Avx2,
+    Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    fn best() -> Self {
+        if std::env::var_os("GEMBATCH_NO_VNNI").is_none() && vnni::available() {
+            Self::Vnni
+        } else if avx2::available() {
+            Self::Avx2
+        } else {
+            Self::Scalar
+        }
+    }
+
+    /// Activation rows one tile covers.
+    fn max_rows(self) -> usize {
+        match self {
+            Self::Scalar => 1,
+            Self::Avx2 => 1,
+            Self::Vnni => vnni::MAX_ROWS,
+        }
+    }
+}
+
+/// A `[rows, cols]` weight matrix of Q8_0 blocks, packed `[rows/8][cols/32]` groups of
+/// 8 x 32 quants, interleaved: byte `j * 64 + r * 8 + t` of a group block is row `r`,
+/// column `8j + t` of the block.
 pub struct PackedQ8 {
     rows: usize,
     cols: usize,
-    /// Quants, 32 per block, in group-block-row order.
-    qs: Vec<[i8; BLOCK]>,
-    /// One scale per block, same order, as in the file (f16: decoding is bandwidth-bound).
-    scales: Vec<f16>,
+    /// Quants, group by group, block by block.
+    qs: Vec<[i8; GROUP_BLOCK_BYTES]>,
+    /// The 8 rows' scales of each group block, same order, as in the file (f16: decoding
+    /// is bandwidth-bound).
+    scales: Vec<[f16; GROUP]>,
 }
 
 /// The encodings `PackedQ8` reads from GGUF.
@@ -52,7 +102,7 @@ impl PackedQ8 {
     /// An empty matrix of `cols` columns, to be filled with [`PackedQ8::push_rows`].
     pub fn with_capacity(rows: usize, cols: usize) -> Self {
         assert!(cols.is_multiple_of(BLOCK), "columns must be whole blocks");
-        let blocks = rows.next_multiple_of(GROUP) * cols / BLOCK;
+        let blocks = rows.div_ceil(GROUP) * cols / BLOCK;
         Self {
             rows: 0,
             cols,
@@ -62,7 +112,7 @@ impl PackedQ8 {
     }
 
     /// Appends whole rows given as raw GGUF blocks of `source`; the row count of each call
-    /// must be a multiple of 4 except in the last call.
+    /// must be a multiple of 8 except in the last call.
     pub fn push_rows(&mut self, source: SourceType, bytes: &[u8]) {
         let kb = self.cols / BLOCK;
         let row_bytes = kb * source.block_bytes();
@@ -70,16 +120,18 @@ impl PackedQ8 {
         for group in bytes.chunks(row_bytes * GROUP) {
             let rows_here = group.len() / row_bytes;
             for b in 0..kb {
-                for r in 0..GROUP {
-                    let (q, d) = if r < rows_here {
-                        let start = r * row_bytes + b * source.block_bytes();
-                        decode_block(source, &group[start..start + source.block_bytes()])
-                    } else {
-                        ([0; BLOCK], f16::ZERO)
-                    };
-                    self.qs.push(q);
-                    self.scales.push(d);
+                let mut qs = [0i8; GROUP_BLOCK_BYTES];
+                let mut scales = [f16::ZERO; GROUP];
+                for (r, scale) in scales.iter_mut().enumerate().take(rows_here) {
+                    let start = r * row_bytes + b * source.block_bytes();
+                    let (q, d) = decode_block(source, &group[start..start + source.block_bytes()]);
+                    for (c, &value) in q.iter().enumerate() {
+                        qs[interleaved(r, c)] = value;
+                    }
+                    *scale = d;
                 }
+                self.qs.push(qs);
+                self.scales.push(scales);
             }
             self.rows += rows_here;
         }
@@ -97,7 +149,7 @@ impl PackedQ8 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.qs.len() * BLOCK + self.scales.len() * 2
+        self.qs.len() * GROUP_BLOCK_BYTES + self.scales.len() * GROUP * 2
     }
 
     /// Stacks matrices with the same column count along their rows.
@@ -122,47 +174,46 @@ impl PackedQ8 {
         let kb = self.cols / BLOCK;
         let (group, r) = (row / GROUP, row % GROUP);
         for b in 0..kb {
-            let at = (group * kb + b) * GROUP + r;
-            let d = self.scales[at].to_f32();
-            for (o, &q) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(&self.qs[at]) {
-                *o = q as f32 * d;
+            let at = group * kb + b;
+            let (qs, d) = (&self.qs[at], self.scales[at][r].to_f32());
+            for (c, o) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
+                *o = qs[interleaved(r, c)] as f32 * d;
             }
         }
     }
 
     /// `x W^T` for `x: [m, cols]` row-major f32, giving `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, avx2::available())
+        self.matmul_with(x, m, Kernel::best())
     }
 
-    /// [`PackedQ8::matmul`] with the SIMD kernel (`simd`, when the CPU has it) or the
-    /// portable one.
-    fn matmul_with(&self, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
+    /// [`PackedQ8::matmul`] with a given kernel (one this CPU runs).
+    fn matmul_with(&self, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols);
         let acts = QuantizedRows::quantize(x, m, self.cols);
         let n = self.rows;
         let padded = n.next_multiple_of(GROUP);
         let mut out = vec![0f32; m * padded];
         let out_ptr = SharedOut(out.as_mut_ptr());
-        let groups = padded / GROUP;
-        let use_avx2 = simd && avx2::available();
-        barrier_pool().execute_chunked(groups, |range| {
-            // Each group writes only its own four columns of every output row.
+        let max_rows = kernel.max_rows();
+        barrier_pool().execute_chunked(padded / GROUP, |range| {
+            // Each group writes only its own eight columns of every output row.
             let out_ptr = &out_ptr;
+            let mut tile = [[0f32; GROUP]; vnni::MAX_ROWS];
             for group in range {
                 let w = self.group(group);
                 let mut i = 0;
                 while i < m {
-                    let rows = (m - i).min(avx2::MAX_ROWS);
-                    let mut tile = [[0f32; GROUP]; avx2::MAX_ROWS];
-                    if use_avx2 {
-                        // SAFETY: AVX2, FMA and F16C were detected at run time.
-                        unsafe { avx2::tile(&w, &acts, i, rows, &mut tile) };
-                    } else {
-                        scalar::tile(&w, &acts, i, rows, &mut tile);
+                    let rows = (m - i).min(max_rows);
+                    let tile = &mut tile[..rows];
+                    match kernel {
+                        Kernel::Scalar => scalar::tile(&w, &acts, i, tile),
+                        // SAFETY: `Kernel::best` chose these after detecting their features.
+                        Kernel::Avx2 => unsafe { avx2::tile(&w, &acts, i, tile) },
+                        Kernel::Vnni => unsafe { vnni::tile(&w, &acts, i, tile) },
                     }
-                    for (r, values) in tile[..rows].iter().enumerate() {
-                        // SAFETY: row i + r, columns 4*group..4*group+4 belong to this item alone.
+                    for (r, values) in tile.iter().enumerate() {
+                        // SAFETY: row i + r, columns 8*group..8*group+8 belong to this item alone.
                         unsafe {
                             let dst = out_ptr.0.add((i + r) * padded + group * GROUP);
                             std::ptr::copy_nonoverlapping(values.as_ptr(), dst, GROUP);
@@ -183,25 +234,35 @@ impl PackedQ8 {
 
     fn group(&self, group: usize) -> WeightGroup<'_> {
         let kb = self.cols / BLOCK;
-        let span = group * kb * GROUP..(group + 1) * kb * GROUP;
+        let span = group * kb..(group + 1) * kb;
         WeightGroup {
             qs: &self.qs[span.clone()],
             scales: &self.scales[span],
-            blocks: kb,
         }
     }
 }
 
-/// Four packed weight rows: block `b` of row `r` is at index `b * 4 + r`.
+/// Where row `r`, column `c` of a block sits in its group block.
+fn interleaved(r: usize, c: usize) -> usize {
+    (c / CHUNK_COLS) * GROUP * CHUNK_COLS + r * CHUNK_COLS + c % CHUNK_COLS
+}
+
+/// Adds llama.cpp's eight lanes of a dot product in its order (`hsum_float_8`).
+fn lane_sum(x: [f32; PARTIALS]) -> f32 {
+    ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]))
+}
+
+/// Eight packed weight rows: one entry per block.
 pub(crate) struct WeightGroup<'a> {
-    qs: &'a [[i8; BLOCK]],
-    scales: &'a [f16],
-    blocks: usize,
+    qs: &'a [[i8; GROUP_BLOCK_BYTES]],
+    scales: &'a [[f16; GROUP]],
 }
 
 /// Activation rows quantized to Q8_0: row `i`, block `b` at index `i * blocks + b`.
 pub(crate) struct QuantizedRows {
-    qs: Vec<[i8; BLOCK]>,
+    /// The quants plus 128, as bytes (`q ^ 0x80`): the unsigned operand `vpdpbusd` wants;
+    /// the other kernels take the 128 back off.
+    biased: Vec<[u8; BLOCK]>,
     scales: Vec<f32>,
     blocks: usize,
 }
@@ -211,21 +272,35 @@ impl QuantizedRows {
     /// `d = max|x| / 127` stored as f16 (llama.cpp's and candle's Q8_0).
     pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
         let blocks = cols / BLOCK;
-        let mut qs = Vec::with_capacity(m * blocks);
+        let mut biased = Vec::with_capacity(m * blocks);
         let mut scales = Vec::with_capacity(m * blocks);
         for block in x.chunks_exact(BLOCK) {
             let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut q = [0i8; BLOCK];
+            let mut q = [0u8; BLOCK];
             for (q, &v) in q.iter_mut().zip(block) {
-                *q = (v * id).round() as i8;
+                *q = bias((v * id).round() as i8);
             }
-            qs.push(q);
+            biased.push(q);
             scales.push(f16::from_f32(d).to_f32());
         }
-        Self { qs, scales, blocks }
+        Self {
+            biased,
+            scales,
+            blocks,
+        }
     }
+}
+
+/// A signed quant plus 128, as a byte.
+fn bias(q: i8) -> u8 {
+    q as u8 ^ 0x80
+}
+
+/// The signed quant of a [`bias`]ed byte.
+fn unbiased(b: u8) -> i8 {
+    (b ^ 0x80) as i8
 }
 
 struct SharedOut(*mut f32);
@@ -330,44 +405,60 @@ mod tests {
 
     #[test]
     fn matches_candle_for_q8_0_weights_over_every_tile_shape() {
-        for m in [1, 2, 3, 4, 7] {
-            check_against_candle(GgmlDType::Q8_0, SourceType::Q8_0, 12, 96, m);
+        for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
+            check_against_candle(GgmlDType::Q8_0, SourceType::Q8_0, 24, 96, m);
         }
     }
 
     #[test]
-    fn matches_candle_for_q5_0_weights_and_rows_not_a_multiple_of_four() {
-        check_against_candle(GgmlDType::Q5_0, SourceType::Q5_0, 10, 64, 5);
+    fn matches_candle_for_q5_0_weights_and_rows_not_a_multiple_of_eight() {
+        check_against_candle(GgmlDType::Q5_0, SourceType::Q5_0, 13, 64, 5);
     }
 
     #[test]
-    fn portable_and_simd_kernels_agree() {
+    fn every_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
         let dev = Device::Cpu;
-        let w = Tensor::from_vec(pseudo_random(16 * 128, 5), (16, 128), &dev).unwrap();
+        // Extreme values too: -127/127 quants are where an unsigned offset could overflow.
+        let mut values = pseudo_random(16 * 128, 5);
+        values[..32].fill(1.0);
+        values[32..64].fill(-1.0);
+        let w = Tensor::from_vec(values, (16, 128), &dev).unwrap();
         let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
         let mut packed = PackedQ8::with_capacity(16, 128);
         packed.push_rows(SourceType::Q8_0, &qw.data().unwrap());
-        let x = pseudo_random(5 * 128, 9);
-        let portable = packed.matmul_with(&x, 5, false);
-        let simd = packed.matmul_with(&x, 5, true);
-        for (a, b) in portable.iter().zip(&simd) {
-            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+        let mut x = pseudo_random(11 * 128, 9);
+        x[..128].fill(-1.0);
+        let portable = packed.matmul_with(&x, 11, Kernel::Scalar);
+        let kernels = [
+            (Kernel::Avx2, avx2::available()),
+            (Kernel::Vnni, vnni::available()),
+        ];
+        for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
+            let simd = packed.matmul_with(&x, 11, *kernel);
+            // Bit for bit: all of them do llama.cpp's arithmetic in llama.cpp's order.
+            for (i, (a, b)) in portable.iter().zip(&simd).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{kernel:?}, element {i}: {a} vs {b}"
+                );
+            }
         }
     }
 
     #[test]
     fn dequantized_rows_and_concatenation_keep_values() {
         let dev = Device::Cpu;
-        let w = Tensor::from_vec(pseudo_random(8 * 64, 3), (8, 64), &dev).unwrap();
+        let w = Tensor::from_vec(pseudo_random(16 * 64, 3), (16, 64), &dev).unwrap();
         let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
         let expected: Vec<Vec<f32>> = qw.dequantize(&dev).unwrap().to_vec2().unwrap();
         let half = qw.data().unwrap().len() / 2;
-        let mut top = PackedQ8::with_capacity(4, 64);
+        let mut top = PackedQ8::with_capacity(8, 64);
         top.push_rows(SourceType::Q8_0, &qw.data().unwrap()[..half]);
-        let mut bottom = PackedQ8::with_capacity(4, 64);
+        let mut bottom = PackedQ8::with_capacity(8, 64);
         bottom.push_rows(SourceType::Q8_0, &qw.data().unwrap()[half..]);
         let joined = PackedQ8::concat(vec![top, bottom]);
-        assert_eq!(joined.rows(), 8);
+        assert_eq!(joined.rows(), 16);
         let mut row = vec![0f32; 64];
         for (r, want) in expected.iter().enumerate() {
             joined.dequantize_row(r, &mut row);
