@@ -237,3 +237,11 @@ fn out_of_range_sampling_parameter_is_named() {
     let out = on_default_model("generate", &["--prompt", "hi", "--top-p", "1.5"]);
     assert_user_error(&out, &["top_p"]);
 }
+
+#[test]
+fn bench_model_refuses_a_prompt_too_short_to_measure() {
+    let out = on_default_model("bench-model", &["--prefill-tokens", "8"]);
+    assert_user_error(&out, &["--prefill-tokens", "32"]);
+    let out = on_default_model("bench-model", &["--batch", "0"]);
+    assert_user_error(&out, &["--batch"]);
+}

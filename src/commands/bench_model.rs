@@ -3,29 +3,37 @@
 
 use std::time::Instant;
 
-use anyhow::ensure;
 use candle_core::IndexOp;
 
 use crate::cli::BenchModelArgs;
+use crate::model::error::ModelError;
 use crate::model::gemma3::top2;
 use crate::model::kv_cache::SequenceCache;
 use crate::model::{BatchEntry, Gemma3};
 
 use super::load_model::load_model;
 
+/// Shortest prompt the measurements take.
+const MIN_PREFILL_TOKENS: usize = 32;
+
 /// Runs the subcommand.
 pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
-    ensure!(
-        args.batch >= 1 && args.repeat >= 1 && args.decode_tokens >= 1,
-        "--batch, --repeat and --decode-tokens must be at least 1"
-    );
+    for (name, value) in [
+        ("--batch", args.batch),
+        ("--repeat", args.repeat),
+        ("--decode-tokens", args.decode_tokens),
+    ] {
+        check(name, value >= 1, "must be at least 1")?;
+    }
     let loaded = load_model(&args.model)?;
     let model = &loaded.model;
-    ensure!(
-        args.prefill_tokens <= model.max_chunk(),
-        "--prefill-tokens is limited to {}",
-        model.max_chunk()
-    );
+    // The decode measurements start from the prompt's first 16 tokens and the batch's
+    // prompts from 8 tokens up: a shorter prompt leaves them nothing to vary.
+    check(
+        "--prefill-tokens",
+        (MIN_PREFILL_TOKENS..=model.max_chunk()).contains(&args.prefill_tokens),
+        &format!("must be {MIN_PREFILL_TOKENS} to {}", model.max_chunk()),
+    )?;
     let prompt = synthetic_prompt(args.prefill_tokens);
 
     let prefill_seconds = best_of(args.repeat, || {
@@ -64,6 +72,17 @@ pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
     });
     println!("{report}");
     Ok(())
+}
+
+/// A user error naming the flag unless `ok`.
+fn check(name: &'static str, ok: bool, reason: &str) -> Result<(), ModelError> {
+    if ok {
+        return Ok(());
+    }
+    Err(ModelError::InvalidParameter {
+        name,
+        reason: reason.to_string(),
+    })
 }
 
 /// A prompt of `n` ordinary tokens (BOS first) that needs no tokenizer.
