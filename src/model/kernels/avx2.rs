@@ -7,6 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::vnni::prefetch_ahead;
 use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup};
 
 /// Whether the CPU runs this kernel.
@@ -63,6 +64,7 @@ fn row(w: &WeightGroup, x: &QuantizedRows, row: usize, out: &mut [f32; GROUP]) {
         // SAFETY: a group block is 256 bytes (four 64-byte chunks), its scales 8 f16;
         // activation `row`, block b exist (8-byte unaligned reads of its 32 quants).
         unsafe {
+            prefetch_ahead(wq);
             let at = row * x.blocks + b;
             let dx = _mm256_set1_ps(*x.scales.get_unchecked(at));
             let wd = _mm256_mul_ps(

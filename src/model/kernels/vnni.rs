@@ -8,7 +8,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup};
+use super::{CHUNK_COLS, GROUP, GROUP_BLOCK_BYTES, QuantizedRows, WeightGroup};
 
 /// Activation rows per tile (four accumulators each, with the weights, in the 32 registers).
 pub(crate) const MAX_ROWS: usize = 4;
@@ -48,6 +48,22 @@ pub(crate) unsafe fn tile(
     }
 }
 
+/// Asks for the weights [`PREFETCH_BYTES`] past `block`: the packed matrix is one
+/// sequential stream, and the hardware prefetcher alone falls behind when every block takes
+/// this many multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+pub(crate) fn prefetch_ahead(block: &[i8; GROUP_BLOCK_BYTES]) {
+    for line in (0..GROUP_BLOCK_BYTES).step_by(64) {
+        let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES + line);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+    }
+}
+
+/// How far ahead [`prefetch_ahead`] reaches, in bytes (measured best on a Zen 5 and on
+/// the output head of Gemma 3 270M, 178 MB).
+const PREFETCH_BYTES: usize = 4096;
+
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) unsafe fn tile(_: &WeightGroup, _: &QuantizedRows, _: usize, _: &mut [[f32; GROUP]]) {
     unreachable!("VNNI kernel called on a CPU without it")
@@ -70,6 +86,11 @@ fn tile_n<const R: usize>(
         // SAFETY: a group block is 256 bytes (four 64-byte chunks), its scales 8 f16;
         // activation rows row0 + s and block b exist; 8-byte unaligned reads of their quants.
         unsafe {
+            if R > 1 {
+                // One row alone is bound by memory bandwidth, which the hardware prefetcher
+                // already saturates.
+                prefetch_ahead(wq);
+            }
             let wd = _mm256_cvtph_ps(_mm_loadu_si128(wd.as_ptr() as *const __m128i));
             let wd = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(wd));
             // Each partial starts at -128 * (sum of its four weights), which cancels the
