@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod rope;
 pub mod sampling;
+pub mod tanh;
 pub mod text_stream;
 pub mod threads;
 pub mod tokenizer;
