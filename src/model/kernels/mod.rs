@@ -47,7 +47,7 @@ enum Kernel {
 impl Kernel {
     /// The fastest kernel this CPU runs.
     fn best() -> Self {
-        if std::env::var_os("GEMBATCH_NO_VNNI").is_none() && vnni::available() {
+        if vnni::available() {
             Self::Vnni
         } else if avx2::available() {
             Self::Avx2
