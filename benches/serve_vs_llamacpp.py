@@ -55,7 +55,12 @@ def start(command, ready_pattern):
 
 
 async def wait_ready(url):
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    # Closed before the event loop ends (a client left open complains at interpreter exit).
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as client:
+        await wait_until_listed(client, url)
+
+
+async def wait_until_listed(client, url):
     for _ in range(600):
         try:
             await client.models.list()
@@ -81,7 +86,11 @@ async def one_request(client, model, prompt):
 
 
 async def level(url, clients, requests_per_client):
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600) as client:
+        return await level_with(client, clients, requests_per_client)
+
+
+async def level_with(client, clients, requests_per_client):
     model = (await client.models.list()).data[0].id
 
     async def user(u):
