@@ -264,6 +264,14 @@ pub struct LoadArgs {
     /// The run's id [default: load-YYYYMMDD-HHMMSS, UTC].
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Record this Deployment's replicas and its HorizontalPodAutoscaler's desired replicas
+    /// over the run (replicas.parquet, on the report's timeline); read through KUBECONFIG
+    /// or the in-cluster service account.
+    #[arg(long, value_name = "NAMESPACE/NAME", help_heading = "Autoscaling")]
+    pub watch_deployment: Option<String>,
+    /// How often --watch-deployment looks (`5s`, `1m`).
+    #[arg(long, value_parser = parse_duration, default_value = "5s", help_heading = "Autoscaling")]
+    pub watch_interval: Duration,
 }
 
 /// `gembatch run`.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::run::text;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodTemplate, Service};
 use kube::ResourceExt;
@@ -539,4 +541,156 @@ fn the_runner_works_under_exactly_the_manifests_role() {
             "the runner cannot read secrets"
         );
     });
+}
+
+/// A Deployment of `replicas` and an autoscaler on it whose status says it wants `desired`
+/// (the test plays the HPA controller, as it plays the cluster autoscaler above).
+async fn deployment_with_autoscaler(
+    client: &kube::Client,
+    name: &str,
+    replicas: i32,
+    desired: i32,
+) {
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "serve", "image": "gembatch:test"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let params = kube::api::PostParams::default();
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&params, &deployment)
+        .await
+        .unwrap();
+    let autoscaler: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80
+        }
+    }))
+    .unwrap();
+    let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "default");
+    autoscalers.create(&params, &autoscaler).await.unwrap();
+    let status =
+        serde_json::json!({"status": {"currentReplicas": replicas, "desiredReplicas": desired}});
+    autoscalers
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn load_records_the_watched_deployment_and_its_autoscaler_over_the_run() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let stub = common::stub::Stub::start(|_| common::stub::Behaviour::Stream {
+        ttft: Duration::from_millis(5),
+        gap: Duration::from_millis(1),
+        tokens: 4,
+        usage: true,
+    });
+    let out = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        deployment_with_autoscaler(&client, "gemma-serve", 1, 3).await;
+        let child = gembatch(
+            &cluster,
+            &[
+                "load",
+                "--url",
+                &stub.url,
+                "--users",
+                "2",
+                "--duration",
+                "4s",
+                "--watch-deployment",
+                "default/gemma-serve",
+                "--watch-interval",
+                "200ms",
+                "--out",
+                &out.path().display().to_string(),
+            ],
+        );
+        // The autoscaler's wish carried out halfway through the run.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let scale = serde_json::json!({"spec": {"replicas": 3}});
+        Api::<Deployment>::namespaced(client.clone(), "default")
+            .patch(
+                "gemma-serve",
+                &PatchParams::default(),
+                &Patch::Merge(&scale),
+            )
+            .await
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    });
+    let samples = gembatch::results::replicas::read_replicas(out.path())
+        .unwrap()
+        .expect("replicas.parquet written");
+    assert!(
+        samples.len() >= 10,
+        "{} samples in a 4 s run every 200 ms",
+        samples.len()
+    );
+    let spec: Vec<Option<u32>> = samples.iter().map(|s| s.spec_replicas).collect();
+    assert_eq!(spec.first(), Some(&Some(1)), "{spec:?}");
+    assert_eq!(spec.last(), Some(&Some(3)), "{spec:?}");
+    let scaled_at = samples
+        .iter()
+        .find(|s| s.spec_replicas == Some(3))
+        .unwrap()
+        .t_s;
+    assert!((1.0..4.5).contains(&scaled_at), "scaled at {scaled_at} s");
+    assert!(
+        samples.iter().all(|s| s.hpa_desired == Some(3)),
+        "{samples:?}"
+    );
+    let page = std::fs::read_to_string(out.path().join("results_viewer.html")).unwrap();
+    assert!(
+        page.contains("\"deployment\":{\"t\":["),
+        "the report carries the samples"
+    );
+}
+
+#[test]
+fn load_refuses_a_deployment_that_does_not_exist_before_sending_anything() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let stub = common::stub::Stub::start(|_| common::stub::Behaviour::Status(500));
+    let out = tempfile::tempdir().unwrap();
+    let output = gembatch(
+        &cluster,
+        &[
+            "load",
+            "--url",
+            &stub.url,
+            "--users",
+            "1",
+            "--duration",
+            "2s",
+            "--watch-deployment",
+            "default/absent",
+            "--out",
+            &out.path().display().to_string(),
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--watch-deployment default/absent: no Deployment absent in namespace default"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stub.served(), 0, "no completion before the watch is set up");
 }

@@ -173,7 +173,7 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
     )];
     gembatch::results::table::write_all(&no_prompt, columns, ["a"]).unwrap();
     let no_prompt = no_prompt.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<&str>, &str); 8] = [
+    let cases: [(&str, Vec<&str>, &str); 10] = [
         (&unreachable, vec!["--users", "1"], "cannot reach"),
         (
             &not_openai.url,
@@ -209,6 +209,16 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
             "https://example.com",
             vec!["--users", "1"],
             "https is not built in",
+        ),
+        (
+            &stub.url,
+            vec!["--users", "1", "--watch-deployment", "gembatch-serve"],
+            "expected NAMESPACE/NAME",
+        ),
+        (
+            &stub.url,
+            vec!["--users", "1", "--watch-deployment", "gembatch/serve"],
+            "no Kubernetes configuration",
         ),
     ];
     for (url, args, expected) in cases {

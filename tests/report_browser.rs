@@ -1,6 +1,7 @@
 //! The HTML reports in a real browser: headless Chromium (Debian's `chromium` package) opens
-//! the page of a real load run and of a real batch run from the file system, renders every
-//! chart without a console error, and takes a screenshot.
+//! the page of a real load run (with a watched Deployment's replicas) and of a real batch
+//! run from the file system, renders every chart without a console error, and takes a
+//! screenshot.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::stub::{Behaviour, Stub};
+use gembatch::results::replicas::{ReplicaSample, write_replicas};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const MS: Duration = Duration::from_millis(1);
@@ -145,7 +147,27 @@ fn the_report_renders_its_charts_in_headless_chromium() {
         ],
     );
 
-    let shot = render(&first.join("results_viewer.html"), &first, 5, 6);
+    // The first run as if it had watched a Deployment scaling 1 -> 3 (the samples a
+    // `--watch-deployment` run writes; tests/kubernetes.rs records real ones): the report,
+    // rebuilt from the files, adds the replicas chart under the timeline.
+    let samples: Vec<ReplicaSample> = (0..8)
+        .map(|i| ReplicaSample {
+            t_s: i as f64 * 0.5,
+            spec_replicas: Some(if i < 3 { 1 } else { 3 }),
+            replicas: Some(if i < 4 { 1 } else { 3 }),
+            ready_replicas: Some(if i < 5 { 1 } else { 3 }),
+            hpa_current: Some(1),
+            hpa_desired: (i != 6).then_some(3),
+        })
+        .collect();
+    write_replicas(&first, &samples).unwrap();
+    let rebuilt = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .arg("report")
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(rebuilt.status.success());
+    let shot = render(&first.join("results_viewer.html"), &first, 6, 9);
     eprintln!("screenshot: {}", shot.display());
 
     let compare = Command::new(env!("CARGO_BIN_EXE_gembatch"))
@@ -159,7 +181,7 @@ fn the_report_renders_its_charts_in_headless_chromium() {
     let page = PathBuf::from(String::from_utf8(compare.stdout).unwrap().trim());
     let compared = dir.path().join("compared");
     std::fs::create_dir_all(&compared).unwrap();
-    render(&page, &compared, 5, 6);
+    render(&page, &compared, 6, 9);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::cli::LoadArgs;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
@@ -110,6 +111,15 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
                 args.replica_header
             ))
         })?;
+    let watch = args
+        .watch_deployment
+        .as_deref()
+        .map(WatchedDeployment::parse)
+        .transpose()
+        .map_err(flags)?;
+    if args.watch_interval.is_zero() {
+        return Err(flags("--watch-interval must be above 0 s".into()));
+    }
     let run_id = args.run_id.unwrap_or_else(|| new_run_id("load"));
     if !is_valid_run_id(&run_id) {
         return Err(flags(format!(
@@ -133,6 +143,7 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
             .out
             .unwrap_or_else(|| PathBuf::from("results").join(&run_id)),
         run_id,
+        watch: watch.map(|target| (target, args.watch_interval)),
     })
 }
 

@@ -29,13 +29,16 @@ pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::kubernetes::KubeError;
+use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
+use crate::results::replicas::write_replicas;
 use client::Target;
 use collector::{Collected, Observer};
 use driver::Driver;
@@ -88,6 +91,8 @@ pub struct LoadConfig {
     pub out_dir: PathBuf,
     /// The run's id.
     pub run_id: String,
+    /// The Deployment whose replicas are recorded, and how often.
+    pub watch: Option<(WatchedDeployment, Duration)>,
 }
 
 /// Distinct synthetic requests built up front, then cycled.
@@ -140,6 +145,9 @@ pub enum LoadError {
     /// The dataset cannot be used.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// `--watch-deployment` cannot read its Deployment.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     /// The results cannot be written.
     #[error("cannot write results to {dir}: {why}")]
     Output {
@@ -153,7 +161,11 @@ pub enum LoadError {
 impl LoadError {
     /// Whether the user can fix it (exit code 2).
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, LoadError::Output { .. })
+        match self {
+            LoadError::Output { .. } => false,
+            LoadError::Kube(err) => err.is_user_error(),
+            _ => true,
+        }
     }
 }
 
@@ -218,11 +230,24 @@ pub async fn run(
         dir: config.out_dir.clone(),
         why,
     };
+    let watch = match &config.watch {
+        Some((target, _)) => {
+            let client = crate::capacity::kubernetes::client().await?;
+            Some(DeploymentWatch::connect(client, target.clone()).await?)
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
     let writer =
         tables::requests_writer(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
 
     let started_at = SystemTime::now();
+    let stop_watch = cancel.child_token();
+    let watching = watch
+        .zip(config.watch.as_ref())
+        .map(|(watch, (_, interval))| {
+            tokio::spawn(watch.run(Instant::now(), *interval, stop_watch.clone()))
+        });
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let shards = Shards::start(cpus, || Target {
         http: http.new_pool(),
@@ -244,6 +269,13 @@ pub async fn run(
         .await
         .map_err(|err| output_error(format!("the load driver failed: {err}")))?;
     let collected = collected.map_err(|err| output_error(err.to_string()))?;
+    stop_watch.cancel();
+    if let Some(watching) = watching {
+        let samples = watching
+            .await
+            .map_err(|err| output_error(format!("the Deployment watch failed: {err}")))?;
+        write_replicas(&config.out_dir, &samples).map_err(|err| output_error(err.to_string()))?;
+    }
 
     tables::write_steps(&config.out_dir, &collected.steps)
         .map_err(|err| output_error(err.to_string()))?;

@@ -10,6 +10,7 @@ use crate::loadgen::record::Outcome;
 use crate::loadgen::stats::{Latency, Stat, StepRow};
 use crate::loadgen::summary::{self, Summary};
 use crate::results::load::{RequestPoint, read_request_points, read_steps};
+use crate::results::replicas::{ReplicaSample, read_replicas};
 
 /// At most this many timeline buckets, so a long run stays a light page.
 const MAX_BUCKETS: f64 = 300.0;
@@ -30,6 +31,32 @@ pub struct RunData {
     pub distributions: BTreeMap<&'static str, Vec<[f64; 2]>>,
     /// Requests served per replica (measured steps).
     pub replicas: BTreeMap<String, u64>,
+    /// The watched Deployment over time (`--watch-deployment`), else `null`.
+    pub deployment: Option<DeploymentTimeline>,
+}
+
+/// `replicas.parquet` as columns for the page's timeline.
+#[derive(Debug, Default, Serialize)]
+pub struct DeploymentTimeline {
+    /// Sample times, seconds from the run's start.
+    pub t: Vec<f64>,
+    /// The Deployment's `spec.replicas`.
+    pub spec_replicas: Vec<Option<u32>>,
+    /// Its ready replicas.
+    pub ready_replicas: Vec<Option<u32>>,
+    /// The autoscaler's desired replicas.
+    pub hpa_desired: Vec<Option<u32>>,
+}
+
+impl DeploymentTimeline {
+    fn from_samples(samples: &[ReplicaSample]) -> Self {
+        Self {
+            t: samples.iter().map(|s| s.t_s).collect(),
+            spec_replicas: samples.iter().map(|s| s.spec_replicas).collect(),
+            ready_replicas: samples.iter().map(|s| s.ready_replicas).collect(),
+            hpa_desired: samples.iter().map(|s| s.hpa_desired).collect(),
+        }
+    }
 }
 
 /// A step's figures for the page.
@@ -242,6 +269,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     let summary = summary::read(dir)?;
     let rows = read_steps(dir).map_err(|err| err.to_string())?;
     let points = read_request_points(dir).map_err(|err| err.to_string())?;
+    let deployment = read_replicas(dir).map_err(|err| err.to_string())?;
     let measured = || points.iter().filter(|p| !p.warmup);
     let successful = || measured().filter(|p| p.outcome == Outcome::Ok.as_str());
     let mut distributions = BTreeMap::new();
@@ -264,6 +292,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
         timeline: timeline(&points, |p| TimelinePoint::from(p)),
         distributions,
         replicas,
+        deployment: deployment.as_deref().map(DeploymentTimeline::from_samples),
     })
 }
 

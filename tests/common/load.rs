@@ -24,6 +24,8 @@ pub fn load(url: &str, out: &Path, args: &[&str]) -> Output {
         .args(["--run-id", "test"])
         .args(args)
         .env_remove("OPENAI_API_KEY")
+        // Never a real cluster: --watch-deployment tests get "no configuration".
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .output()
         .expect("run gembatch load")
 }

@@ -10,6 +10,7 @@
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
 pub mod backend;
+pub mod deployment_watch;
 pub mod objects;
 pub mod pods;
 pub mod release;
@@ -90,6 +91,9 @@ pub enum KubeError {
         /// How long it waited.
         waited: Duration,
     },
+    /// An object the command was pointed at does not exist.
+    #[error("{0}")]
+    Missing(String),
     /// The watch broke beyond its own retries.
     #[error("the watch on the ProvisioningRequest failed: {0}")]
     Watch(String),
@@ -101,7 +105,10 @@ impl KubeError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            KubeError::Plan(_) | KubeError::Config(_) | KubeError::NoProvisioningRequests
+            KubeError::Plan(_)
+                | KubeError::Config(_)
+                | KubeError::NoProvisioningRequests
+                | KubeError::Missing(_)
         )
     }
 

@@ -113,6 +113,23 @@
     };
     picker(heading, Object.entries(views).map(([k, v]) => [k, v[0]]), "throughput", render);
     render("throughput");
+    deploymentReplicas(box);
+  }
+
+  // --watch-deployment: the Deployment's replicas and its autoscaler's wish, on the same
+  // time axis as the timeline above, so the reaction to each step shows.
+  function deploymentReplicas(box) {
+    if (!runs.some((run) => run.deployment)) return;
+    const series = [];
+    runs.forEach((run, r) => run.deployment && [
+      ["replicas wanted (spec)", run.deployment.spec_replicas],
+      ["replicas ready", run.deployment.ready_replicas],
+      ["HPA desired replicas", run.deployment.hpa_desired],
+    ].forEach(([name, values], k) => series.push({
+      name: tag(run, name), color: COLORS[k + 3], dash: r > 0, points: run.deployment.t.map((t, i) => [t, values[i]]),
+    })));
+    const markers = runs[0].steps.map((s) => ({ x: s.started_s, label: s.label }));
+    chart(node("div", {}, box), { kind: "line", wide: true, xLabel: "seconds since the start", yLabel: "replicas of the watched Deployment", yFormat: (v) => number(v, 0), xFormat: (x) => number(x, 0) + " s", xMin: 0, series, markers });
   }
 
   function stepTable() {
