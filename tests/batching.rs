@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{IndexOp, Tensor};
 use common::{default_model, default_model_path};
-use gembatch::model::gemma3::top2;
+use gembatch::model::argmax::top2;
 use gembatch::model::kv_cache::SequenceCache;
 use gembatch::model::{self, BatchEntry, LoadOptions};
 

@@ -10,7 +10,7 @@ mod common;
 use candle_core::IndexOp;
 use common::{Golden, default_model, golden};
 use gembatch::model::BatchEntry;
-use gembatch::model::gemma3::top2;
+use gembatch::model::argmax::top2;
 use gembatch::model::generate::generate;
 use gembatch::model::sampling::SamplingParams;
 

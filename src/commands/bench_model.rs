@@ -6,8 +6,8 @@ use std::time::Instant;
 use candle_core::IndexOp;
 
 use crate::cli::BenchModelArgs;
+use crate::model::argmax::top2;
 use crate::model::error::ModelError;
-use crate::model::gemma3::top2;
 use crate::model::kv_cache::SequenceCache;
 use crate::model::{BatchEntry, Gemma3};
 

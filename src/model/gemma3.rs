@@ -315,20 +315,3 @@ impl Gemma3 {
             .reshape((t, cfg.num_heads * cfg.head_dim))?)
     }
 }
-
-/// Index of the largest logit and the gap to the runner-up, relative to the largest.
-pub fn top2(logits: &[f32]) -> (u32, f32) {
-    let (mut best, mut second) = ((0usize, f32::NEG_INFINITY), f32::NEG_INFINITY);
-    for (i, &l) in logits.iter().enumerate() {
-        if l > best.1 {
-            second = best.1;
-            best = (i, l);
-        } else if l > second {
-            second = l;
-        }
-    }
-    (
-        best.0 as u32,
-        (best.1 - second) / best.1.abs().max(f32::MIN_POSITIVE),
-    )
-}

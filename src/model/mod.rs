@@ -2,6 +2,7 @@
 //! sampling and single-sequence generation.
 
 pub mod activation;
+pub mod argmax;
 pub mod config;
 pub mod error;
 pub mod fetch;

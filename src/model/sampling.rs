@@ -1,8 +1,9 @@
 //! Turning logits into the next token: greedy, or seeded temperature / top-k / top-p.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
+use super::argmax::argmax;
 use super::error::{ModelError, Result};
 
 /// Sampling settings of one request.
@@ -68,6 +69,7 @@ impl SamplingParams {
             },
         };
         Sampler {
+            greedy: matches!(sampling, Sampling::ArgMax),
             inner: LogitsProcessor::from_sampling(self.seed, sampling),
         }
     }
@@ -82,12 +84,18 @@ pub fn random_seed() -> u64 {
 
 /// Per-sequence sampling state.
 pub struct Sampler {
+    /// Temperature 0: the first largest logit ([`argmax`]), as llama.cpp picks it.
+    greedy: bool,
     inner: LogitsProcessor,
 }
 
 impl Sampler {
     /// Picks the next token from a `[vocab]` logits vector.
     pub fn sample(&mut self, logits: &Tensor) -> Result<u32> {
+        if self.greedy {
+            let values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            return Ok(argmax(&values));
+        }
         Ok(self.inner.sample(logits)?)
     }
 }
