@@ -694,3 +694,91 @@ fn load_refuses_a_deployment_that_does_not_exist_before_sending_anything() {
     );
     assert_eq!(stub.served(), 0, "no completion before the watch is set up");
 }
+
+/// Starts `gembatch run JOB --run-id RUN_ID`, waits for `stage`, kills the runner with
+/// SIGKILL (no cleanup of its own), and checks that it left objects behind and that
+/// `gembatch release RUN_ID` then removes every one.
+async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
+    cluster: &Cluster,
+    client: &kube::Client,
+    job: &std::path::Path,
+    run_id: &str,
+    stage: impl FnOnce() -> F,
+) {
+    let mut child = gembatch(cluster, &["run", job.to_str().unwrap(), "--run-id", run_id]);
+    stage().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = leftovers(client, run_id).await;
+    assert!(
+        !left.is_empty(),
+        "{run_id}: the killed runner left nothing to release"
+    );
+    let output = gembatch(cluster, &["release", run_id])
+        .wait_with_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_nothing_left(client, run_id).await;
+}
+
+/// Waits until `check` holds, for at most a minute.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 400, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+
+        // Waiting for capacity: the template and the request exist.
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-wait", || async {
+            wait_for_request(&client, "gembatch-kill-wait").await;
+        })
+        .await;
+
+        // Provisioned, serve pods being created (no kubelet: they never start).
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-pods", || async {
+            wait_for_request(&client, "gembatch-kill-pods").await;
+            set_condition(
+                &client,
+                "gembatch-kill-pods",
+                &[("Provisioned", "True", "Provisioned")],
+            )
+            .await;
+            until("the serve Job exists", || async {
+                jobs.get("gembatch-kill-pods").await.is_ok()
+            })
+            .await;
+        })
+        .await;
+
+        // Pods serving, the batch under way: a shard is committed.
+        let _kubelet =
+            common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "kill-batch");
+        let ledger = space.run_dir("kill-batch").join("ledger.jsonl");
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-batch", || async {
+            wait_for_request(&client, "gembatch-kill-batch").await;
+            set_condition(
+                &client,
+                "gembatch-kill-batch",
+                &[("Provisioned", "True", "Provisioned")],
+            )
+            .await;
+            until("a shard is committed", || async {
+                std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
+            })
+            .await;
+        })
+        .await;
+    });
+}
