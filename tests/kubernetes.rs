@@ -782,3 +782,69 @@ fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
         .await;
     });
 }
+
+#[test]
+fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_finishes() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 6, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let child = gembatch(
+            &cluster,
+            &["run", job.to_str().unwrap(), "--run-id", "expiry"],
+        );
+        let first = wait_for_request(&client, "gembatch-expiry").await;
+        set_condition(
+            &client,
+            "gembatch-expiry",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        until("the first serve Job exists", || async {
+            jobs.get("gembatch-expiry").await.is_ok()
+        })
+        .await;
+        // No kubelet yet: the pods stay unscheduled until the booking ends.
+        set_condition(
+            &client,
+            "gembatch-expiry",
+            &[
+                ("Provisioned", "True", "Provisioned"),
+                ("BookingExpired", "True", "BookingExpired"),
+            ],
+        )
+        .await;
+        let first_uid = first.metadata.uid.clone();
+        until("a new request replaces the expired one", || async {
+            requests(&client)
+                .get("gembatch-expiry")
+                .await
+                .is_ok_and(|r| {
+                    r.metadata.uid != first_uid && r.metadata.deletion_timestamp.is_none()
+                })
+        })
+        .await;
+        set_condition(
+            &client,
+            "gembatch-expiry",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        let _kubelet =
+            common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "expiry");
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("expired before every pod was scheduled"),
+            "{words}"
+        );
+        assert!(words.contains("reserving again (2 of 3)"), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("expiry"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(6));
+        assert_nothing_left(&client, "expiry").await;
+    });
+}

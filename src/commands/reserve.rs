@@ -118,6 +118,14 @@ pub(super) fn progress_line(progress: &Progress) -> String {
             "[{:>6}s] {kind}={status} {reason}: {message}",
             waited.as_secs()
         ),
+        Progress::StartingOver {
+            request,
+            booking,
+            of,
+        } => format!(
+            "the booking of {request} expired before every pod was scheduled: deleted \
+             everything, reserving again ({booking} of {of})"
+        ),
         Progress::Retrying { why, after } => {
             format!("request failed ({why}); a new one in {} s", after.as_secs())
         }

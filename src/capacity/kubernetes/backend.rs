@@ -11,7 +11,12 @@ use super::release::{Scope, release};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
 
+/// Reservations made in all when bookings keep expiring before the pods are scheduled.
+const BOOKINGS: u32 = 3;
+
 /// Reserves `plan`, then starts and waits for the pods; the reservation returned owns them.
+/// A booking that expires before every pod is scheduled deletes everything and starts over,
+/// up to [`BOOKINGS`] reservations.
 pub async fn reserve_pods(
     client: Client,
     plan: ReservePlan,
@@ -21,9 +26,28 @@ pub async fn reserve_pods(
     cancel: &CancellationToken,
 ) -> Result<Reservation, CapacityError> {
     plan.check().map_err(KubeError::Plan)?;
+    let scope = Scope::Run {
+        run_id: plan.run_id.clone(),
+        namespace: plan.namespace.clone(),
+    };
     let started = async {
-        let reserved = reserve(&client, &plan, retries, progress).await?;
-        start_pods(&client, &plan, &reserved, pods).await
+        let mut booking = 1;
+        loop {
+            let reserved = reserve(&client, &plan, retries, progress).await?;
+            match start_pods(&client, &plan, &reserved, pods).await {
+                // The capacity is gone for the pods still waiting: start over, whole.
+                Err(KubeError::BookingExpired(request)) if booking < BOOKINGS => {
+                    booking += 1;
+                    progress(Progress::StartingOver {
+                        request,
+                        booking,
+                        of: BOOKINGS,
+                    });
+                    release(&client, &scope).await?;
+                }
+                other => break other,
+            }
+        }
     };
     let result = tokio::select! {
         result = started => result.map_err(CapacityError::from),
@@ -36,10 +60,6 @@ pub async fn reserve_pods(
             pods: endpoints,
         }))),
         Err(err) => {
-            let scope = Scope::Run {
-                run_id: plan.run_id.clone(),
-                namespace: plan.namespace.clone(),
-            };
             // Best effort: the error that stopped the run is the one to report; leftovers
             // are found by `gembatch release` later.
             let _ = release(&client, &scope).await;

@@ -78,6 +78,9 @@ pub enum KubeError {
     /// The request was deleted while waited on.
     #[error("ProvisioningRequest {0} was deleted while gembatch waited on it")]
     Deleted(String),
+    /// The 10-minute booking ended before the pods were all scheduled.
+    #[error("the booking of ProvisioningRequest {0} expired before every serve pod was scheduled")]
+    BookingExpired(String),
     /// A serve pod failed before all were ready.
     #[error("serve pod {0} failed before every pod was ready; see `kubectl logs {0}`")]
     PodFailed(String),

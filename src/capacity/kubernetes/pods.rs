@@ -10,13 +10,14 @@ use k8s_openapi::api::core::v1::{
     ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
 use super::KubeError;
 use super::objects::{RUN_LABEL, ReservePlan, object_name};
-use super::reserve::Reserved;
+use super::request::ConditionType;
+use super::reserve::{Reserved, request_api_at, typed};
 use crate::dispatch::Pod as Endpoint;
 
 /// The port `gembatch serve` listens on in a pod.
@@ -140,33 +141,46 @@ pub async fn start_pods(
         .await
         .map_err(KubeError::api("create the pods' Service"))?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
-    jobs.create(&PostParams::default(), &plan.serve_job(reserved, pods))
+    let job = jobs
+        .create(&PostParams::default(), &plan.serve_job(reserved, pods))
         .await
         .map_err(KubeError::api("create the pods' Job"))?;
-    wait_ready(client, plan, pods.ready_timeout).await
+    let job_uid = job.metadata.uid.unwrap_or_default();
+    wait_ready(client, plan, reserved, &job_uid, pods.ready_timeout).await
 }
 
-/// Polls the run's pods until `gpus` are ready with an IP; a failed pod ends the wait.
+/// Polls the pods of the Job `job_uid` until `gpus` are ready with an IP; a failed pod
+/// ends the wait, and so does the end of the booking while some are not yet scheduled
+/// (the capacity is no longer held for them).
 async fn wait_ready(
     client: &Client,
     plan: &ReservePlan,
+    reserved: &Reserved,
+    job_uid: &str,
     timeout: Duration,
 ) -> Result<Vec<Endpoint>, KubeError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
+    let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
     let selector = ListParams::default().labels(&format!("{RUN_LABEL}={}", plan.run_id));
     let started = Instant::now();
     loop {
-        let pods = api
+        let listed = api
             .list(&selector)
             .await
             .map_err(KubeError::api("list the serve pods"))?;
+        // Only this Job's: pods of an earlier booking's Job may linger while collected.
+        let pods: Vec<&Pod> = listed.iter().filter(|pod| owned_by(pod, job_uid)).collect();
         if let Some(failed) = pods.iter().find(|pod| phase(pod) == Some("Failed")) {
             return Err(KubeError::PodFailed(failed.name_any()));
         }
-        let mut ready: Vec<Endpoint> = pods.iter().filter_map(endpoint).collect();
+        let mut ready: Vec<Endpoint> = pods.iter().filter_map(|pod| endpoint(pod)).collect();
         if ready.len() >= plan.gpus as usize {
             ready.sort_by(|a, b| a.name.cmp(&b.name));
             return Ok(ready);
+        }
+        let scheduled = pods.iter().filter(|pod| is_scheduled(pod)).count();
+        if scheduled < plan.gpus as usize && booking_expired(&requests, &reserved.request).await {
+            return Err(KubeError::BookingExpired(reserved.request.clone()));
         }
         if started.elapsed() >= timeout {
             return Err(KubeError::PodsNotReady {
@@ -177,6 +191,39 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether the request says its booking expired (an unreadable request says nothing).
+async fn booking_expired(requests: &Api<DynamicObject>, name: &str) -> bool {
+    requests
+        .get(name)
+        .await
+        .ok()
+        .and_then(|object| typed(&object))
+        .is_some_and(|request| request.is(ConditionType::BookingExpired))
+}
+
+fn owned_by(pod: &Pod, uid: &str) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid)
+}
+
+/// Bound to a node, or said to be by its `PodScheduled` condition.
+fn is_scheduled(pod: &Pod) -> bool {
+    let bound = pod
+        .spec
+        .as_ref()
+        .is_some_and(|spec| spec.node_name.is_some());
+    let condition = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    bound
+        || condition.is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
 }
 
 fn phase(pod: &Pod) -> Option<&str> {

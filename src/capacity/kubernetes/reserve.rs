@@ -65,6 +65,16 @@ pub enum Progress {
         /// Since the request was created.
         waited: Duration,
     },
+    /// The booking expired before every serve pod was scheduled: everything is deleted and
+    /// the reservation starts over.
+    StartingOver {
+        /// The expired request.
+        request: String,
+        /// The reservation about to start (2 for the first restart).
+        booking: u32,
+        /// Reservations allowed in all.
+        of: u32,
+    },
     /// The request failed; a new one follows after `after`.
     Retrying {
         /// The failed request's reason and message.
@@ -92,6 +102,16 @@ pub async fn request_api(
 ) -> Result<Api<DynamicObject>, KubeError> {
     let resource = request_resource(client).await?;
     Ok(Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+/// The request API at the version a reservation was made with (no discovery).
+pub fn request_api_at(client: &Client, namespace: &str, api_version: &str) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or((GROUP, "v1"));
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, "ProvisioningRequest"),
+        "provisioningrequests",
+    );
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
 /// The served ProvisioningRequest resource (`v1` preferred).
@@ -303,7 +323,7 @@ async fn wait(
     Ok(Waited::Failed(why))
 }
 
-fn typed(object: &DynamicObject) -> Option<ProvisioningRequest> {
+pub(super) fn typed(object: &DynamicObject) -> Option<ProvisioningRequest> {
     serde_json::to_value(object)
         .ok()
         .and_then(|value| serde_json::from_value(value).ok())
