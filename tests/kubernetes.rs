@@ -848,3 +848,64 @@ fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_
         assert_nothing_left(&client, "expiry").await;
     });
 }
+
+#[test]
+fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 300, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let kubelet =
+            common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "revoked");
+        let child = gembatch(
+            &cluster,
+            &["run", job.to_str().unwrap(), "--run-id", "revoked"],
+        );
+        wait_for_request(&client, "gembatch-revoked").await;
+        set_condition(
+            &client,
+            "gembatch-revoked",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        let ledger = space.run_dir("revoked").join("ledger.jsonl");
+        until("a shard is committed", || async {
+            std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
+        })
+        .await;
+        // The autoscaler takes a node back: the request says so and one pod dies with it.
+        set_condition(
+            &client,
+            "gembatch-revoked",
+            &[
+                ("Provisioned", "True", "Provisioned"),
+                ("CapacityRevoked", "True", "CapacityRevoked"),
+            ],
+        )
+        .await;
+        let lost = {
+            let mut processes = kubelet.processes.lock().unwrap();
+            let (name, process) = processes.first_mut().expect("a serve pod runs");
+            process.kill().unwrap();
+            name.clone()
+        };
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("revoked"));
+        assert_eq!(
+            requests.sorted_ids(),
+            common::run::expected_ids(300),
+            "every row once"
+        );
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert!(
+            pods.len() == 2 && pods.contains(&lost),
+            "rows on both pods before the loss: {pods:?}"
+        );
+        assert_nothing_left(&client, "revoked").await;
+    });
+}
