@@ -45,6 +45,20 @@ fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
+/// Marks the request `name` provisioned, as the cluster autoscaler does.
+async fn provision(client: &kube::Client, name: &str) {
+    set_condition(client, name, &[("Provisioned", "True", "Provisioned")]).await;
+}
+
+/// Waits until the run's first shard is committed (the batch is under way).
+async fn until_a_shard_is_committed(run_dir: &std::path::Path) {
+    let ledger = run_dir.join("ledger.jsonl");
+    until("a shard is committed", || async {
+        std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
+    })
+    .await;
+}
+
 /// Waits until the request `name` exists and returns it.
 async fn wait_for_request(client: &kube::Client, name: &str) -> DynamicObject {
     wait_for_request_in(client, "default", name).await
@@ -350,12 +364,7 @@ fn a_failed_request_is_replaced_and_the_template_survives() {
             template.metadata.owner_references.unwrap()[0].uid,
             retry.metadata.uid.unwrap()
         );
-        set_condition(
-            &client,
-            "gembatch-r2-retry1",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
+        provision(&client, "gembatch-r2-retry1").await;
         let output = child.wait_with_output().unwrap();
         let words = text(&output);
         assert!(output.status.success(), "{words}");
@@ -457,12 +466,7 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
         let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
         let child = gembatch(&cluster, &["run", job.to_str().unwrap(), "--run-id", "k8s"]);
         wait_for_request(&client, "gembatch-k8s").await;
-        set_condition(
-            &client,
-            "gembatch-k8s",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
+        provision(&client, "gembatch-k8s").await;
         let output = child.wait_with_output().unwrap();
         let words = text(&output);
         assert!(output.status.success(), "{words}");
@@ -749,12 +753,7 @@ fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
         // Provisioned, serve pods being created (no kubelet: they never start).
         kill_at_stage_then_release(&cluster, &client, &job, "kill-pods", || async {
             wait_for_request(&client, "gembatch-kill-pods").await;
-            set_condition(
-                &client,
-                "gembatch-kill-pods",
-                &[("Provisioned", "True", "Provisioned")],
-            )
-            .await;
+            provision(&client, "gembatch-kill-pods").await;
             until("the serve Job exists", || async {
                 jobs.get("gembatch-kill-pods").await.is_ok()
             })
@@ -765,19 +764,11 @@ fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
         // Pods serving, the batch under way: a shard is committed.
         let _kubelet =
             common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "kill-batch");
-        let ledger = space.run_dir("kill-batch").join("ledger.jsonl");
+        let run_dir = space.run_dir("kill-batch");
         kill_at_stage_then_release(&cluster, &client, &job, "kill-batch", || async {
             wait_for_request(&client, "gembatch-kill-batch").await;
-            set_condition(
-                &client,
-                "gembatch-kill-batch",
-                &[("Provisioned", "True", "Provisioned")],
-            )
-            .await;
-            until("a shard is committed", || async {
-                std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
-            })
-            .await;
+            provision(&client, "gembatch-kill-batch").await;
+            until_a_shard_is_committed(&run_dir).await;
         })
         .await;
     });
@@ -797,12 +788,7 @@ fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_
             &["run", job.to_str().unwrap(), "--run-id", "expiry"],
         );
         let first = wait_for_request(&client, "gembatch-expiry").await;
-        set_condition(
-            &client,
-            "gembatch-expiry",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
+        provision(&client, "gembatch-expiry").await;
         until("the first serve Job exists", || async {
             jobs.get("gembatch-expiry").await.is_ok()
         })
@@ -827,12 +813,7 @@ fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_
                 })
         })
         .await;
-        set_condition(
-            &client,
-            "gembatch-expiry",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
+        provision(&client, "gembatch-expiry").await;
         let _kubelet =
             common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "expiry");
         let output = child.wait_with_output().unwrap();
@@ -864,17 +845,9 @@ fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
             &["run", job.to_str().unwrap(), "--run-id", "revoked"],
         );
         wait_for_request(&client, "gembatch-revoked").await;
-        set_condition(
-            &client,
-            "gembatch-revoked",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
-        let ledger = space.run_dir("revoked").join("ledger.jsonl");
-        until("a shard is committed", || async {
-            std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
-        })
-        .await;
+        provision(&client, "gembatch-revoked").await;
+        let run_dir = space.run_dir("revoked");
+        until_a_shard_is_committed(&run_dir).await;
         // The autoscaler takes a node back: the request says so and one pod dies with it.
         set_condition(
             &client,
