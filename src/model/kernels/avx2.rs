@@ -7,8 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::vnni::prefetch_ahead;
-use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup};
+use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 
 /// Whether the CPU runs this kernel.
 pub(crate) fn available() -> bool {

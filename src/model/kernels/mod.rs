@@ -59,8 +59,7 @@ impl Kernel {
     /// Activation rows one tile covers.
     fn max_rows(self) -> usize {
         match self {
-            Self::Scalar => 1,
-            Self::Avx2 => 1,
+            Self::Scalar | Self::Avx2 => 1,
             Self::Vnni => vnni::MAX_ROWS,
         }
     }
@@ -251,6 +250,24 @@ fn interleaved(r: usize, c: usize) -> usize {
 fn lane_sum(x: [f32; PARTIALS]) -> f32 {
     ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]))
 }
+
+/// Asks for the weights [`PREFETCH_BYTES`] past `block`, for the SIMD kernels: the packed
+/// matrix is one sequential stream, and the hardware prefetcher alone falls behind when
+/// every block takes this many multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+fn prefetch_ahead(block: &[i8; GROUP_BLOCK_BYTES]) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for line in (0..GROUP_BLOCK_BYTES).step_by(64) {
+        let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES + line);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+    }
+}
+
+/// How far ahead [`prefetch_ahead`] reaches, in bytes (measured best on a Zen 5 and on
+/// the output head of Gemma 3 270M, 178 MB).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_BYTES: usize = 4096;
 
 /// Eight packed weight rows: one entry per block.
 pub(crate) struct WeightGroup<'a> {

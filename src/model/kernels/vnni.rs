@@ -8,7 +8,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{CHUNK_COLS, GROUP, GROUP_BLOCK_BYTES, QuantizedRows, WeightGroup};
+use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 
 /// Activation rows per tile (four accumulators each, with the weights, in the 32 registers).
 pub(crate) const MAX_ROWS: usize = 4;
@@ -47,22 +47,6 @@ pub(crate) unsafe fn tile(
         _ => tile_n::<4>(w, x, row0, tile),
     }
 }
-
-/// Asks for the weights [`PREFETCH_BYTES`] past `block`: the packed matrix is one
-/// sequential stream, and the hardware prefetcher alone falls behind when every block takes
-/// this many multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse")]
-pub(crate) fn prefetch_ahead(block: &[i8; GROUP_BLOCK_BYTES]) {
-    for line in (0..GROUP_BLOCK_BYTES).step_by(64) {
-        let ahead = block.as_ptr().wrapping_add(PREFETCH_BYTES + line);
-        _mm_prefetch::<_MM_HINT_T0>(ahead);
-    }
-}
-
-/// How far ahead [`prefetch_ahead`] reaches, in bytes (measured best on a Zen 5 and on
-/// the output head of Gemma 3 270M, 178 MB).
-const PREFETCH_BYTES: usize = 4096;
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) unsafe fn tile(_: &WeightGroup, _: &QuantizedRows, _: usize, _: &mut [[f32; GROUP]]) {
