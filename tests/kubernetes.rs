@@ -296,10 +296,8 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
             "a reservation stays until released"
         );
 
-        let release = Command::new(env!("CARGO_BIN_EXE_gembatch"))
-            .args(["release", "r1"])
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .output()
+        let release = gembatch(&cluster, &["release", "r1"])
+            .wait_with_output()
             .unwrap();
         assert!(release.status.success(), "{}", text(&release));
         assert!(
