@@ -146,3 +146,49 @@ fn sliding_window_cache_stays_bounded_for_long_sequences() {
     let growth = cache.bytes() - full_rings;
     assert_eq!(growth, global_layers * per_position * 2 * model.max_chunk());
 }
+
+/// The CPU attention kernel against candle's tensor attention (the GPU path), on a prompt
+/// longer than the sliding window, fed in chunks, then decoding: the same calls in another
+/// arrangement, so the logits have the same bits (this model amplifies any rounding
+/// difference through the 8-bit activation quantization of the next layer).
+#[test]
+fn host_attention_matches_the_tensor_attention() {
+    let path = default_model_path();
+    let host = model::load(&path, &LoadOptions::default()).unwrap();
+    let mut tensors = model::load(&path, &LoadOptions::default()).unwrap();
+    tensors.model.use_tensor_attention();
+    let prompt = common::golden("gemma3-270m-long.jsonl")[0]
+        .prompt_ids
+        .clone()
+        .unwrap();
+    assert!(prompt.len() > host.model.max_chunk() + 200);
+
+    let run = |model: &model::Gemma3| -> Vec<Tensor> {
+        let mut cache = model.new_sequence();
+        let mut rows = Vec::new();
+        for chunk in prompt.chunks(300) {
+            let logits = model
+                .forward(&mut [BatchEntry {
+                    tokens: chunk,
+                    cache: &mut cache,
+                }])
+                .unwrap();
+            rows.push(logits.i(0).unwrap());
+        }
+        for &token in &prompt[..8] {
+            let logits = model
+                .forward(&mut [BatchEntry {
+                    tokens: &[token],
+                    cache: &mut cache,
+                }])
+                .unwrap();
+            rows.push(logits.i(0).unwrap());
+        }
+        rows
+    };
+    let (got, want) = (run(&host.model), run(&tensors.model));
+    for (step, (got, want)) in got.iter().zip(&want).enumerate() {
+        let diff = max_abs_diff(got, want);
+        assert_eq!(diff, 0.0, "step {step}: host attention differs by {diff}");
+    }
+}

@@ -3,13 +3,14 @@
 //! sequences that joined at different times.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::ops::rms_norm;
 use candle_nn::rotary_emb::rope_thd;
 
 use super::activation::gelu_mul;
+use super::attention::{AttentionShape, HostQueries, attend_host, attend_tensors};
 use super::config::Gemma3Config;
 use super::error::{ModelError, Result};
-use super::kv_cache::{LayerCache, SequenceCache, attention_mask};
+use super::kv_cache::{LayerCache, SequenceCache};
 use super::linear::{Embedding, FusedLinear, Linear};
 use super::rope::Rope;
 use super::weights::WeightSource;
@@ -53,6 +54,8 @@ pub struct Gemma3 {
     rope_local: Rope,
     context: usize,
     max_chunk: usize,
+    /// Attention by gembatch's CPU kernel over host caches, rather than candle's ops.
+    host_attention: bool,
 }
 
 impl Gemma3 {
@@ -88,6 +91,7 @@ impl Gemma3 {
             final_norm: weights.norm("output_norm.weight", device)?,
             context: context.min(cfg.context_length),
             max_chunk: DEFAULT_MAX_CHUNK,
+            host_attention: device.is_cpu(),
             device: device.clone(),
             embedding,
             output_head,
@@ -238,23 +242,31 @@ impl Gemma3 {
             (rope_thd(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)? / cfg.query_pre_attn_scalar.sqrt())?;
         let k = rope_thd(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
 
-        let mut outputs = Vec::with_capacity(batch.len());
-        let mut start = 0;
-        for entry in batch.iter_mut() {
-            let t = entry.tokens.len();
-            let cache = &mut entry.cache.layers[layer];
-            let pos0 = entry.cache.len;
-            outputs.push(self.attention(
-                block,
-                cache,
-                pos0,
-                &q.narrow(0, start, t)?,
-                &k.narrow(0, start, t)?,
-                &v.narrow(0, start, t)?,
-            )?);
-            start += t;
-        }
-        let attn = Tensor::cat(&outputs, 0)?;
+        let shape = AttentionShape {
+            heads: cfg.num_heads,
+            kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            window: block.sliding.then_some(cfg.sliding_window),
+        };
+        let attn = if self.host_attention {
+            self.attention_on_host(shape, layer, &q, &k, &v, batch)?
+        } else {
+            let mut outputs = Vec::with_capacity(batch.len());
+            let mut start = 0;
+            for entry in batch.iter_mut() {
+                let t = entry.tokens.len();
+                outputs.push(attend_tensors(
+                    shape,
+                    &mut entry.cache.layers[layer],
+                    entry.cache.len,
+                    &q.narrow(0, start, t)?,
+                    &k.narrow(0, start, t)?,
+                    &v.narrow(0, start, t)?,
+                )?);
+                start += t;
+            }
+            Tensor::cat(&outputs, 0)?
+        };
         let h = rms_norm(
             &block.attn_output.forward(&attn)?,
             &block.post_attn_norm,
@@ -273,45 +285,52 @@ impl Gemma3 {
         Ok((xs + h)?)
     }
 
-    /// Attention of one sequence's chunk (`q: [t, heads, dim]`, `k`/`v: [t, kv_heads, dim]`)
-    /// over its cache; returns `[t, heads * dim]`.
-    fn attention(
+    /// Appends the batch's new keys and values (`[total, kv_heads, dim]`) to the caches
+    /// of `layer` and runs the host attention kernel over all sequences at once.
+    fn attention_on_host(
         &self,
-        block: &Block,
-        cache: &mut LayerCache,
-        pos0: usize,
+        shape: AttentionShape,
+        layer: usize,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        batch: &mut [BatchEntry],
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let t = q.dim(0)?;
-        let (kv_heads, group) = (cfg.num_kv_heads, cfg.num_heads / cfg.num_kv_heads);
-        // [t, kv, group, d] -> [kv, group * t, d]: all query heads sharing a KV head at once.
-        let q = q
-            .reshape((t, kv_heads, group, cfg.head_dim))?
-            .permute((1, 2, 0, 3))?
-            .contiguous()?
-            .reshape((kv_heads, group * t, cfg.head_dim))?;
-        let view = cache.append(&k.transpose(0, 1)?, &v.transpose(0, 1)?, pos0)?;
-        let n = view.positions.len();
-        let scores = q.matmul(&view.k.t()?)?;
-        let window = block.sliding.then_some(cfg.sliding_window);
-        let scores = match attention_mask(pos0, t, view.positions, window) {
-            Some(mask) => {
-                let mask =
-                    Tensor::from_vec(mask, (t, n), &self.device)?.to_dtype(scores.dtype())?;
-                scores
-                    .reshape((kv_heads, group, t, n))?
-                    .broadcast_add(&mask)?
-            }
-            None => scores,
-        };
-        let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * t, n))?;
-        let out = probs.matmul(&view.v.contiguous()?)?;
-        Ok(out
-            .reshape((kv_heads, group, t, cfg.head_dim))?
-            .permute((2, 0, 1, 3))?
-            .reshape((t, cfg.num_heads * cfg.head_dim))?)
+        let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let (q, k, v) = (host(q)?, host(k)?, host(v)?);
+        let kv_row = shape.kv_heads * shape.head_dim;
+        let mut start = 0;
+        for entry in batch.iter_mut() {
+            let rows = start * kv_row..(start + entry.tokens.len()) * kv_row;
+            entry.cache.layers[layer].append_host(
+                &k[rows.clone()],
+                &v[rows],
+                kv_row,
+                entry.cache.len,
+            )?;
+            start += entry.tokens.len();
+        }
+        let q_row = shape.heads * shape.head_dim;
+        let mut start = 0;
+        let mut seqs = Vec::with_capacity(batch.len());
+        for entry in batch.iter() {
+            let t = entry.tokens.len();
+            seqs.push(HostQueries {
+                q: &q[start * q_row..(start + t) * q_row],
+                pos0: entry.cache.len,
+                cache: entry.cache.layers[layer]
+                    .host_view()
+                    .expect("keys were appended above"),
+            });
+            start += t;
+        }
+        let out = attend_host(shape, &seqs);
+        Ok(Tensor::from_vec(out, (start, q_row), &self.device)?)
+    }
+
+    /// Runs attention through candle's tensor operations, as on a GPU, even on the CPU:
+    /// for comparing the two paths. Call before the first forward pass.
+    pub fn use_tensor_attention(&mut self) {
+        self.host_attention = false;
     }
 }

@@ -1,22 +1,41 @@
 //! Per-sequence key/value caches: a growing buffer for global layers, a ring for
 //! sliding-window layers, so memory per sequence is bounded by the context and the window.
+//! On the CPU the keys and values live in plain host memory that the attention kernel reads
+//! in place; on other devices they are tensors for candle's attention.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Error, Result, Tensor};
 
 /// Allocation granularity of growing caches, in positions.
 const GROW_STEP: usize = 256;
 
-/// Keys and values of one layer of one sequence, laid out `[kv_heads, slots, head_dim]`.
+/// Keys and values of one layer of one sequence.
 pub struct LayerCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
+    store: Store,
     /// Position held by each slot (`usize::MAX` for an empty slot).
     slot_positions: Vec<usize>,
+    /// Slots holding a position: always a prefix, as positions arrive in order from 0.
+    filled: usize,
     /// `Some(n)`: a ring of `n` slots; `None`: slot `p` holds position `p`, growing.
     ring: Option<usize>,
 }
 
-/// The keys and values a query chunk attends to, with each key's position.
+enum Store {
+    Empty,
+    /// Host memory, slot-major `[slots, row]` (`row` = kv heads x head dim), as the
+    /// projections produce them: appending is a copy, the CPU attention reads in place.
+    Host {
+        k: Vec<f32>,
+        v: Vec<f32>,
+        row: usize,
+    },
+    /// Tensors `[kv_heads, slots, head_dim]` on the model's device.
+    Device {
+        k: Tensor,
+        v: Tensor,
+    },
+}
+
+/// The keys and values a query chunk attends to, with each key's position (tensors).
 pub struct AttendView<'a> {
     /// `[kv_heads, n, head_dim]`.
     pub k: Tensor,
@@ -26,13 +45,32 @@ pub struct AttendView<'a> {
     pub positions: &'a [usize],
 }
 
+/// The keys and values a query chunk attends to, in host memory.
+#[derive(Clone, Copy)]
+pub struct HostView<'a> {
+    /// `[n, kv_heads, head_dim]`.
+    pub k: &'a [f32],
+    /// `[n, kv_heads, head_dim]`.
+    pub v: &'a [f32],
+    /// Position of each of the `n` keys.
+    pub positions: &'a [usize],
+}
+
+/// Consecutive new positions stored in consecutive slots.
+struct Run {
+    slot: usize,
+    /// Index of the run's first position among the appended ones.
+    first: usize,
+    len: usize,
+}
+
 impl LayerCache {
     /// A cache that grows with the sequence (global attention).
     pub fn growing() -> Self {
         Self {
-            k: None,
-            v: None,
+            store: Store::Empty,
             slot_positions: Vec::new(),
+            filled: 0,
             ring: None,
         }
     }
@@ -41,20 +79,77 @@ impl LayerCache {
     /// window plus the longest chunk appended at once, minus one.
     pub fn ring(slots: usize) -> Self {
         Self {
-            k: None,
-            v: None,
-            slot_positions: Vec::new(),
             ring: Some(slots),
+            ..Self::growing()
         }
     }
 
     /// Bytes held by this cache.
     pub fn bytes(&self) -> usize {
-        [&self.k, &self.v]
-            .into_iter()
-            .flatten()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
+        match &self.store {
+            Store::Empty => 0,
+            Store::Host { k, v, .. } => (k.len() + v.len()) * size_of::<f32>(),
+            Store::Device { k, v } => [k, v]
+                .into_iter()
+                .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+                .sum(),
+        }
+    }
+
+    /// Appends host keys and values `[t, row]` for positions `pos0..pos0+t`; read them back
+    /// with [`LayerCache::host_view`].
+    pub fn append_host(
+        &mut self,
+        k_new: &[f32],
+        v_new: &[f32],
+        row: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        let t = k_new.len() / row;
+        let capacity = self.capacity_for(pos0, t);
+        match &mut self.store {
+            Store::Empty => {
+                self.store = Store::Host {
+                    k: Vec::new(),
+                    v: Vec::new(),
+                    row,
+                }
+            }
+            Store::Host { row: stored, .. } if *stored == row => {}
+            _ => return Err(mixed_use()),
+        }
+        let runs = self.place(capacity, pos0, t);
+        let Store::Host { k, v, .. } = &mut self.store else {
+            unreachable!("set above")
+        };
+        // Slot-major: growing keeps what is stored as a prefix.
+        if k.len() < capacity * row {
+            k.resize(capacity * row, 0.0);
+            v.resize(capacity * row, 0.0);
+        }
+        for run in runs {
+            let (dst, src) = (
+                run.slot * row..(run.slot + run.len) * row,
+                run.first * row..(run.first + run.len) * row,
+            );
+            k[dst.clone()].copy_from_slice(&k_new[src.clone()]);
+            v[dst].copy_from_slice(&v_new[src]);
+        }
+        Ok(())
+    }
+
+    /// Every key and value appended with [`LayerCache::append_host`], newest included;
+    /// `None` before the first append.
+    pub fn host_view(&self) -> Option<HostView<'_>> {
+        let Store::Host { k, v, row } = &self.store else {
+            return None;
+        };
+        let n = self.filled;
+        Some(HostView {
+            k: &k[..n * row],
+            v: &v[..n * row],
+            positions: &self.slot_positions[..n],
+        })
     }
 
     /// Appends `k_new`/`v_new` (`[kv_heads, t, head_dim]`) for positions `pos0..pos0+t` and
@@ -66,32 +161,45 @@ impl LayerCache {
         pos0: usize,
     ) -> Result<AttendView<'_>> {
         let (heads, t, head_dim) = k_new.dims3()?;
-        // Rings grow like the other caches until they reach their size, so a short
-        // sequence holds memory for its length only.
-        let needed = (pos0 + t).next_multiple_of(GROW_STEP);
-        let capacity = self.ring.map_or(needed, |slots| needed.min(slots));
-        self.reserve(capacity, heads, head_dim, k_new.dtype(), k_new.device())?;
-        let (k, v) = (
-            self.k.as_ref().expect("reserved"),
-            self.v.as_ref().expect("reserved"),
-        );
-        // Slot of position p: p modulo the ring's full size (never reached before the ring
-        // has grown to it), or p itself in a growing cache.
-        let slots = self.ring.unwrap_or(self.slot_positions.len());
-        // Write the chunk in at most two contiguous runs (a ring may wrap once).
-        let mut written = 0;
-        while written < t {
-            let slot = (pos0 + written) % slots;
-            let run = (t - written).min(slots - slot);
-            k.slice_set(&k_new.narrow(1, written, run)?.contiguous()?, 1, slot)?;
-            v.slice_set(&v_new.narrow(1, written, run)?.contiguous()?, 1, slot)?;
-            for i in 0..run {
-                self.slot_positions[slot + i] = pos0 + written + i;
-            }
-            written += run;
+        let capacity = self.capacity_for(pos0, t);
+        if self.slot_positions.len() < capacity {
+            let grow = |old: Option<&Tensor>| -> Result<Tensor> {
+                let fresh =
+                    Tensor::zeros((heads, capacity, head_dim), k_new.dtype(), k_new.device())?;
+                if let Some(old) = old {
+                    fresh.slice_set(old, 1, 0)?;
+                }
+                Ok(fresh)
+            };
+            self.store = match &self.store {
+                Store::Empty => Store::Device {
+                    k: grow(None)?,
+                    v: grow(None)?,
+                },
+                Store::Device { k, v } => Store::Device {
+                    k: grow(Some(k))?,
+                    v: grow(Some(v))?,
+                },
+                Store::Host { .. } => return Err(mixed_use()),
+            };
         }
-        // Positions arrive in order from 0, so the filled slots are always a prefix.
-        let n = (pos0 + t).min(slots);
+        let runs = self.place(capacity, pos0, t);
+        let Store::Device { k, v } = &self.store else {
+            return Err(mixed_use());
+        };
+        for run in runs {
+            k.slice_set(
+                &k_new.narrow(1, run.first, run.len)?.contiguous()?,
+                1,
+                run.slot,
+            )?;
+            v.slice_set(
+                &v_new.narrow(1, run.first, run.len)?.contiguous()?,
+                1,
+                run.slot,
+            )?;
+        }
+        let n = self.filled;
         Ok(AttendView {
             k: k.narrow(1, 0, n)?,
             v: v.narrow(1, 0, n)?,
@@ -99,30 +207,42 @@ impl LayerCache {
         })
     }
 
-    /// Makes room for `capacity` slots, keeping what is stored.
-    fn reserve(
-        &mut self,
-        capacity: usize,
-        heads: usize,
-        head_dim: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<()> {
-        if self.slot_positions.len() >= capacity {
-            return Ok(());
-        }
-        let grow = |old: &Option<Tensor>| -> Result<Tensor> {
-            let fresh = Tensor::zeros((heads, capacity, head_dim), dtype, dev)?;
-            if let Some(old) = old {
-                fresh.slice_set(old, 1, 0)?;
-            }
-            Ok(fresh)
-        };
-        self.k = Some(grow(&self.k)?);
-        self.v = Some(grow(&self.v)?);
-        self.slot_positions.resize(capacity, usize::MAX);
-        Ok(())
+    /// Slots the cache needs to hold positions up to `pos0 + t`.
+    fn capacity_for(&self, pos0: usize, t: usize) -> usize {
+        // Rings grow like the other caches until they reach their size, so a short
+        // sequence holds memory for its length only.
+        let needed = (pos0 + t).next_multiple_of(GROW_STEP);
+        self.ring.map_or(needed, |slots| needed.min(slots))
     }
+
+    /// Records positions `pos0..pos0+t` in their slots (the store already holds `capacity`
+    /// slots) and returns where each run of them goes: at most two runs, as a ring wraps
+    /// at most once per chunk.
+    fn place(&mut self, capacity: usize, pos0: usize, t: usize) -> Vec<Run> {
+        if self.slot_positions.len() < capacity {
+            self.slot_positions.resize(capacity, usize::MAX);
+        }
+        // Slot of position p: p modulo the ring's full size (never reached before the ring
+        // has grown to it), or p itself in a growing cache.
+        let slots = self.ring.unwrap_or(self.slot_positions.len());
+        let mut runs = Vec::with_capacity(2);
+        let mut first = 0;
+        while first < t {
+            let slot = (pos0 + first) % slots;
+            let len = (t - first).min(slots - slot);
+            for i in 0..len {
+                self.slot_positions[slot + i] = pos0 + first + i;
+            }
+            runs.push(Run { slot, first, len });
+            first += len;
+        }
+        self.filled = (pos0 + t).min(slots);
+        runs
+    }
+}
+
+fn mixed_use() -> Error {
+    Error::Msg("a sequence's cache was filled on one kind of device and used on another".into())
 }
 
 /// All layers' caches of one sequence, plus how many positions it holds.
@@ -169,53 +289,66 @@ pub fn attention_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
-    fn keys(n: usize, pos0: usize) -> Tensor {
+    /// Appends positions `pos0..pos0+n`, each key and value equal to its position, through
+    /// the host or the tensor path; returns the positions and keys the cache then holds.
+    fn append(cache: &mut LayerCache, host: bool, n: usize, pos0: usize) -> (Vec<usize>, Vec<f32>) {
         let data: Vec<f32> = (pos0..pos0 + n).map(|p| p as f32).collect();
-        Tensor::from_vec(data, (1, n, 1), &Device::Cpu).unwrap()
-    }
-
-    fn stored(view: &AttendView) -> Vec<f32> {
-        view.k.flatten_all().unwrap().to_vec1().unwrap()
+        if host {
+            cache.append_host(&data, &data, 1, pos0).unwrap();
+            let view = cache.host_view().unwrap();
+            assert_eq!(view.k, view.v);
+            return (view.positions.to_vec(), view.k.to_vec());
+        }
+        let t = Tensor::from_vec(data, (1, n, 1), &Device::Cpu).unwrap();
+        let view = cache.append(&t, &t, pos0).unwrap();
+        let keys = view.k.flatten_all().unwrap().to_vec1().unwrap();
+        (view.positions.to_vec(), keys)
     }
 
     #[test]
     fn growing_cache_keeps_every_position_in_order() {
-        let mut cache = LayerCache::growing();
-        cache.append(&keys(300, 0), &keys(300, 0), 0).unwrap();
-        let view = cache.append(&keys(2, 300), &keys(2, 300), 300).unwrap();
-        assert_eq!(view.positions, (0..302).collect::<Vec<_>>());
-        assert_eq!(
-            stored(&view),
-            (0..302).map(|p| p as f32).collect::<Vec<_>>()
-        );
+        for host in [true, false] {
+            let mut cache = LayerCache::growing();
+            append(&mut cache, host, 300, 0);
+            let (positions, keys) = append(&mut cache, host, 2, 300);
+            assert_eq!(positions, (0..302).collect::<Vec<_>>());
+            assert_eq!(keys, (0..302).map(|p| p as f32).collect::<Vec<_>>());
+        }
     }
 
     #[test]
     fn ring_wraps_and_each_slot_knows_its_position() {
-        let slots = 2 * GROW_STEP;
-        let mut cache = LayerCache::ring(slots);
-        cache.append(&keys(6, 0), &keys(6, 0), 0).unwrap();
-        assert_eq!(
-            cache.bytes(),
-            2 * GROW_STEP * 4,
-            "a short sequence holds one growth step"
-        );
-        cache
-            .append(&keys(slots - 8, 6), &keys(slots - 8, 6), 6)
-            .unwrap();
-        let view = cache
-            .append(&keys(4, slots - 2), &keys(4, slots - 2), slots - 2)
-            .unwrap();
-        let mut expected: Vec<usize> = (0..slots).collect();
-        expected[0] = slots;
-        expected[1] = slots + 1;
-        assert_eq!(view.positions, expected);
-        assert_eq!(
-            stored(&view),
-            expected.iter().map(|&p| p as f32).collect::<Vec<_>>()
-        );
-        assert_eq!(cache.bytes(), 2 * slots * 4);
+        for host in [true, false] {
+            let slots = 2 * GROW_STEP;
+            let mut cache = LayerCache::ring(slots);
+            append(&mut cache, host, 6, 0);
+            assert_eq!(
+                cache.bytes(),
+                2 * GROW_STEP * 4,
+                "a short sequence holds one growth step"
+            );
+            append(&mut cache, host, slots - 8, 6);
+            let (positions, keys) = append(&mut cache, host, 4, slots - 2);
+            let mut expected: Vec<usize> = (0..slots).collect();
+            expected[0] = slots;
+            expected[1] = slots + 1;
+            assert_eq!(positions, expected);
+            assert_eq!(keys, expected.iter().map(|&p| p as f32).collect::<Vec<_>>());
+            assert_eq!(cache.bytes(), 2 * slots * 4);
+        }
+    }
+
+    #[test]
+    fn a_cache_stays_on_the_kind_of_device_it_was_filled_on() {
+        let mut cache = LayerCache::growing();
+        append(&mut cache, true, 2, 0);
+        let t = Tensor::zeros((1, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(cache.append(&t, &t, 2).is_err());
+        let mut cache = LayerCache::growing();
+        append(&mut cache, false, 2, 0);
+        assert!(cache.append_host(&[0.0], &[0.0], 1, 2).is_err());
     }
 
     #[test]

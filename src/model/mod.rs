@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod argmax;
+pub mod attention;
 pub mod config;
 pub mod error;
 pub mod fetch;

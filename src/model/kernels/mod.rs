@@ -321,29 +321,43 @@ fn unbiased(b: u8) -> i8 {
 }
 
 struct SharedOut(*mut f32);
-// SAFETY: work items write disjoint parts of the output (see `matmul` and
-// `for_each_chunk_mut`).
+// SAFETY: work items write disjoint parts of the output (see `matmul`,
+// `for_each_chunk_mut` and `for_each_piece_mut`).
 unsafe impl Sync for SharedOut {}
 
 /// Calls `f(start, chunk)` for consecutive `chunk_len`-element pieces of `out`, spread over
 /// the CPU threads; output of one piece or less is filled on the calling thread, where
 /// waking the pool would cost more than it saves.
 pub fn for_each_chunk_mut(out: &mut [f32], chunk_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    if out.len() <= chunk_len {
+    let len = out.len();
+    let bounds: Vec<usize> = (0..len.div_ceil(chunk_len).max(1))
+        .map(|i| i * chunk_len)
+        .chain(std::iter::once(len))
+        .collect();
+    for_each_piece_mut(out, &bounds, |item, piece| f(item * chunk_len, piece));
+}
+
+/// Calls `f(item, piece)` for every piece `bounds[item]..bounds[item + 1]` of `out`
+/// (`bounds` ascending from 0 to `out.len()`), spread over the CPU threads; a single piece
+/// is filled on the calling thread.
+pub fn for_each_piece_mut(out: &mut [f32], bounds: &[usize], f: impl Fn(usize, &mut [f32]) + Sync) {
+    assert!(bounds.first() == Some(&0) && bounds.last() == Some(&out.len()));
+    assert!(bounds.is_sorted(), "pieces must not overlap");
+    let pieces = bounds.len() - 1;
+    if pieces == 1 {
         f(0, out);
         return;
     }
-    let len = out.len();
     let out_ptr = SharedOut(out.as_mut_ptr());
-    barrier_pool().execute_chunked(len.div_ceil(chunk_len), |items| {
+    barrier_pool().execute_chunked(pieces, |items| {
         let out_ptr = &out_ptr;
         for item in items {
-            let start = item * chunk_len;
-            let end = (start + chunk_len).min(len);
-            // SAFETY: pieces are disjoint and each is handed to exactly one work item.
+            let (start, end) = (bounds[item], bounds[item + 1]);
+            // SAFETY: sorted bounds make the pieces disjoint, and each is handed to exactly
+            // one work item.
             let piece =
                 unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(start), end - start) };
-            f(start, piece);
+            f(item, piece);
         }
     });
 }
