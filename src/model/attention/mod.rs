@@ -10,7 +10,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::ops::softmax_last_dim;
 use gemm::{Parallelism, gemm};
 
-use super::kernels::for_each_piece_mut;
+use super::kernels::{for_each_chunk_mut, for_each_piece_mut};
 use super::kv_cache::{HostView, LayerCache, attention_mask};
 
 /// Heads and sizes of one attention layer.
@@ -39,6 +39,9 @@ impl AttentionShape {
 /// Query rows (query heads x new tokens) above which a work item runs on its own, with
 /// gemm spreading it over the threads.
 const LARGE_ITEM_ROWS: usize = 64;
+
+/// Rows of scores per work item of a spread softmax.
+const SOFTMAX_ROWS: usize = 16;
 
 /// One sequence's new queries and the cache they attend to (their own keys included).
 pub struct HostQueries<'a> {
@@ -78,14 +81,13 @@ pub fn attend_host(shape: AttentionShape, seqs: &[HostQueries]) -> Vec<f32> {
     for_each_piece_mut(&mut by_head, &bounds, |i, out| {
         if !large(i) {
             let (seq, kv_head) = items[i];
-            attend_kv_head(shape, &seqs[seq], kv_head, out, Parallelism::None);
+            attend_kv_head(shape, &seqs[seq], kv_head, out, false);
         }
     });
-    let threads = Parallelism::Rayon(candle_core::utils::get_num_threads());
     for (i, &(seq, kv_head)) in items.iter().enumerate() {
         if large(i) {
             let out = &mut by_head[bounds[i]..bounds[i + 1]];
-            attend_kv_head(shape, &seqs[seq], kv_head, out, threads);
+            attend_kv_head(shape, &seqs[seq], kv_head, out, true);
         }
     }
 
@@ -107,14 +109,20 @@ pub fn attend_host(shape: AttentionShape, seqs: &[HostQueries]) -> Vec<f32> {
 
 /// Fills `out` (`[group * t, d]`) with the attention of the query heads that share
 /// `kv_head`, as candle's tensor path computes it: scores by one `gemm`, the mask added,
-/// candle's softmax, the values by a second `gemm`.
+/// candle's softmax, the values by a second `gemm`. `spread` runs it over all threads (only
+/// from outside the thread pool), else on the calling thread.
 fn attend_kv_head(
     shape: AttentionShape,
     seq: &HostQueries,
     kv_head: usize,
     out: &mut [f32],
-    parallelism: Parallelism,
+    spread: bool,
 ) {
+    let parallelism = if spread {
+        Parallelism::Rayon(candle_core::utils::get_num_threads())
+    } else {
+        Parallelism::None
+    };
     let (d, group) = (shape.head_dim, shape.group());
     let t = seq.tokens(shape);
     let rows = group * t;
@@ -167,8 +175,12 @@ fn attend_kv_head(
             }
         }
     }
-    for row in probs.chunks_exact_mut(n) {
-        softmax_in_place(row);
+    let softmax_rows =
+        |_: usize, rows: &mut [f32]| rows.chunks_exact_mut(n).for_each(softmax_in_place);
+    if spread {
+        for_each_chunk_mut(&mut probs, SOFTMAX_ROWS * n, softmax_rows);
+    } else {
+        softmax_rows(0, &mut probs);
     }
     // SAFETY: `probs` is `[rows, n]`, `values` holds n rows of d values `kv_stride` apart,
     // `out` is `[rows, d]`.
