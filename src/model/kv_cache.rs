@@ -123,10 +123,8 @@ impl LayerCache {
             unreachable!("set above")
         };
         // Slot-major: growing keeps what is stored as a prefix.
-        if k.len() < capacity * row {
-            k.resize(capacity * row, 0.0);
-            v.resize(capacity * row, 0.0);
-        }
+        grow_exact(k, capacity * row);
+        grow_exact(v, capacity * row);
         for run in runs {
             let (dst, src) = (
                 run.slot * row..(run.slot + run.len) * row,
@@ -160,6 +158,9 @@ impl LayerCache {
         v_new: &Tensor,
         pos0: usize,
     ) -> Result<AttendView<'_>> {
+        if matches!(self.store, Store::Host { .. }) {
+            return Err(mixed_use());
+        }
         let (heads, t, head_dim) = k_new.dims3()?;
         let capacity = self.capacity_for(pos0, t);
         if self.slot_positions.len() < capacity {
@@ -238,6 +239,15 @@ impl LayerCache {
         }
         self.filled = (pos0 + t).min(slots);
         runs
+    }
+}
+
+/// Zero-extends `buffer` to `len` values, allocating exactly that (so that the memory is
+/// what [`LayerCache::bytes`] reports).
+fn grow_exact(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.reserve_exact(len - buffer.len());
+        buffer.resize(len, 0.0);
     }
 }
 
