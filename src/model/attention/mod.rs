@@ -137,35 +137,20 @@ fn attend_kv_head(
         }
     }
     let (keys, values) = (&seq.cache.k[kv_head * d..], &seq.cache.v[kv_head * d..]);
-    let needed = n.saturating_sub(1) * kv_stride + d;
-    assert!(keys.len() >= needed && values.len() >= needed);
 
     let mut probs = vec![0f32; rows * n];
-    // SAFETY: `q` is `[rows, d]`, `keys` holds n rows of d values `kv_stride` apart (checked
-    // above), `probs` is `[rows, n]`.
-    unsafe {
-        gemm(
-            rows,
-            n,
-            d,
-            probs.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            q.as_ptr(),
-            1,
-            d as isize,
-            keys.as_ptr(),
-            kv_stride as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let keys_t = Strided {
+        data: keys,
+        row_stride: 1,
+        col_stride: kv_stride,
+    };
+    matmul(
+        (rows, n, d),
+        Strided::rows(&q, d),
+        keys_t,
+        &mut probs,
+        parallelism,
+    );
     if let Some(mask) = attention_mask(seq.pos0, t, seq.cache.positions, shape.window) {
         // Row g * t + i is query token i: mask row i, as broadcast over the group.
         for (r, row) in probs.chunks_exact_mut(n).enumerate() {
@@ -182,23 +167,69 @@ fn attend_kv_head(
     } else {
         softmax_rows(0, &mut probs);
     }
-    // SAFETY: `probs` is `[rows, n]`, `values` holds n rows of d values `kv_stride` apart,
-    // `out` is `[rows, d]`.
+    let values = Strided::rows(values, kv_stride);
+    matmul(
+        (rows, d, n),
+        Strided::rows(&probs, n),
+        values,
+        out,
+        parallelism,
+    );
+}
+
+/// A matrix operand: element `(r, c)` at `data[r * row_stride + c * col_stride]`.
+struct Strided<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// Rows `row_stride` apart, columns adjacent.
+    fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// Panics unless every element of a `rows x cols` matrix lies in `data`.
+    fn check(&self, rows: usize, cols: usize) {
+        assert!(rows > 0 && cols > 0, "empty operand");
+        let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+        assert!(last < self.data.len(), "operand out of bounds");
+    }
+}
+
+/// `dst = lhs * rhs` for `(m, n, k)`: `lhs` is `m x k`, `rhs` `k x n`, `dst` row-major
+/// `m x n`; the call candle's CPU matmul makes, so the results have its bits.
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    lhs: Strided,
+    rhs: Strided,
+    dst: &mut [f32],
+    parallelism: Parallelism,
+) {
+    lhs.check(m, k);
+    rhs.check(k, n);
+    assert_eq!(dst.len(), m * n);
+    // SAFETY: every element the call reads or writes was checked to lie in its slice.
     unsafe {
         gemm(
-            rows,
-            d,
+            m,
             n,
-            out.as_mut_ptr(),
-            1,
-            d as isize,
-            false,
-            probs.as_ptr(),
+            k,
+            dst.as_mut_ptr(),
             1,
             n as isize,
-            values.as_ptr(),
-            1,
-            kv_stride as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
             0.0,
             1.0,
             false,
@@ -266,17 +297,8 @@ pub fn attend_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::pseudo_random;
     use candle_core::Device;
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Feeds chunks of `chunks` tokens through both paths, two sequences per batch on the
     /// host, and checks that every output has the same bits.
