@@ -35,3 +35,7 @@ pub mod server;
 pub mod shutdown;
 
 pub use commands::run;
+
+/// The exit status of a mistake the user can fix (a bad path, file, job, dataset, prompt or
+/// flag); other failures exit with 1.
+pub const USER_ERROR_EXIT_CODE: u8 = 2;

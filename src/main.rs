@@ -71,5 +71,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 .downcast_ref::<CapacityError>()
                 .is_some_and(CapacityError::is_user_error)
     });
-    if user_error { 2 } else { 1 }
+    if user_error {
+        gembatch::USER_ERROR_EXIT_CODE
+    } else {
+        1
+    }
 }

@@ -24,6 +24,8 @@ pub const DWS_CLASS: &str = "queued-provisioning.gke.io";
 const QUEUED_TAINT: &str = "cloud.google.com/gke-queued";
 /// The GPU resource and taint.
 const GPU: &str = "nvidia.com/gpu";
+/// The container of a serve pod.
+pub const SERVE_CONTAINER: &str = "gemma";
 
 /// What to reserve, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +132,7 @@ impl ReservePlan {
                 },
             ]),
             containers: vec![Container {
-                name: "gemma".into(),
+                name: SERVE_CONTAINER.into(),
                 image: Some(self.image.clone()),
                 resources: Some(ResourceRequirements {
                     limits: Some(gpu.clone()),

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
 };
@@ -15,7 +18,7 @@ use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
 use super::KubeError;
-use super::objects::{RUN_LABEL, ReservePlan, object_name};
+use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER, object_name};
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
 use crate::dispatch::Pod as Endpoint;
@@ -88,8 +91,11 @@ impl ReservePlan {
             spec: Some(JobSpec {
                 parallelism: Some(count),
                 completions: Some(count),
-                // A pod that fails is not replaced: the runner gives its rows to the others.
-                backoff_limit: Some(0),
+                // The runner gives a lost pod's rows to the others. A crashed pod may be
+                // replaced (once per pod on average) rather than failing the Job, which
+                // would terminate every pod; see `serve_failure_policy` for the rest.
+                backoff_limit: Some(count),
+                pod_failure_policy: Some(serve_failure_policy()),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(self.labels()),
@@ -124,6 +130,34 @@ impl ReservePlan {
             }),
             status: None,
         }
+    }
+}
+
+/// How the Job treats a failed serve pod: a disruption (preemption, eviction, a node
+/// drained or revoked) is ignored, so the pod is replaced and counts against nothing; exit
+/// code 2 (gembatch's user error: a bad model path or flag) fails the Job at once, as a
+/// replacement would fail the same way; any other failure counts against the backoff limit.
+fn serve_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+                ..PodFailurePolicyRule::default()
+            },
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(SERVE_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![crate::USER_ERROR_EXIT_CODE.into()],
+                }),
+                ..PodFailurePolicyRule::default()
+            },
+        ],
     }
 }
 
@@ -248,6 +282,7 @@ fn endpoint(pod: &Pod) -> Option<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::kubernetes::objects::DWS_CLASS;
     use crate::capacity::kubernetes::objects::tests::plan;
 
     #[test]
@@ -294,5 +329,41 @@ mod tests {
         );
         let service = plan.serve_service();
         assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+
+    #[test]
+    fn disruptions_are_ignored_and_user_errors_fail_the_job() {
+        let reserved = Reserved {
+            request: "gembatch-x".into(),
+            api_version: "autoscaling.x-k8s.io/v1".into(),
+            class: DWS_CLASS.into(),
+        };
+        let pods = PodsPlan {
+            model: None,
+            served_name: None,
+            max_batch: 8,
+            ready_timeout: Duration::from_secs(60),
+        };
+        let spec = plan().serve_job(&reserved, &pods).spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(10), "one replacement per pod");
+        assert_eq!(
+            spec.template.spec.unwrap().restart_policy.as_deref(),
+            Some("Never"),
+            "a pod failure policy needs restartPolicy Never"
+        );
+        let rules = spec.pod_failure_policy.unwrap().rules;
+        let [ignore, fail] = &rules[..] else {
+            panic!("two rules: {rules:?}");
+        };
+        assert_eq!(ignore.action, "Ignore");
+        let condition = &ignore.on_pod_conditions.as_ref().unwrap()[0];
+        assert_eq!(condition.type_, "DisruptionTarget");
+        assert_eq!(fail.action, "FailJob");
+        let codes = fail.on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.container_name.as_deref(), Some(SERVE_CONTAINER));
+        assert_eq!(
+            (codes.operator.as_str(), &codes.values[..]),
+            ("In", &[2][..])
+        );
     }
 }
