@@ -174,37 +174,41 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         check.is_ok_and(|out| out.status.success()),
         "kubernetes-validate is missing: pip install kubernetes-validate (.ci/setup does)"
     );
-    // What `gembatch run` creates on a cluster, beside what an operator applies.
+    // What `gembatch run` creates on a cluster, beside what an operator applies: with the
+    // weights in a bucket (run 1) and on a volume claim (run 2).
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        "name: nightly\ndataset: {path: d.jsonl}\nmodel: {path: /models/gemma-3-4b-it}\ncapacity: {backend: kubernetes, gpus: 10}\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
-        .args([
-            "run",
-            job.to_str().unwrap(),
-            "--dry-run",
-            "--run-id",
-            "nightly-1",
-        ])
-        .output()
+    let models = [
+        "{path: gs://gembatch-models/gemma-3-4b-it}",
+        "{path: /models/gemma-3-4b-it, volume_claim: gemma-weights}",
+    ];
+    let mut generated = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let job = dir.path().join(format!("job-{i}.yaml"));
+        std::fs::write(
+            &job,
+            format!("name: nightly\ndataset: {{path: d.jsonl}}\nmodel: {model}\ncapacity: {{backend: kubernetes, gpus: 10}}\n"),
+        )
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let generated = dir.path().join("generated.yaml");
-    std::fs::write(&generated, output.stdout).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+            .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id"])
+            .arg(format!("nightly-{}", i + 1))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = dir.path().join(format!("generated-{i}.yaml"));
+        std::fs::write(&path, output.stdout).unwrap();
+        generated.push(path);
+    }
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("manifests")
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
-    files.push(generated);
+    files.extend(generated);
     for version in ["1.30.0", "1.33.0"] {
         let output = Command::new("kubernetes-validate")
             .args(["--strict", "--no-warn", "-k", version])
@@ -219,6 +223,7 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         assert!(output.status.success(), "Kubernetes {version}:\n{text}");
         for kind in [
             "job/gembatch-nightly-1",
+            "job/gembatch-nightly-2",
             "service/gembatch-nightly-1",
             "deployment/gembatch-serve",
             "cronjob/gembatch-nightly",

@@ -1,6 +1,7 @@
 //! `gembatch run --backend kubernetes`: the job's capacity as reservation and pod plans, and
 //! `--dry-run`'s YAML of every object the run would create.
 
+use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
@@ -24,11 +25,7 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         ..FailedRetries::default()
     };
     let pods = PodsPlan {
-        model: job
-            .model
-            .path
-            .as_ref()
-            .map(|path| path.display().to_string()),
+        model: ModelMount::of(&job.model),
         served_name: job.model.name.clone(),
         max_batch: job.concurrency_per_pod,
         ready_timeout: job.capacity.ready_timeout,

@@ -6,8 +6,8 @@ mod spec;
 use std::path::{Path, PathBuf};
 
 pub use spec::{
-    Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification,
-    ModelSpec, Retries,
+    Backend, BucketPath, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec,
+    LoadVerification, MODEL_MOUNT, ModelSpec, Retries,
 };
 
 /// A job file that cannot be used; each names the file and, where it can, the field.

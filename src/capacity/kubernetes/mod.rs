@@ -6,11 +6,13 @@
 //! - `objects`: what a reservation creates, built before any call (`--dry-run` prints it);
 //! - `reserve`: create, own, watch the conditions, retry a failed request;
 //! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
+//! - `model_mount`: where those pods find the weights (image, claim or bucket);
 //! - `release`: delete everything a run (or gembatch) created, found by label;
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
 pub mod backend;
 pub mod deployment_watch;
+pub mod model_mount;
 pub mod objects;
 pub mod pods;
 pub mod release;

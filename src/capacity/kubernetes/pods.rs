@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
 use super::KubeError;
+use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER, object_name};
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
@@ -31,8 +32,8 @@ const ANNOTATION_PREFIXES: [&str; 2] = ["autoscaling.x-k8s.io", "cluster-autosca
 /// What the pods serve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodsPlan {
-    /// The model path inside the pod (a volume or a bucket mount) [default: the image's].
-    pub model: Option<String>,
+    /// Where the pods find the weights.
+    pub model: ModelMount,
     /// The served model name.
     pub served_name: Option<String>,
     /// Sequences each pod batches.
@@ -56,6 +57,7 @@ impl ReservePlan {
             );
         }
         let mut spec = self.pod_spec();
+        let model = pods.model.apply(&mut spec, &mut annotations);
         let container = &mut spec.containers[0];
         let mut args = vec![
             "serve".to_string(),
@@ -64,8 +66,8 @@ impl ReservePlan {
             "--max-batch".into(),
             pods.max_batch.to_string(),
         ];
-        if let Some(model) = &pods.model {
-            args.extend(["--model".into(), model.clone()]);
+        if let Some(model) = model {
+            args.extend(["--model".into(), model]);
         }
         if let Some(name) = &pods.served_name {
             args.extend(["--served-model-name".into(), name.clone()]);
@@ -294,7 +296,7 @@ mod tests {
             class: "queued-provisioning.gke.io".into(),
         };
         let pods = PodsPlan {
-            model: Some("/models/gemma-3-4b-it".into()),
+            model: ModelMount::Image(Some("/models/gemma-3-4b-it".into())),
             served_name: Some("gemma-3-4b-it".into()),
             max_batch: 32,
             ready_timeout: Duration::from_secs(600),
@@ -339,7 +341,7 @@ mod tests {
             class: DWS_CLASS.into(),
         };
         let pods = PodsPlan {
-            model: None,
+            model: ModelMount::Image(None),
             served_name: None,
             max_batch: 8,
             ready_timeout: Duration::from_secs(60),
