@@ -1,13 +1,14 @@
 //! Batch job specifications (`jobs/*.yaml`): the file's shape as serde types, read with every
 //! unknown field refused by name, then checked as a whole.
 
+mod model;
 mod spec;
 
 use std::path::{Path, PathBuf};
 
+pub use model::{BucketPath, MODEL_MOUNT, ModelSpec};
 pub use spec::{
-    Backend, BucketPath, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec,
-    LoadVerification, MODEL_MOUNT, ModelSpec, Retries,
+    Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification, Retries,
 };
 
 /// A job file that cannot be used; each names the file and, where it can, the field.
