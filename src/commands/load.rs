@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::capacity::kubernetes;
 use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::cli::LoadArgs;
 use crate::loadgen::collector::{Live, Observer};
@@ -34,7 +35,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         let cancel = tokio_util::sync::CancellationToken::new();
         cancel_on_signals(cancel.clone());
         let mut progress = Progress::new(run_config.plan.steps.len());
-        tokio::spawn(async move { loadgen::run(&run_config, &mut progress, cancel).await }).await
+        tokio::spawn(async move {
+            let watch = loadgen::connect_watch(&run_config, kubernetes::client).await?;
+            loadgen::run(&run_config, &mut progress, cancel, watch).await
+        })
+        .await
     })??;
     let page = report::write_report(&config.out_dir)?;
     println!(

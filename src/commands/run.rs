@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::capacity::kubernetes::backend::reserve_pods;
+use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
 use crate::capacity::{CapacityError, Reservation};
 use crate::cli::{LoadArgs, RunArgs};
@@ -95,7 +95,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 let load_cancel = cancel.child_token();
                 let mut lines = LoadLines::new(printer, config.plan.steps.len());
                 let load = async {
-                    let result = loadgen::run(&config, &mut lines, load_cancel.clone()).await;
+                    let result = match loadgen::connect_watch(&config, kubernetes::client).await {
+                        Ok(watch) => {
+                            loadgen::run(&config, &mut lines, load_cancel.clone(), watch).await
+                        }
+                        Err(err) => Err(err.into()),
+                    };
                     Some(result)
                 };
                 let batch = async {

@@ -95,6 +95,20 @@ pub struct LoadConfig {
     pub watch: Option<(WatchedDeployment, Duration)>,
 }
 
+/// Connects the watch `config.watch` asks for, through `client` (made by the caller, which
+/// owns the cluster connection); `None` when no Deployment is watched.
+pub async fn connect_watch(
+    config: &LoadConfig,
+    client: impl AsyncFnOnce() -> Result<kube::Client, KubeError>,
+) -> Result<Option<DeploymentWatch>, KubeError> {
+    let Some((target, _)) = &config.watch else {
+        return Ok(None);
+    };
+    Ok(Some(
+        DeploymentWatch::connect(client().await?, target.clone()).await?,
+    ))
+}
+
 /// Distinct synthetic requests built up front, then cycled.
 const SYNTHETIC_REQUESTS: usize = 1024;
 /// Most dataset rows held for cycling.
@@ -188,11 +202,13 @@ impl LoadOutcome {
 }
 
 /// Runs `config` to the end (or until `cancel`), writing `requests.parquet`,
-/// `steps.parquet` and `summary.json` into the output directory.
+/// `steps.parquet` and `summary.json` into the output directory; with `watch` (the
+/// connected watch of `config.watch`, see [`connect_watch`]), `replicas.parquet` too.
 pub async fn run(
     config: &LoadConfig,
     observer: &mut dyn Observer,
     cancel: CancellationToken,
+    watch: Option<DeploymentWatch>,
 ) -> Result<LoadOutcome, LoadError> {
     let base = preflight::base_url(&config.url)?;
     let http = HttpTarget::resolve(&preflight::authority(&base), config.api_key.as_deref())
@@ -229,13 +245,6 @@ pub async fn run(
     let output_error = |why: String| LoadError::Output {
         dir: config.out_dir.clone(),
         why,
-    };
-    let watch = match &config.watch {
-        Some((target, _)) => {
-            let client = crate::capacity::kubernetes::client().await?;
-            Some(DeploymentWatch::connect(client, target.clone()).await?)
-        }
-        None => None,
     };
     std::fs::create_dir_all(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
     let writer =
