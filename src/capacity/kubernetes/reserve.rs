@@ -107,11 +107,19 @@ pub async fn request_api(
 /// The request API at the version a reservation was made with (no discovery).
 pub fn request_api_at(client: &Client, namespace: &str, api_version: &str) -> Api<DynamicObject> {
     let (group, version) = api_version.split_once('/').unwrap_or((GROUP, "v1"));
-    let resource = ApiResource::from_gvk_with_plural(
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &request_resource_at(group, version),
+    )
+}
+
+/// The ProvisioningRequest resource at `group/version`.
+fn request_resource_at(group: &str, version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, version, "ProvisioningRequest"),
         "provisioningrequests",
-    );
-    Api::namespaced_with(client.clone(), namespace, &resource)
+    )
 }
 
 /// The served ProvisioningRequest resource (`v1` preferred).
@@ -126,10 +134,7 @@ pub async fn request_resource(client: &Client) -> Result<ApiResource, KubeError>
     } else {
         return Err(KubeError::NoProvisioningRequests);
     };
-    Ok(ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, version, "ProvisioningRequest"),
-        "provisioningrequests",
-    ))
+    Ok(request_resource_at(GROUP, version))
 }
 
 /// Creates the objects and waits until the request is provisioned. On an error the objects
