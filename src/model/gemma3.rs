@@ -298,29 +298,23 @@ impl Gemma3 {
     ) -> Result<Tensor> {
         let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
         let (q, k, v) = (host(q)?, host(k)?, host(v)?);
-        let kv_row = shape.kv_heads * shape.head_dim;
-        let mut start = 0;
-        for entry in batch.iter_mut() {
-            let rows = start * kv_row..(start + entry.tokens.len()) * kv_row;
-            entry.cache.layers[layer].append_host(
-                &k[rows.clone()],
-                &v[rows],
-                kv_row,
-                entry.cache.len,
-            )?;
-            start += entry.tokens.len();
-        }
-        let q_row = shape.heads * shape.head_dim;
+        let (kv_row, q_row) = (
+            shape.kv_heads * shape.head_dim,
+            shape.heads * shape.head_dim,
+        );
         let mut start = 0;
         let mut seqs = Vec::with_capacity(batch.len());
-        for entry in batch.iter() {
+        for entry in batch.iter_mut() {
             let t = entry.tokens.len();
+            let rows = start * kv_row..(start + t) * kv_row;
+            let cache = &mut entry.cache.layers[layer];
+            cache.append_host(&k[rows.clone()], &v[rows], kv_row, entry.cache.len)?;
+            // Read-only from here on, for as long as the batch is borrowed.
+            let cache: &LayerCache = cache;
             seqs.push(HostQueries {
                 q: &q[start * q_row..(start + t) * q_row],
                 pos0: entry.cache.len,
-                cache: entry.cache.layers[layer]
-                    .host_view()
-                    .expect("keys were appended above"),
+                cache: cache.host_view().expect("keys were appended above"),
             });
             start += t;
         }
