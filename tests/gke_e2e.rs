@@ -8,18 +8,14 @@
 //! `GEMBATCH_E2E_CLASS` (default `queued-provisioning.gke.io`), `GEMBATCH_E2E_TIMEOUT`
 //! (default `45m`, the longest wait for the capacity).
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
+
+use common::run::text;
 
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

@@ -23,6 +23,11 @@ fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {
 }
 
 /// `gembatch ARGS` with the identity of `kubeconfig`, left running.
+/// Starts `gembatch run JOB --run-id RUN_ID` against the test cluster.
+fn run_job(cluster: &Cluster, job: &std::path::Path, run_id: &str) -> Child {
+    gembatch(cluster, &["run", job.to_str().unwrap(), "--run-id", run_id])
+}
+
 fn gembatch_as(kubeconfig: &std::path::Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .args(args)
@@ -462,7 +467,7 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let _kubelet = common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
-        let child = gembatch(&cluster, &["run", job.to_str().unwrap(), "--run-id", "k8s"]);
+        let child = run_job(&cluster, &job, "k8s");
         wait_for_request(&client, "gembatch-k8s").await;
         provision(&client, "gembatch-k8s").await;
         let output = child.wait_with_output().unwrap();
@@ -707,7 +712,7 @@ async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
     run_id: &str,
     stage: impl FnOnce() -> F,
 ) {
-    let mut child = gembatch(cluster, &["run", job.to_str().unwrap(), "--run-id", run_id]);
+    let mut child = run_job(cluster, job, run_id);
     stage().await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -781,10 +786,7 @@ fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-        let child = gembatch(
-            &cluster,
-            &["run", job.to_str().unwrap(), "--run-id", "expiry"],
-        );
+        let child = run_job(&cluster, &job, "expiry");
         let first = wait_for_request(&client, "gembatch-expiry").await;
         provision(&client, "gembatch-expiry").await;
         until("the first serve Job exists", || async {
@@ -838,10 +840,7 @@ fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
         let client = ready(&cluster).await;
         let kubelet =
             common::cluster::TestKubelet::start(&cluster.kubeconfig, "default", "revoked");
-        let child = gembatch(
-            &cluster,
-            &["run", job.to_str().unwrap(), "--run-id", "revoked"],
-        );
+        let child = run_job(&cluster, &job, "revoked");
         wait_for_request(&client, "gembatch-revoked").await;
         provision(&client, "gembatch-revoked").await;
         let run_dir = space.run_dir("revoked");

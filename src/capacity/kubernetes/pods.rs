@@ -284,24 +284,29 @@ fn endpoint(pod: &Pod) -> Option<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::kubernetes::objects::DWS_CLASS;
     use crate::capacity::kubernetes::objects::tests::plan;
 
-    #[test]
-    fn serve_pods_consume_the_request_under_both_prefixes() {
-        let plan = plan();
-        let reserved = Reserved {
+    fn reserved() -> Reserved {
+        Reserved {
             request: "gembatch-x".into(),
             api_version: "autoscaling.x-k8s.io/v1".into(),
             class: "queued-provisioning.gke.io".into(),
-        };
-        let pods = PodsPlan {
+        }
+    }
+
+    fn pods() -> PodsPlan {
+        PodsPlan {
             model: ModelMount::Image(Some("/models/gemma-3-4b-it".into())),
             served_name: Some("gemma-3-4b-it".into()),
             max_batch: 32,
             ready_timeout: Duration::from_secs(600),
-        };
-        let job = plan.serve_job(&reserved, &pods);
+        }
+    }
+
+    #[test]
+    fn serve_pods_consume_the_request_under_both_prefixes() {
+        let plan = plan();
+        let job = plan.serve_job(&reserved(), &pods());
         let spec = job.spec.unwrap();
         assert_eq!((spec.parallelism, spec.completions), (Some(10), Some(10)));
         let template = spec.template;
@@ -335,18 +340,7 @@ mod tests {
 
     #[test]
     fn disruptions_are_ignored_and_user_errors_fail_the_job() {
-        let reserved = Reserved {
-            request: "gembatch-x".into(),
-            api_version: "autoscaling.x-k8s.io/v1".into(),
-            class: DWS_CLASS.into(),
-        };
-        let pods = PodsPlan {
-            model: ModelMount::Image(None),
-            served_name: None,
-            max_batch: 8,
-            ready_timeout: Duration::from_secs(60),
-        };
-        let spec = plan().serve_job(&reserved, &pods).spec.unwrap();
+        let spec = plan().serve_job(&reserved(), &pods()).spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(10), "one replacement per pod");
         assert_eq!(
             spec.template.spec.unwrap().restart_policy.as_deref(),
