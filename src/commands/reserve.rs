@@ -23,6 +23,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         image: args.image,
         accelerator: args.accelerator,
+        booking: 1,
     };
     plan.check().map_err(KubeError::Plan)?;
     if args.dry_run {

@@ -19,6 +19,7 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         timeout: job.capacity.provisioning_timeout,
         image: kubernetes.image.clone(),
         accelerator: kubernetes.accelerator.clone(),
+        booking: 1,
     };
     let retries = FailedRetries {
         attempts: kubernetes.failed_attempts.max(1),

@@ -46,6 +46,7 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .collect()
 }
 pub mod cluster;
+pub mod kubelet;
 pub mod load;
 pub mod run;
 pub mod server;

@@ -19,7 +19,7 @@ const BOOKINGS: u32 = 3;
 /// up to [`BOOKINGS`] reservations.
 pub async fn reserve_pods(
     client: Client,
-    plan: ReservePlan,
+    mut plan: ReservePlan,
     retries: FailedRetries,
     pods: &PodsPlan,
     progress: &mut (dyn FnMut(Progress) + Send),
@@ -31,16 +31,16 @@ pub async fn reserve_pods(
         namespace: plan.namespace.clone(),
     };
     let started = async {
-        let mut booking = 1;
         loop {
             let reserved = reserve(&client, &plan, retries, progress).await?;
             match start_pods(&client, &plan, &reserved, pods).await {
-                // The capacity is gone for the pods still waiting: start over, whole.
-                Err(KubeError::BookingExpired(request)) if booking < BOOKINGS => {
-                    booking += 1;
+                // The capacity is gone for the pods still waiting: start over, whole, under
+                // new names.
+                Err(KubeError::BookingExpired(request)) if plan.booking < BOOKINGS => {
+                    plan.booking += 1;
                     progress(Progress::StartingOver {
                         request,
-                        booking,
+                        booking: plan.booking,
                         of: BOOKINGS,
                     });
                     release(&client, &scope).await?;

@@ -87,12 +87,22 @@ pub enum KubeError {
     #[error("serve pod {0} failed before every pod was ready; see `kubectl logs {0}`")]
     PodFailed(String),
     /// Not every serve pod was ready in time.
-    #[error("{ready} of {wanted} serve pods ready after {} s (capacity.ready_timeout)", waited.as_secs())]
+    #[error(
+        "{ready} of {wanted} serve pods ready after {} s (capacity.ready_timeout); the Job \
+         has {created} pod(s), {scheduled} scheduled: see `kubectl describe job {job}`",
+        waited.as_secs()
+    )]
     PodsNotReady {
         /// Pods ready.
         ready: usize,
         /// Pods wanted.
         wanted: usize,
+        /// Pods the Job has (its controller may not have made them all).
+        created: usize,
+        /// Of those, bound to a node.
+        scheduled: usize,
+        /// The Job's name.
+        job: String,
         /// How long it waited.
         waited: Duration,
     },

@@ -46,6 +46,10 @@ pub struct ReservePlan {
     pub image: String,
     /// GKE accelerator type for the node selector.
     pub accelerator: String,
+    /// Which reservation of the run this is: 1, or more after a booking expired before
+    /// the pods were scheduled. Later bookings name their objects apart (see
+    /// [`ReservePlan::base_name`]).
+    pub booking: u32,
 }
 
 impl ReservePlan {
@@ -54,7 +58,7 @@ impl ReservePlan {
         if !(1..=10).contains(&self.gpus) {
             return Err("--gpus must be 1 to 10 (one atomic block of at most 10 GPUs)".into());
         }
-        if self.run_id.len() > 50 || !is_dns_label(&object_name(&self.run_id)) {
+        if self.run_id.len() > 50 || !is_dns_label(&self.base_name()) {
             return Err(format!(
                 "run id {:?} cannot name Kubernetes objects: at most 50 letters, digits, '-', '_' or '.'",
                 self.run_id
@@ -76,17 +80,29 @@ impl ReservePlan {
         Ok(())
     }
 
+    /// The name every object of this booking starts with: `gembatch-RUN` for the first,
+    /// `gembatch-RUN-bN` for booking N. Objects deleted and created again at once under the
+    /// same name can stall the controllers that key their caches by name (the Job
+    /// controller waits out its 5-minute expectations: kubernetes/kubernetes#131917), so a
+    /// new booking never reuses a name.
+    pub fn base_name(&self) -> String {
+        match self.booking {
+            0 | 1 => object_name(&self.run_id),
+            n => format!("{}-b{n}", object_name(&self.run_id)),
+        }
+    }
+
     /// The PodTemplate's name.
     pub fn template_name(&self) -> String {
-        format!("{}-pod", object_name(&self.run_id))
+        format!("{}-pod", self.base_name())
     }
 
     /// The ProvisioningRequest's name for try `attempt` (0 first; a failed request is
     /// replaced by a new one, as the spec is immutable).
     pub fn request_name(&self, attempt: u32) -> String {
         match attempt {
-            0 => object_name(&self.run_id),
-            n => format!("{}-retry{n}", object_name(&self.run_id)),
+            0 => self.base_name(),
+            n => format!("{}-retry{n}", self.base_name()),
         }
     }
 
@@ -225,6 +241,7 @@ pub(crate) mod tests {
             timeout: Duration::from_secs(6 * 3600),
             image: "gembatch:latest".into(),
             accelerator: "nvidia-l4".into(),
+            booking: 1,
         }
     }
 
@@ -243,6 +260,12 @@ pub(crate) mod tests {
             Some("gembatch-nightly-20261130-1")
         );
         assert_eq!(plan.request_name(2), "gembatch-nightly-20261130-1-retry2");
+        let third = ReservePlan {
+            booking: 3,
+            ..plan.clone()
+        };
+        assert_eq!(third.request_name(0), "gembatch-nightly-20261130-1-b3");
+        assert_eq!(third.template_name(), "gembatch-nightly-20261130-1-b3-pod");
         assert_eq!(
             request.spec.pod_sets[0].pod_template_ref.name,
             plan.template_name()

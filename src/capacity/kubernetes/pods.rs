@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::KubeError;
 use super::model_mount::ModelMount;
-use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER, object_name};
+use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
 use crate::dispatch::Pod as Endpoint;
@@ -89,7 +89,7 @@ impl ReservePlan {
         });
         let count = self.gpus as i32;
         Job {
-            metadata: self.meta(object_name(&self.run_id)),
+            metadata: self.meta(self.base_name()),
             spec: Some(JobSpec {
                 parallelism: Some(count),
                 completions: Some(count),
@@ -115,7 +115,7 @@ impl ReservePlan {
     /// The headless Service naming the serve pods.
     pub fn serve_service(&self) -> Service {
         Service {
-            metadata: self.meta(object_name(&self.run_id)),
+            metadata: self.meta(self.base_name()),
             spec: Some(ServiceSpec {
                 cluster_ip: Some("None".into()),
                 selector: Some(BTreeMap::from([(
@@ -222,6 +222,9 @@ async fn wait_ready(
             return Err(KubeError::PodsNotReady {
                 ready: ready.len(),
                 wanted: plan.gpus as usize,
+                created: pods.len(),
+                scheduled,
+                job: plan.base_name(),
                 waited: started.elapsed(),
             });
         }

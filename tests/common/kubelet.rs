@@ -1,0 +1,237 @@
+//! Plays the kubelet for the pods of one run on the test control plane: each pending pod
+//! gets its own loopback address (127.0.0.2, 127.0.0.3, ...), its container's `gembatch
+//! serve` arguments run as a real process bound to it, and once that answers `/ready` the
+//! pod is marked Running and Ready with that IP. As a kubelet does, a pod whose process
+//! exits before it is ready is marked Failed, and a deleted pod's process is stopped.
+//! What it does goes to stderr, which a failing test shows.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use super::cluster::client_from;
+
+/// The serve port every pod's container listens on.
+const PORT: u16 = 8080;
+
+/// Pod name to its process, so a test can kill a "pod".
+pub type Processes = Arc<Mutex<Vec<(String, Child)>>>;
+
+/// A running test kubelet; its processes stop when dropped.
+pub struct TestKubelet {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Pod name to its process, so a test can kill a "pod".
+    pub processes: Processes,
+}
+
+impl TestKubelet {
+    /// Starts serving the pods labelled `gembatch.dev/run-id=RUN_ID` in `namespace`.
+    pub fn start(kubeconfig: &Path, namespace: &str, run_id: &str) -> TestKubelet {
+        let stop = Arc::new(AtomicBool::new(false));
+        let processes = Processes::default();
+        let node = Node {
+            kubeconfig: kubeconfig.to_path_buf(),
+            namespace: namespace.to_string(),
+            selector: format!("gembatch.dev/run-id={run_id}"),
+            processes: processes.clone(),
+            next_address: 2,
+            starting: Vec::new(),
+        };
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(node.run(stopped));
+        });
+        TestKubelet {
+            stop,
+            thread: Some(thread),
+            processes,
+        }
+    }
+}
+
+impl Drop for TestKubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        for (_, child) in self.processes.lock().unwrap().iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The kubelet's state, owned by its thread.
+struct Node {
+    kubeconfig: PathBuf,
+    namespace: String,
+    selector: String,
+    processes: Processes,
+    next_address: u8,
+    /// Pods started and not yet ready: (name, IP).
+    starting: Vec<(String, String)>,
+}
+
+impl Node {
+    async fn run(mut self, stop: Arc<AtomicBool>) {
+        let client = client_from(&self.kubeconfig).await;
+        let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
+        while !stop.load(Ordering::Relaxed) {
+            match pods
+                .list(&ListParams::default().labels(&self.selector))
+                .await
+            {
+                Ok(listed) => {
+                    let live: Vec<&Pod> = listed
+                        .items
+                        .iter()
+                        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                        .collect();
+                    self.stop_deleted(&live);
+                    for pod in live {
+                        self.start_new(pod);
+                    }
+                    self.report_starting(&pods).await;
+                }
+                Err(err) => eprintln!("kubelet: cannot list pods: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the processes of pods that are gone or being deleted.
+    fn stop_deleted(&mut self, live: &[&Pod]) {
+        let names: BTreeSet<String> = live.iter().map(|pod| pod.name_any()).collect();
+        let mut processes = self.processes.lock().unwrap();
+        processes.retain_mut(|(name, child)| {
+            let keep = names.contains(name);
+            if !keep {
+                eprintln!("kubelet: {name} deleted, stopping its process");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            keep
+        });
+        self.starting.retain(|(name, _)| names.contains(name));
+    }
+
+    /// Runs a pod not seen before on the next loopback address.
+    fn start_new(&mut self, pod: &Pod) {
+        let name = pod.name_any();
+        if self
+            .processes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(n, _)| *n == name)
+        {
+            return;
+        }
+        let ip = format!("127.0.0.{}", self.next_address);
+        self.next_address += 1;
+        let container = &pod.spec.as_ref().expect("a pod spec").containers[0];
+        let args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|arg| arg.replace("0.0.0.0", &ip))
+            .collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+            .args(&args)
+            .args(["--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a pod's gembatch serve");
+        eprintln!("kubelet: {name} started at {ip}");
+        self.processes.lock().unwrap().push((name.clone(), child));
+        self.starting.push((name, ip));
+    }
+
+    /// Marks each starting pod Ready once it answers, or Failed if its process ended; a
+    /// status the API server did not take is sent again on the next pass.
+    async fn report_starting(&mut self, pods: &Api<Pod>) {
+        let mut still_starting = Vec::new();
+        for (name, ip) in std::mem::take(&mut self.starting) {
+            let status = match self.exit_code(&name) {
+                Some(code) => failed_status(code),
+                None if answers_ready(&ip) => ready_status(&ip),
+                None => {
+                    still_starting.push((name, ip));
+                    continue;
+                }
+            };
+            match pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => eprintln!("kubelet: {name} is {}", status["status"]["phase"]),
+                Err(kube::Error::Api(err)) if err.code == 404 => {}
+                Err(err) => {
+                    eprintln!("kubelet: {name}: status not taken ({err}), again next pass");
+                    still_starting.push((name, ip));
+                }
+            }
+        }
+        self.starting = still_starting;
+    }
+
+    /// The exit code of `name`'s process if it has ended.
+    fn exit_code(&self, name: &str) -> Option<i32> {
+        let mut processes = self.processes.lock().unwrap();
+        let (_, child) = processes.iter_mut().find(|(n, _)| n == name)?;
+        let status = child.try_wait().ok()??;
+        Some(status.code().unwrap_or(137))
+    }
+}
+
+/// Whether `gembatch serve` at `ip` answers `/ready` with 200.
+fn answers_ready(ip: &str) -> bool {
+    std::net::TcpStream::connect((ip, PORT)).is_ok()
+        && Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("http://{ip}:{PORT}/ready"))
+            .output()
+            .is_ok_and(|out| out.stdout == b"200")
+}
+
+const NOW: &str = "2026-11-30T10:00:00Z";
+
+fn ready_status(ip: &str) -> serde_json::Value {
+    serde_json::json!({"status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": NOW}],
+    }})
+}
+
+fn failed_status(exit_code: i32) -> serde_json::Value {
+    serde_json::json!({"status": {
+        "phase": "Failed",
+        "containerStatuses": [{
+            "name": "gemma", "image": "gembatch", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit_code, "reason": "Error", "startedAt": NOW, "finishedAt": NOW}},
+        }],
+    }})
+}
