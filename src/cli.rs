@@ -188,6 +188,13 @@ pub struct LoadArgs {
     /// Model name to request [default: the first one the server lists].
     #[arg(long)]
     pub model: Option<String>,
+    /// https: trust only server certificates signed by the CA certificates in this PEM
+    /// file [default: the system's root certificates].
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// https: accept any server certificate, unverified (self-signed test servers only).
+    #[arg(long, conflicts_with = "cacert")]
+    pub insecure: bool,
 
     /// Ramp: step the users up to this many.
     #[arg(long, alias = "max_users", help_heading = "Ramp (closed loop)")]

@@ -108,6 +108,59 @@ fn measured_latencies_match_the_programmed_delays() {
 }
 
 #[test]
+fn https_servers_are_measured_once_trusted_and_refused_by_name_before() {
+    let _serial = serial();
+    let certs = tempfile::tempdir().unwrap();
+    common::certs::serving_certificate(certs.path(), "gembatch-stub");
+    let stub = Stub::start_tls(certs.path(), |_| Behaviour::Stream {
+        ttft: 5 * MS,
+        gap: MS,
+        tokens: 3,
+        usage: true,
+    });
+    assert!(stub.url.starts_with("https://127.0.0.1:"), "{}", stub.url);
+    let ca = certs.path().join("ca.crt");
+    let shape = [
+        "--max-users",
+        "2",
+        "--step-size",
+        "2",
+        "--requests-per-user",
+        "5",
+    ];
+    for trust in [vec!["--cacert", ca.to_str().unwrap()], vec!["--insecure"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<&str> = trust.iter().chain(&shape).copied().collect();
+        let output = load(&stub.url, dir.path(), &args);
+        assert_success(&output);
+        let step = &read_steps(dir.path()).unwrap()[0];
+        assert_eq!((step.requests, count(step, "ok")), (10, 10), "{trust:?}");
+    }
+    assert_eq!(stub.served(), 20);
+
+    // The system's roots do not vouch for the test CA; a key is not a CA certificate.
+    let out = tempfile::tempdir().unwrap();
+    let key = certs.path().join("server.key");
+    for (args, expected) in [
+        (
+            vec![],
+            "the server's certificate is not trusted (invalid peer certificate: UnknownIssuer); trust its CA with --cacert FILE, or pass --insecure for a test server",
+        ),
+        (
+            vec!["--cacert", key.to_str().unwrap()],
+            "holds no CA certificate",
+        ),
+    ] {
+        let args: Vec<&str> = args.into_iter().chain(["--users", "1"]).collect();
+        let output = load(&stub.url, out.path(), &args);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        assert!(text.contains(expected), "{text}");
+    }
+    assert_eq!(stub.served(), 20, "nothing sent without trust");
+}
+
+#[test]
 fn without_usage_the_tokens_are_counted_from_the_stream() {
     let _serial = serial();
     let stub = Stub::start(|_| Behaviour::Stream {

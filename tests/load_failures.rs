@@ -206,9 +206,9 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
             "does not serve model \"other\"",
         ),
         (
-            "https://example.com",
+            "ftp://example.com",
             vec!["--users", "1"],
-            "https is not built in",
+            "write it as http://HOST[:PORT] or https://HOST[:PORT]",
         ),
         (
             &stub.url,

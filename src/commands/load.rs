@@ -15,6 +15,7 @@ use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
 use crate::loadgen::record::Outcome;
 use crate::loadgen::slo::{self, Violation};
 use crate::loadgen::stats::{Latency, Stat, StepRow};
+use crate::loadgen::tls::Trust;
 use crate::loadgen::workload::TokenLengths;
 use crate::loadgen::{self, LoadConfig, LoadError, Prompts};
 use crate::report;
@@ -131,8 +132,14 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
             "--run-id {run_id:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
+    let trust = match (args.cacert, args.insecure) {
+        (_, true) => Trust::AnyCertificate,
+        (Some(path), false) => Trust::CaFile(path),
+        (None, false) => Trust::SystemRoots,
+    };
     Ok(LoadConfig {
         url: args.url,
+        trust,
         api_key: args.api_key,
         model: args.model,
         plan,

@@ -34,6 +34,7 @@ use crate::job::Retries;
 use crate::loadgen::client::Target;
 use crate::loadgen::http::HttpTarget;
 use crate::loadgen::preflight;
+use crate::loadgen::tls::Trust;
 use crate::loadgen::workload::WorkItem;
 use collector::{Event, Observer};
 use feeder::FeedPlan;
@@ -223,8 +224,8 @@ async fn connect(plan: &DispatchPlan, pods: &[Pod]) -> Result<Vec<Arc<PodLink>>,
             url: pod.url.clone(),
             why,
         };
-        let base = preflight::base_url(&pod.url).map_err(|err| fail(err.to_string()))?;
-        let http = HttpTarget::resolve(&preflight::authority(&base), plan.api_key.as_deref())
+        let base = preflight::BaseUrl::parse(&pod.url).map_err(|err| fail(err.to_string()))?;
+        let http = HttpTarget::resolve(&base, plan.api_key.as_deref(), &Trust::default())
             .await
             .map_err(|err| fail(err.to_string()))?;
         links.push(Arc::new(PodLink {

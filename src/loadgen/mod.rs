@@ -3,7 +3,7 @@
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
 //! - `preflight`: is the target an OpenAI server, which model;
-//! - `http`: pooled keep-alive hyper connections to the target;
+//! - `http` + `tls`: pooled keep-alive hyper connections to the target, https by rustls;
 //! - `client` + `sse`: one streaming request, timed;
 //! - `shards`: the client threads, one single-threaded runtime per CPU;
 //! - `driver`: closed-loop users or an open-loop schedule per step, over the shards;
@@ -25,6 +25,7 @@ pub mod slo;
 pub mod sse;
 pub mod stats;
 pub mod summary;
+pub mod tls;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -63,8 +64,10 @@ pub enum Prompts {
 /// Everything a load run needs, validated.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// `http://host:port`, as the user wrote it.
+    /// `http(s)://host:port`, as the user wrote it.
     pub url: String,
+    /// Which https certificates to trust.
+    pub trust: tls::Trust,
     /// Bearer token, if the server wants one.
     pub api_key: Option<String>,
     /// The model to ask for [default: the first one the server lists].
@@ -136,6 +139,20 @@ pub enum LoadError {
         /// What was asked.
         url: String,
         /// Why.
+        why: String,
+    },
+    /// https cannot be set up (`--cacert`, the system's roots).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The server's certificate is not trusted.
+    #[error(
+        "{url}: the server's certificate is not trusted ({why}); trust its CA with --cacert \
+         FILE, or pass --insecure for a test server"
+    )]
+    Untrusted {
+        /// What was asked.
+        url: String,
+        /// What the TLS check said.
         why: String,
     },
     /// Something answers, but not as an OpenAI-compatible server.
@@ -210,14 +227,17 @@ pub async fn run(
     cancel: CancellationToken,
     watch: Option<DeploymentWatch>,
 ) -> Result<LoadOutcome, LoadError> {
-    let base = preflight::base_url(&config.url)?;
-    let http = HttpTarget::resolve(&preflight::authority(&base), config.api_key.as_deref())
+    let base = preflight::BaseUrl::parse(&config.url)?;
+    let http = HttpTarget::resolve(&base, config.api_key.as_deref(), &config.trust)
         .await
-        .map_err(|err| LoadError::Unreachable {
-            url: base.clone(),
-            why: err.to_string(),
+        .map_err(|err| match err {
+            http::TargetError::Tls(err) => LoadError::Tls(err),
+            err => LoadError::Unreachable {
+                url: base.text.clone(),
+                why: err.to_string(),
+            },
         })?;
-    let model = preflight::check_server(&http, &base, config.model.as_deref()).await?;
+    let model = preflight::check_server(&http, &base.text, config.model.as_deref()).await?;
     let options = BodyOptions {
         model: model.clone(),
         ignore_eos: config.ignore_eos,
@@ -293,7 +313,7 @@ pub async fn run(
         model,
         interrupted: cancel.is_cancelled(),
     };
-    summary::write(&config.out_dir, config, &base, started_at, &outcome)
+    summary::write(&config.out_dir, config, &base.text, started_at, &outcome)
         .map_err(|err| output_error(err.to_string()))?;
     Ok(outcome)
 }

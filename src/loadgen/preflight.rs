@@ -21,38 +21,51 @@ struct ModelEntry {
     id: String,
 }
 
-/// `http://host:port` from what a user may write (`.../`, `.../v1`).
-pub fn base_url(url: &str) -> Result<String, LoadError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
-    let bad = |why: &str| LoadError::BadUrl {
-        url: url.to_string(),
-        why: why.to_string(),
-    };
-    let rest = trimmed.strip_prefix("http://").ok_or_else(|| {
-        if trimmed.starts_with("https://") {
-            bad("https is not built in; reach the server over plain http (a port-forward or a sidecar)")
-        } else {
-            bad("write it as http://HOST:PORT")
-        }
-    })?;
-    if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(bad("write it as http://HOST:PORT"));
-    }
-    Ok(trimmed.to_string())
+/// A server's base URL, checked: `http://` or `https://`, host, optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// `SCHEME://HOST[:PORT]`, without a trailing `/` or `/v1`.
+    pub text: String,
+    /// Whether it is https.
+    pub tls: bool,
+    /// The host as written (`[...]` around an IPv6 address).
+    pub host: String,
+    /// `host:port`, the default port filled in (80, or 443 for https).
+    pub authority: String,
 }
 
-/// `host:port` of a base URL from [`base_url`].
-pub fn authority(base: &str) -> String {
-    let rest = base.strip_prefix("http://").unwrap_or(base);
-    let host = rest.split('/').next().unwrap_or(rest);
-    if host
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-    {
-        host.to_string()
-    } else {
-        format!("{host}:80")
+impl BaseUrl {
+    /// Parses what a user may write (`.../`, `.../v1`).
+    pub fn parse(url: &str) -> Result<BaseUrl, LoadError> {
+        let trimmed = url.trim().trim_end_matches('/');
+        let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
+        let bad = || LoadError::BadUrl {
+            url: url.to_string(),
+            why: "write it as http://HOST[:PORT] or https://HOST[:PORT]".to_string(),
+        };
+        let (tls, rest) = match trimmed.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
+            _ => return Err(bad()),
+        };
+        if rest.is_empty() || rest.contains(['/', '?', '#']) || rest.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host, port.parse::<u16>().map_err(|_| bad())?)
+            }
+            _ => (rest, if tls { 443 } else { 80 }),
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(BaseUrl {
+            text: trimmed.to_string(),
+            tls,
+            host: host.to_string(),
+            authority: format!("{host}:{port}"),
+        })
     }
 }
 
@@ -64,9 +77,18 @@ pub async fn check_server(
     wanted: Option<&str>,
 ) -> Result<String, LoadError> {
     let url = format!("{base}/v1/models");
-    let unreachable = |why: String| LoadError::Unreachable {
-        url: url.clone(),
-        why,
+    let unreachable = |why: String| {
+        if http.is_tls() && why.contains("certificate") {
+            LoadError::Untrusted {
+                url: url.clone(),
+                why,
+            }
+        } else {
+            LoadError::Unreachable {
+                url: url.clone(),
+                why,
+            }
+        }
     };
     let exchange = async {
         let (mut connection, _) = http.checkout().await.map_err(|err| error_text(&err))?;
@@ -142,28 +164,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalizes_base_urls() {
+    fn base_urls_are_normalized_with_default_ports() {
         for url in [
             "http://127.0.0.1:8080",
             "http://127.0.0.1:8080/",
             "http://127.0.0.1:8080/v1/",
         ] {
-            assert_eq!(base_url(url).unwrap(), "http://127.0.0.1:8080");
+            let base = BaseUrl::parse(url).unwrap();
+            assert_eq!(base.text, "http://127.0.0.1:8080");
+            assert_eq!(base.authority, "127.0.0.1:8080");
+            assert!(!base.tls);
         }
-        assert!(
-            base_url("https://x")
-                .unwrap_err()
-                .to_string()
-                .contains("https is not built in")
+        let plain = BaseUrl::parse("http://example.com").unwrap();
+        assert_eq!(plain.authority, "example.com:80");
+        let secure = BaseUrl::parse("https://gemma.example.com/v1").unwrap();
+        assert_eq!(
+            (secure.tls, secure.host.as_str(), secure.authority.as_str()),
+            (true, "gemma.example.com", "gemma.example.com:443")
         );
-        assert!(
-            base_url("localhost:8080")
-                .unwrap_err()
-                .to_string()
-                .contains("http://HOST:PORT")
+        let ipv6 = BaseUrl::parse("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (ipv6.host.as_str(), ipv6.authority.as_str()),
+            ("[::1]", "[::1]:8443")
         );
-        assert!(base_url("http://").is_err());
-        assert_eq!(authority("http://127.0.0.1:8080"), "127.0.0.1:8080");
-        assert_eq!(authority("http://example.com"), "example.com:80");
+        assert_eq!(
+            BaseUrl::parse("http://[::1]").unwrap().authority,
+            "[::1]:80"
+        );
+    }
+
+    #[test]
+    fn urls_that_are_not_a_server_base_are_refused() {
+        for url in [
+            "localhost:8080",
+            "http://",
+            "ftp://host",
+            "http://host:port",
+            "http://host:8080/openai",
+            "http://:8080",
+        ] {
+            let text = BaseUrl::parse(url).unwrap_err().to_string();
+            assert!(
+                text.contains("http://HOST[:PORT] or https://HOST[:PORT]"),
+                "{url}: {text}"
+            );
+        }
     }
 }

@@ -45,9 +45,11 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .map(|line| serde_json::from_str(line).expect("golden line"))
         .collect()
 }
+pub mod certs;
 pub mod cluster;
 pub mod kubelet;
 pub mod load;
 pub mod run;
 pub mod server;
 pub mod stub;
+pub mod tls_listener;

@@ -70,7 +70,24 @@ impl Stub {
         Stub::with(Arc::new(|_, _: &str| Behaviour::Status(404)), false)
     }
 
+    /// An OpenAI-compatible stub following `script` over https, with the certificate
+    /// `server.crt`/`server.key` of `certs` (see `certs::serving_certificate`).
+    pub fn start_tls(
+        certs: &std::path::Path,
+        script: impl Fn(u64) -> Behaviour + Send + Sync + 'static,
+    ) -> Stub {
+        let acceptor = super::tls_listener::acceptor(certs);
+        let mut stub =
+            Stub::with_listener(Arc::new(move |n, _: &str| script(n)), true, Some(acceptor));
+        stub.url = stub.url.replacen("http://", "https://", 1);
+        stub
+    }
+
     fn with(script: Script, openai: bool) -> Stub {
+        Stub::with_listener(script, openai, None)
+    }
+
+    fn with_listener(script: Script, openai: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Stub {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -91,7 +108,13 @@ impl Stub {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("address");
-            tokio::spawn(async move { axum::serve(listener, router).await });
+            match tls {
+                None => tokio::spawn(async move { axum::serve(listener, router).await }),
+                Some(acceptor) => {
+                    let listener = super::tls_listener::TlsListener { listener, acceptor };
+                    tokio::spawn(async move { axum::serve(listener, router).await })
+                }
+            };
             addr
         });
         Stub {
