@@ -32,8 +32,9 @@ impl Measured {
         self.requests / self.wall
     }
 
+    /// CPU milliseconds per 1,000 requests.
     fn cpu_per_thousand(&self) -> f64 {
-        self.cpu / self.requests * 1000.0
+        self.cpu / self.requests * 1_000_000.0
     }
 }
 
@@ -227,17 +228,17 @@ fn main() {
     println!(
         "{users} connections, {seconds} s each, same loopback endpoint (one-token SSE completion):\n"
     );
-    println!("| tool | requests/s | CPU s per 1,000 requests | gembatch / tool (requests/s) |");
+    println!("| tool | requests/s | CPU ms per 1,000 requests | gembatch / tool (requests/s) |");
     println!("|---|---|---|---|");
     println!(
-        "| gembatch load | {:.0} | {:.3} | |",
+        "| gembatch load | {:.0} | {:.2} | |",
         ours.rate(),
         ours.cpu_per_thousand()
     );
     for (name, measured) in peers {
         match measured {
             Some(m) => println!(
-                "| {name} | {:.0} | {:.3} | {:.2}x |",
+                "| {name} | {:.0} | {:.2} | {:.2}x |",
                 m.rate(),
                 m.cpu_per_thousand(),
                 ours.rate() / m.rate()

@@ -186,8 +186,9 @@ impl Driver {
             let driver = self.clone();
             let shard = self.shards.pick(u64::from(user)).clone();
             let user_loop = async move {
-                // One cancellation future per user, not one per request.
-                let cancelled = driver.cancel.cancelled();
+                // One cancellation future per user, not one per request, on the shard's
+                // own token.
+                let cancelled = shard.cancel.cancelled();
                 tokio::pin!(cancelled);
                 let mut sent = 0u32;
                 loop {
@@ -195,7 +196,7 @@ impl Driver {
                         Hold::For(duration) => began.elapsed() < duration,
                         Hold::RequestsPerUser(count) => sent < count,
                     };
-                    if !more || driver.cancel.is_cancelled() {
+                    if !more || shard.cancel.is_cancelled() {
                         break;
                     }
                     let now = Instant::now();
@@ -265,7 +266,7 @@ impl Driver {
                     async move {
                         let ticket = sender.ticket(step, warmup, None, intended);
                         sender
-                            .send_one(&shard, ticket, std::pin::pin!(sender.cancel.cancelled()))
+                            .send_one(&shard, ticket, std::pin::pin!(shard.cancel.cancelled()))
                             .await;
                         drop(slot);
                     },

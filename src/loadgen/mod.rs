@@ -278,14 +278,18 @@ pub async fn run(
             tokio::spawn(watch.run(Instant::now(), *interval, stop_watch.clone()))
         });
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let shards = Shards::start(cpus, || Target {
-        http: http.new_pool(),
-        replica_header: config.replica_header.clone(),
-        timeout: config.timeout,
-    })
+    let stop_driver = cancel.child_token();
+    let shards = Shards::start(
+        cpus,
+        || Target {
+            http: http.new_pool(),
+            replica_header: config.replica_header.clone(),
+            timeout: config.timeout,
+        },
+        &stop_driver,
+    )
     .map_err(|err| output_error(format!("cannot start the client threads: {err}")))?;
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let stop_driver = cancel.child_token();
     let driver = Driver::new(shards, work, events, stop_driver.clone(), config.seed);
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });

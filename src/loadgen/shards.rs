@@ -18,6 +18,9 @@ pub struct Shard {
     pub handle: Handle,
     /// Its connections to the server.
     pub target: Target,
+    /// The run's cancellation, as a token of this thread's own: checking it (several times
+    /// per request) locks no state the other threads touch.
+    pub cancel: CancellationToken,
     finished: Mutex<Vec<RequestRecord>>,
 }
 
@@ -36,8 +39,13 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Starts `count` threads; `target` makes each one's connection pool.
-    pub fn start(count: usize, target: impl Fn() -> Target) -> std::io::Result<Shards> {
+    /// Starts `count` threads; `target` makes each one's connection pool; `cancel` stops
+    /// the requests of every shard.
+    pub fn start(
+        count: usize,
+        target: impl Fn() -> Target,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<Shards> {
         let stop = CancellationToken::new();
         let mut shards = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
@@ -48,6 +56,7 @@ impl Shards {
             shards.push(Arc::new(Shard {
                 handle: runtime.handle().clone(),
                 target: target(),
+                cancel: cancel.child_token(),
                 finished: Mutex::new(Vec::new()),
             }));
             let stop = stop.clone();
