@@ -188,6 +188,11 @@ fn kubernetes_job(
 ) -> std::path::PathBuf {
     let model = common::default_model_path();
     let dataset = space.dataset(rows);
+    // The runner reaches pod IPs, as in the cluster; one test overrides this.
+    let kubernetes = match kubernetes {
+        "" => "pod_access: pod_ip".to_string(),
+        more => format!("pod_access: pod_ip, {more}"),
+    };
     space.job(
         &dataset,
         &format!(
@@ -503,6 +508,45 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
         );
         assert!(words.contains("released: deleted"), "{words}");
         assert_nothing_left(&client, "k8s").await;
+    });
+}
+
+#[test]
+fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 12, 2, "");
+    let spec = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "pf");
+        let child = run_job(&cluster, &job, "pf");
+        wait_for_request(&client, "gembatch-pf").await;
+        provision(&client, "gembatch-pf").await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("reaching the 2 serve pod(s) through API-server port-forwards"),
+            "{words}"
+        );
+        let requests = common::run::Requests::read(&space.run_dir("pf"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert_eq!(pods.len(), 2, "rows on both pods: {pods:?}");
+        // One probe per pod, then at least one relayed connection per pod.
+        let sessions = kubelet
+            .port_forwards
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(sessions >= 4, "{sessions} port-forward sessions");
+        assert_nothing_left(&client, "pf").await;
     });
 }
 

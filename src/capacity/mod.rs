@@ -28,8 +28,10 @@ pub struct KubernetesPods {
     pub client: kube::Client,
     /// What was reserved (its run id labels every object).
     pub plan: ReservePlan,
-    /// The ready pods.
+    /// The ready pods, as the runner reaches them.
     pub pods: Vec<Pod>,
+    /// The port-forwards to them, when the runner is outside the cluster.
+    pub forwards: Option<kubernetes::port_forward::PortForwards>,
 }
 
 /// Capacity that could not be had.

@@ -127,6 +127,10 @@ pub(super) fn progress_line(progress: &Progress) -> String {
             "the booking of {request} expired before every pod was scheduled: deleted \
              everything, reserving again ({booking} of {of})"
         ),
+        Progress::PortForwarding { pods } => format!(
+            "reaching the {pods} serve pod(s) through API-server port-forwards \
+             (capacity.kubernetes.pod_access: the runner is outside the cluster)"
+        ),
         Progress::Retrying { why, after } => {
             format!("request failed ({why}); a new one in {} s", after.as_secs())
         }

@@ -4,6 +4,7 @@
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
+use crate::capacity::kubernetes::port_forward::PodAccess;
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
 use crate::job::JobSpec;
 
@@ -30,6 +31,7 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         served_name: job.model.name.clone(),
         max_batch: job.concurrency_per_pod,
         ready_timeout: job.capacity.ready_timeout,
+        access: kubernetes.pod_access.resolve(PodAccess::in_cluster()),
     };
     (plan, retries, pods)
 }

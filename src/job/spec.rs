@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::model::ModelSpec;
+use crate::capacity::kubernetes::port_forward::PodAccess;
 use crate::dataset::{Fields, Format};
 
 /// One batch job: what to run, on what, and where the results go.
@@ -114,6 +115,9 @@ pub struct KubernetesSpec {
     pub max_run_duration: Duration,
     /// Requests in all when one fails.
     pub failed_attempts: u32,
+    /// How the runner reaches the serve pods: `auto` (pod IPs in a cluster,
+    /// port-forwarding outside), `pod_ip` or `port_forward`.
+    pub pod_access: PodAccess,
 }
 
 impl Default for KubernetesSpec {
@@ -125,6 +129,7 @@ impl Default for KubernetesSpec {
             accelerator: "nvidia-l4".into(),
             max_run_duration: Duration::from_secs(8 * 3600),
             failed_attempts: 3,
+            pod_access: PodAccess::Auto,
         }
     }
 }

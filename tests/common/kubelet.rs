@@ -2,8 +2,10 @@
 //! gets its own loopback address (127.0.0.2, 127.0.0.3, ...), its container's `gembatch
 //! serve` arguments run as a real process bound to it, and once that answers `/ready` the
 //! pod is marked Running and Ready with that IP. As a kubelet does, a pod whose process
-//! exits before it is ready is marked Failed, and a deleted pod's process is stopped.
-//! What it does goes to stderr, which a failing test shows.
+//! exits before it is ready is marked Failed, and a deleted pod's process is stopped. Pods
+//! are bound to a Node whose kubelet endpoint serves port-forwards (see
+//! `kubelet_port_forward`), so a runner outside the cluster reaches them through the API
+//! server. What it does goes to stderr, which a failing test shows.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::cluster::client_from;
+use super::kubelet_port_forward::{self as port_forward, NODE, PodIps};
 
 /// The serve port every pod's container listens on.
 const PORT: u16 = 8080;
@@ -30,6 +33,8 @@ pub struct TestKubelet {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Pod name to its process, so a test can kill a "pod".
     pub processes: Processes,
+    /// Port-forward sessions the API server opened to this kubelet.
+    pub port_forwards: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestKubelet {
@@ -37,26 +42,31 @@ impl TestKubelet {
     pub fn start(kubeconfig: &Path, namespace: &str, run_id: &str) -> TestKubelet {
         let stop = Arc::new(AtomicBool::new(false));
         let processes = Processes::default();
+        let port_forwards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let node = Node {
             kubeconfig: kubeconfig.to_path_buf(),
             namespace: namespace.to_string(),
             selector: format!("gembatch.dev/run-id={run_id}"),
             processes: processes.clone(),
+            ips: PodIps::default(),
             next_address: 2,
             starting: Vec::new(),
         };
-        let stopped = stop.clone();
+        let (stopped, sessions) = (stop.clone(), port_forwards.clone());
         let thread = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
+            // Two threads: the port-forward relays keep going while one waits on a probe.
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(node.run(stopped));
+                .block_on(node.run(stopped, sessions));
         });
         TestKubelet {
             stop,
             thread: Some(thread),
             processes,
+            port_forwards,
         }
     }
 }
@@ -80,14 +90,19 @@ struct Node {
     namespace: String,
     selector: String,
     processes: Processes,
+    /// Pod name to its IP, for the port-forward endpoint.
+    ips: PodIps,
     next_address: u8,
     /// Pods started and not yet ready: (name, IP).
     starting: Vec<(String, String)>,
 }
 
 impl Node {
-    async fn run(mut self, stop: Arc<AtomicBool>) {
+    async fn run(mut self, stop: Arc<AtomicBool>, sessions: Arc<std::sync::atomic::AtomicUsize>) {
         let client = client_from(&self.kubeconfig).await;
+        let certs = tempfile::tempdir().expect("a directory for the kubelet's certificate");
+        super::certs::serving_certificate(certs.path(), "gembatch-test-kubelet");
+        port_forward::start(client.clone(), certs.path(), self.ips.clone(), sessions).await;
         let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
         while !stop.load(Ordering::Relaxed) {
             match pods
@@ -158,6 +173,7 @@ impl Node {
             .spawn()
             .expect("start a pod's gembatch serve");
         eprintln!("kubelet: {name} started at {ip}");
+        self.ips.lock().unwrap().insert(name.clone(), ip.clone());
         self.processes.lock().unwrap().push((name.clone(), child));
         self.starting.push((name, ip));
     }
@@ -169,7 +185,10 @@ impl Node {
         for (name, ip) in std::mem::take(&mut self.starting) {
             let status = match self.exit_code(&name) {
                 Some(code) => failed_status(code),
-                None if answers_ready(&ip) => ready_status(&ip),
+                None if answers_ready(&ip) => {
+                    bind(pods, &name).await;
+                    ready_status(&ip)
+                }
                 None => {
                     still_starting.push((name, ip));
                     continue;
@@ -196,6 +215,20 @@ impl Node {
         let (_, child) = processes.iter_mut().find(|(n, _)| n == name)?;
         let status = child.try_wait().ok()??;
         Some(status.code().unwrap_or(137))
+    }
+}
+
+/// Binds `name` to the test Node, as the scheduler would (already bound: nothing to do).
+async fn bind(pods: &Api<Pod>, name: &str) {
+    let binding = serde_json::json!({
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
+    });
+    let bound: Result<serde_json::Value, _> = pods
+        .create_subresource("binding", name, &PostParams::default(), &binding)
+        .await;
+    if let Err(err) = bound {
+        eprintln!("kubelet: {name} not bound: {err}");
     }
 }
 

@@ -48,6 +48,7 @@ pub fn golden(name: &str) -> Vec<Golden> {
 pub mod certs;
 pub mod cluster;
 pub mod kubelet;
+pub mod kubelet_port_forward;
 pub mod load;
 pub mod run;
 pub mod server;

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::KubeError;
 use super::objects::ReservePlan;
 use super::pods::{PodsPlan, start_pods};
+use super::port_forward::{PodAccess, forward};
 use super::release::{Scope, release};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
@@ -31,7 +32,7 @@ pub async fn reserve_pods(
         namespace: plan.namespace.clone(),
     };
     let started = async {
-        loop {
+        let endpoints = loop {
             let reserved = reserve(&client, &plan, retries, progress).await?;
             match start_pods(&client, &plan, &reserved, pods).await {
                 // The capacity is gone for the pods still waiting: start over, whole, under
@@ -45,8 +46,18 @@ pub async fn reserve_pods(
                     });
                     release(&client, &scope).await?;
                 }
-                other => break other,
+                other => break other?,
             }
+        };
+        match pods.access {
+            PodAccess::PortForward => {
+                progress(Progress::PortForwarding {
+                    pods: endpoints.len(),
+                });
+                let (local, forwards) = forward(&client, &plan.namespace, endpoints).await?;
+                Ok::<_, KubeError>((local, Some(forwards)))
+            }
+            PodAccess::PodIp | PodAccess::Auto => Ok((endpoints, None)),
         }
     };
     let result = tokio::select! {
@@ -54,10 +65,11 @@ pub async fn reserve_pods(
         () = cancel.cancelled() => Err(CapacityError::Interrupted),
     };
     match result {
-        Ok(endpoints) => Ok(Reservation::Kubernetes(Box::new(KubernetesPods {
+        Ok((endpoints, forwards)) => Ok(Reservation::Kubernetes(Box::new(KubernetesPods {
             client,
             plan,
             pods: endpoints,
+            forwards,
         }))),
         Err(err) => {
             // Best effort: the error that stopped the run is the one to report; leftovers

@@ -7,6 +7,7 @@
 //! - `reserve`: create, own, watch the conditions, retry a failed request;
 //! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
 //! - `model_mount`: where those pods find the weights (image, claim or bucket);
+//! - `port_forward`: reaching the pods from outside the cluster, through the API server;
 //! - `release`: delete everything a run (or gembatch) created, found by label;
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
@@ -15,6 +16,7 @@ pub mod deployment_watch;
 pub mod model_mount;
 pub mod objects;
 pub mod pods;
+pub mod port_forward;
 pub mod release;
 pub mod request;
 pub mod reserve;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::KubeError;
 use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
+use super::port_forward::PodAccess;
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
 use crate::dispatch::Pod as Endpoint;
@@ -40,6 +41,8 @@ pub struct PodsPlan {
     pub max_batch: u32,
     /// Longest wait for every pod to be ready.
     pub ready_timeout: Duration,
+    /// How the runner reaches them (settled: never `Auto`).
+    pub access: PodAccess,
 }
 
 impl ReservePlan {
@@ -303,6 +306,7 @@ mod tests {
             served_name: Some("gemma-3-4b-it".into()),
             max_batch: 32,
             ready_timeout: Duration::from_secs(600),
+            access: PodAccess::PodIp,
         }
     }
 

@@ -75,6 +75,12 @@ pub enum Progress {
         /// Reservations allowed in all.
         of: u32,
     },
+    /// The pods are ready and reached through port-forwards (the runner is outside the
+    /// cluster).
+    PortForwarding {
+        /// How many pods.
+        pods: usize,
+    },
     /// The request failed; a new one follows after `after`.
     Retrying {
         /// The failed request's reason and message.
