@@ -115,10 +115,10 @@ async fn set_condition_in(
         .expect("patch the request's status");
 }
 
-/// Everything labelled with `run_id` that is still there.
-async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
+/// Everything labelled with `run_id` in `namespace` that is still there.
+async fn leftovers(client: &kube::Client, namespace: &str, run_id: &str) -> Vec<String> {
     let selector = ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
-    let mut left: Vec<String> = requests(client)
+    let mut left: Vec<String> = requests_in(client, namespace)
         .list(&selector)
         .await
         .unwrap()
@@ -126,7 +126,7 @@ async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
         .filter(|r| r.metadata.deletion_timestamp.is_none())
         .map(|r| format!("ProvisioningRequest/{}", r.name_any()))
         .collect();
-    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), namespace);
     left.extend(
         templates
             .list(&selector)
@@ -136,7 +136,7 @@ async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
             .filter(|t| t.metadata.deletion_timestamp.is_none())
             .map(|t| format!("PodTemplate/{}", t.name_any())),
     );
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     left.extend(
         jobs.list(&selector)
             .await
@@ -144,7 +144,7 @@ async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
             .into_iter()
             .map(|j| format!("Job/{}", j.name_any())),
     );
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     left.extend(
         services
             .list(&selector)
@@ -157,9 +157,13 @@ async fn leftovers(client: &kube::Client, run_id: &str) -> Vec<String> {
 }
 
 async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
+    assert_nothing_left_in(client, "default", run_id).await;
+}
+
+async fn assert_nothing_left_in(client: &kube::Client, namespace: &str, run_id: &str) {
     let started = Instant::now();
     loop {
-        let left = leftovers(client, run_id).await;
+        let left = leftovers(client, namespace, run_id).await;
         if left.is_empty() {
             return;
         }
@@ -302,7 +306,7 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
             "{words}"
         );
         assert!(
-            !leftovers(&client, "r1").await.is_empty(),
+            !leftovers(&client, "default", "r1").await.is_empty(),
             "a reservation stays until released"
         );
 
@@ -604,6 +608,42 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         assert!(!words.contains("forbidden"), "{words}");
         assert!(words.contains("released: deleted"), "{words}");
 
+        // The Role is for the runner in the cluster: from outside, port-forwarding is
+        // refused, the run says what to grant, and leaves nothing behind.
+        let outside = kubernetes_job(&space, 4, 1, "namespace: gembatch");
+        let spec = std::fs::read_to_string(&outside).unwrap();
+        std::fs::write(
+            &outside,
+            spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
+        )
+        .unwrap();
+        let _kubelet =
+            common::kubelet::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac-pf");
+        let child = gembatch_as(
+            &runner,
+            &["run", outside.to_str().unwrap(), "--run-id", "rbac-pf"],
+        );
+        wait_for_request_in(&admin, "gembatch", "gembatch-rbac-pf").await;
+        set_condition_in(
+            &admin,
+            "gembatch",
+            "gembatch-rbac-pf",
+            &[("Provisioned", "True", "Provisioned")],
+        )
+        .await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{words}");
+        assert!(
+            words.contains("cannot port-forward to serve pod gembatch-rbac-pf-"),
+            "{words}"
+        );
+        assert!(
+            words.contains("`get` and `create` on `pods/portforward`"),
+            "{words}"
+        );
+        assert_nothing_left_in(&admin, "gembatch", "rbac-pf").await;
+
         // Anything the Role does not grant is refused: the check above is not vacuous.
         let limited = common::cluster::client_from(&runner).await;
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(limited, "gembatch");
@@ -780,7 +820,7 @@ async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
     stage().await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let left = leftovers(client, run_id).await;
+    let left = leftovers(client, "default", run_id).await;
     assert!(
         !left.is_empty(),
         "{run_id}: the killed runner left nothing to release"

@@ -108,6 +108,18 @@ pub enum KubeError {
         /// How long it waited.
         waited: Duration,
     },
+    /// The API server refused to port-forward to a serve pod.
+    #[error(
+        "cannot port-forward to serve pod {pod}: {why}; a runner outside the cluster needs \
+         `get` and `create` on `pods/portforward` in the namespace (or run it in the cluster \
+         with capacity.kubernetes.pod_access: pod_ip)"
+    )]
+    PortForward {
+        /// The pod.
+        pod: String,
+        /// What the API server said.
+        why: String,
+    },
     /// An object the command was pointed at does not exist.
     #[error("{0}")]
     Missing(String),
@@ -126,6 +138,7 @@ impl KubeError {
                 | KubeError::Config(_)
                 | KubeError::NoProvisioningRequests
                 | KubeError::Missing(_)
+                | KubeError::PortForward { .. }
         )
     }
 

@@ -67,10 +67,13 @@ pub async fn forward(
     let port = SERVE_PORT as u16;
     let mut local = Vec::with_capacity(pods.len());
     for pod in pods {
-        let probe = api
-            .portforward(&pod.name, &[port])
-            .await
-            .map_err(KubeError::api("port-forward to a serve pod"))?;
+        let probe =
+            api.portforward(&pod.name, &[port])
+                .await
+                .map_err(|err| KubeError::PortForward {
+                    pod: pod.name.clone(),
+                    why: err.to_string(),
+                })?;
         probe.abort();
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
