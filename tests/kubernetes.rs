@@ -208,6 +208,38 @@ fn kubernetes_job(
     )
 }
 
+/// Rewrites a [`kubernetes_job`] so its runner reaches the pods through port-forwards, as
+/// from outside the cluster.
+fn through_port_forwards(job: &std::path::Path) {
+    let spec = std::fs::read_to_string(job).unwrap();
+    std::fs::write(
+        job,
+        spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
+    )
+    .unwrap();
+}
+
+/// Runs `job` in namespace `gembatch` with the identity of `runner` (a kubeconfig),
+/// provisions its request as `admin`, and waits for the run to end.
+async fn run_provisioned_in_gembatch(
+    admin: &kube::Client,
+    runner: &std::path::Path,
+    job: &std::path::Path,
+    run_id: &str,
+) -> std::process::Output {
+    let child = gembatch_as(runner, &["run", job.to_str().unwrap(), "--run-id", run_id]);
+    let request = format!("gembatch-{run_id}");
+    wait_for_request_in(admin, "gembatch", &request).await;
+    set_condition_in(
+        admin,
+        "gembatch",
+        &request,
+        &[("Provisioned", "True", "Provisioned")],
+    )
+    .await;
+    child.wait_with_output().unwrap()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -320,6 +352,86 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
             text(&release)
         );
         assert_nothing_left(&client, "r1").await;
+    });
+}
+
+#[test]
+fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() {
+    let _serial = common::load::serial();
+    let mut cluster = Cluster::start();
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "1",
+                "--run-id",
+                "watch",
+                "--timeout",
+                "120s",
+            ],
+        );
+        wait_for_request(&client, "gembatch-watch").await;
+        set_condition(
+            &client,
+            "gembatch-watch",
+            &[("Accepted", "True", "SuccessfullyQueued")],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every connection to the API server breaks, the runner's watch with them.
+        cluster.restart_api_server();
+        provision(&client, "gembatch-watch").await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("watch on the ProvisioningRequest broke"),
+            "{words}"
+        );
+        assert!(
+            words.contains("provisioned: ProvisioningRequest default/gembatch-watch"),
+            "{words}"
+        );
+        let release = gembatch(&cluster, &["release", "watch"])
+            .wait_with_output()
+            .unwrap();
+        assert!(release.status.success(), "{}", text(&release));
+        assert_nothing_left(&client, "watch").await;
+
+        // The API server gone when the wait times out: the timeout is what is reported,
+        // the run says the cleanup could not run, and `release` later leaves nothing.
+        let child = gembatch(
+            &cluster,
+            &[
+                "reserve",
+                "--gpus",
+                "1",
+                "--run-id",
+                "down",
+                "--timeout",
+                "4s",
+            ],
+        );
+        wait_for_request(&client, "gembatch-down").await;
+        cluster.stop_api_server();
+        let output = child.wait_with_output().unwrap();
+        cluster.start_api_server();
+        let words = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{words}");
+        assert!(words.contains("not provisioned within 4 s"), "{words}");
+        assert!(
+            words.contains("could not delete everything of the run")
+                && words.contains("`gembatch release down --namespace default`"),
+            "{words}"
+        );
+        let release = gembatch(&cluster, &["release", "down"])
+            .wait_with_output()
+            .unwrap();
+        assert!(release.status.success(), "{}", text(&release));
+        assert_nothing_left(&client, "down").await;
     });
 }
 
@@ -521,12 +633,7 @@ fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
     let cluster = Cluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 12, 2, "");
-    let spec = std::fs::read_to_string(&job).unwrap();
-    std::fs::write(
-        &job,
-        spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
-    )
-    .unwrap();
+    through_port_forwards(&job);
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "pf");
@@ -593,16 +700,7 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         let admin = ready(&cluster).await;
         let runner = cluster.runner_kubeconfig(&admin).await;
         let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac");
-        let child = gembatch_as(&runner, &["run", job.to_str().unwrap(), "--run-id", "rbac"]);
-        wait_for_request_in(&admin, "gembatch", "gembatch-rbac").await;
-        set_condition_in(
-            &admin,
-            "gembatch",
-            "gembatch-rbac",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
-        let output = child.wait_with_output().unwrap();
+        let output = run_provisioned_in_gembatch(&admin, &runner, &job, "rbac").await;
         let words = text(&output);
         assert!(output.status.success(), "under the runner's Role: {words}");
         assert!(!words.contains("forbidden"), "{words}");
@@ -611,27 +709,10 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         // The Role is for the runner in the cluster: from outside, port-forwarding is
         // refused, the run says what to grant, and leaves nothing behind.
         let outside = kubernetes_job(&space, 4, 1, "namespace: gembatch");
-        let spec = std::fs::read_to_string(&outside).unwrap();
-        std::fs::write(
-            &outside,
-            spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
-        )
-        .unwrap();
+        through_port_forwards(&outside);
         let _kubelet =
             common::kubelet::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac-pf");
-        let child = gembatch_as(
-            &runner,
-            &["run", outside.to_str().unwrap(), "--run-id", "rbac-pf"],
-        );
-        wait_for_request_in(&admin, "gembatch", "gembatch-rbac-pf").await;
-        set_condition_in(
-            &admin,
-            "gembatch",
-            "gembatch-rbac-pf",
-            &[("Provisioned", "True", "Provisioned")],
-        )
-        .await;
-        let output = child.wait_with_output().unwrap();
+        let output = run_provisioned_in_gembatch(&admin, &runner, &outside, "rbac-pf").await;
         let words = text(&output);
         assert_eq!(output.status.code(), Some(2), "{words}");
         assert!(

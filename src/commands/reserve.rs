@@ -58,8 +58,15 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
                     run_id: plan.run_id.clone(),
                     namespace: plan.namespace.clone(),
                 };
-                let deleted = release(&client, &scope).await?;
-                eprintln!("released: {}", released_words(&deleted));
+                // The reservation's error is the one to report, whatever the cleanup does.
+                match release(&client, &scope).await {
+                    Ok(deleted) => eprintln!("released: {}", released_words(&deleted)),
+                    Err(cleanup) => show(Progress::CleanupFailed {
+                        why: cleanup.to_string(),
+                        run_id: plan.run_id.clone(),
+                        namespace: plan.namespace.clone(),
+                    }),
+                }
                 Err(err)
             }
         }
@@ -131,6 +138,17 @@ pub(super) fn progress_line(progress: &Progress) -> String {
             "reaching the {pods} serve pod(s) through API-server port-forwards \
              (capacity.kubernetes.pod_access: the runner is outside the cluster)"
         ),
+        Progress::CleanupFailed {
+            why,
+            run_id,
+            namespace,
+        } => format!(
+            "could not delete everything of the run ({why}); `gembatch release {run_id} \
+             --namespace {namespace}` removes what is left"
+        ),
+        Progress::WatchBroken { why } => {
+            format!("the watch on the ProvisioningRequest broke ({why}); resuming")
+        }
         Progress::Retrying { why, after } => {
             format!("request failed ({why}); a new one in {} s", after.as_secs())
         }

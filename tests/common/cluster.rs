@@ -20,7 +20,10 @@ pub struct Cluster {
     pub server: String,
     /// A kubeconfig with the administrator's token.
     pub kubeconfig: PathBuf,
+    /// etcd, the API server, the controller manager.
     processes: Vec<Child>,
+    /// The API server's arguments, to start it again.
+    api_server_args: Vec<String>,
 }
 
 /// Where `.ci/control-plane-build.sh` put the binaries.
@@ -122,33 +125,35 @@ impl Cluster {
                 format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
             ],
         ));
+        let api_server_args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            "--insecure-port=0".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--endpoint-reconciler-type=none".into(),
+            format!("--tls-cert-file={}", text("server.crt")),
+            format!("--tls-private-key-file={}", text("server.key")),
+            format!("--client-ca-file={}", text("ca.crt")),
+            format!("--token-auth-file={}", text("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", text("sa.pub")),
+            format!("--service-account-signing-key-file={}", text("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+        ];
         processes.push(spawn(
             path,
             "kube-apiserver",
             &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                "--insecure-port=0".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--endpoint-reconciler-type=none".into(),
-                format!("--tls-cert-file={}", text("server.crt")),
-                format!("--tls-private-key-file={}", text("server.key")),
-                format!("--client-ca-file={}", text("ca.crt")),
-                format!("--token-auth-file={}", text("tokens.csv")),
-                "--authorization-mode=RBAC".into(),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={}", text("sa.pub")),
-                format!("--service-account-signing-key-file={}", text("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-            ],
+            &api_server_args,
         ));
         let server = format!("https://127.0.0.1:{api_port}");
         let mut cluster = Cluster {
             kubeconfig: kubeconfig(path, "admin", &server, ADMIN_TOKEN, "default"),
             server,
             processes,
+            api_server_args,
             dir,
         };
         cluster.wait_ready();
@@ -179,6 +184,31 @@ impl Cluster {
         );
         cluster.processes.push(manager);
         cluster
+    }
+
+    /// Stops the API server (every watch on it breaks) and starts it again on the same
+    /// port and etcd; returns once it is ready.
+    pub fn restart_api_server(&mut self) {
+        self.stop_api_server();
+        self.start_api_server();
+    }
+
+    /// Stops the API server: every call fails until [`Cluster::start_api_server`].
+    pub fn stop_api_server(&mut self) {
+        let api_server = &mut self.processes[1];
+        let _ = api_server.kill();
+        let _ = api_server.wait();
+    }
+
+    /// Starts the stopped API server again on the same port and etcd; returns once ready.
+    pub fn start_api_server(&mut self) {
+        self.processes[1] = spawn(
+            self.dir.path(),
+            "kube-apiserver",
+            &binaries().join("kube-apiserver"),
+            &self.api_server_args,
+        );
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

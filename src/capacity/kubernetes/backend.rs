@@ -72,9 +72,15 @@ pub async fn reserve_pods(
             forwards,
         }))),
         Err(err) => {
-            // Best effort: the error that stopped the run is the one to report; leftovers
-            // are found by `gembatch release` later.
-            let _ = release(&client, &scope).await;
+            // The error that stopped the run is the one to report; leftovers are found by
+            // `gembatch release` later, and the run says so.
+            if let Err(cleanup) = release(&client, &scope).await {
+                progress(Progress::CleanupFailed {
+                    why: cleanup.to_string(),
+                    run_id: plan.run_id.clone(),
+                    namespace: plan.namespace.clone(),
+                });
+            }
             Err(err)
         }
     }

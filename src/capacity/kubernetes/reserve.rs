@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::PodTemplate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{GroupVersionKind, TypeMeta};
-use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::KubeError;
@@ -80,6 +80,21 @@ pub enum Progress {
     PortForwarding {
         /// How many pods.
         pods: usize,
+    },
+    /// The watch on the request broke; it resumes after a backoff.
+    WatchBroken {
+        /// What broke it.
+        why: String,
+    },
+    /// After a failure, the run's objects could not all be deleted (the API server down,
+    /// say): `gembatch release` removes them later.
+    CleanupFailed {
+        /// Why.
+        why: String,
+        /// The run.
+        run_id: String,
+        /// Its namespace.
+        namespace: String,
     },
     /// The request failed; a new one follows after `after`.
     Retrying {
@@ -277,7 +292,9 @@ enum Waited {
     Failed(String),
 }
 
-/// Watches the request until it is provisioned or failed, reporting each new condition.
+/// Watches the request until it is provisioned or failed, reporting each new condition. A
+/// broken watch (an API server restarting, a network blip during a wait of hours) is said
+/// and resumed with backoff; only the overall timeout ends the wait early.
 async fn wait(
     requests: &Api<DynamicObject>,
     name: &str,
@@ -285,32 +302,49 @@ async fn wait(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Waited, KubeError> {
     let started = Instant::now();
-    let (seen, mut changes) = mpsc::unbounded_channel();
-    let done = move |object: Option<&DynamicObject>| {
-        let request = object.and_then(typed);
-        let _ = seen.send(request.clone());
-        request.is_some_and(|r| r.is(ConditionType::Provisioned) || r.is(ConditionType::Failed))
-    };
-    let waiting = await_condition(requests.clone(), name, done);
-    tokio::pin!(waiting);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let events = watcher(requests.clone(), config).default_backoff();
+    tokio::pin!(events);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut last_shown = None;
     let mut last_words = String::from("no condition yet");
-    let finished = loop {
-        tokio::select! {
-            finished = &mut waiting => break finished,
-            Some(request) = changes.recv() => {
-                if let Some(request) = request {
-                    show(&request, started, &mut last_shown, &mut last_words, progress);
-                }
-            }
+    // Whether a relist (after the watch broke) has shown the request again.
+    let mut relisted_it = false;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
             () = &mut deadline => {
                 return Err(KubeError::Timeout { waited: started.elapsed(), last: last_words });
             }
-        }
-    };
-    while let Ok(Some(request)) = changes.try_recv() {
+        };
+        let object = match event {
+            Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) => {
+                relisted_it = true;
+                object
+            }
+            Some(Ok(watcher::Event::Delete(_))) => {
+                return Err(KubeError::Deleted(name.to_string()));
+            }
+            Some(Ok(watcher::Event::Init)) => {
+                relisted_it = false;
+                continue;
+            }
+            Some(Ok(watcher::Event::InitDone)) if !relisted_it => {
+                return Err(KubeError::Deleted(name.to_string()));
+            }
+            Some(Ok(watcher::Event::InitDone)) => continue,
+            Some(Err(err)) => {
+                progress(Progress::WatchBroken {
+                    why: err.to_string(),
+                });
+                continue;
+            }
+            None => return Err(KubeError::Watch("the watch ended".into())),
+        };
+        let Some(request) = typed(&object) else {
+            continue;
+        };
         show(
             &request,
             started,
@@ -318,20 +352,17 @@ async fn wait(
             &mut last_words,
             progress,
         );
+        if request.is(ConditionType::Provisioned) {
+            return Ok(Waited::Provisioned);
+        }
+        if request.is(ConditionType::Failed) {
+            let why = request
+                .condition(ConditionType::Failed)
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_default();
+            return Ok(Waited::Failed(why));
+        }
     }
-    let request = finished
-        .map_err(|err| KubeError::Watch(err.to_string()))?
-        .as_ref()
-        .and_then(typed)
-        .ok_or_else(|| KubeError::Deleted(name.to_string()))?;
-    if request.is(ConditionType::Provisioned) {
-        return Ok(Waited::Provisioned);
-    }
-    let why = request
-        .condition(ConditionType::Failed)
-        .map(|c| format!("{}: {}", c.reason, c.message))
-        .unwrap_or_default();
-    Ok(Waited::Failed(why))
 }
 
 pub(super) fn typed(object: &DynamicObject) -> Option<ProvisioningRequest> {
