@@ -47,6 +47,7 @@ pub fn golden(name: &str) -> Vec<Golden> {
 }
 pub mod certs;
 pub mod cluster;
+pub mod kube_fixtures;
 pub mod kubelet;
 pub mod kubelet_port_forward;
 pub mod load;

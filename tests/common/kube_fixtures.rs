@@ -1,0 +1,260 @@
+//! What the Kubernetes tests share: runs of the binary against the test control plane,
+//! the test's part as the cluster autoscaler (request conditions), jobs for the Kubernetes
+//! backend, and the checks that nothing of a run is left.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PodTemplate, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+
+use super::cluster::Cluster;
+
+pub fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {
+    gembatch_as(&cluster.kubeconfig, args)
+}
+
+/// `gembatch ARGS` with the identity of `kubeconfig`, left running.
+/// Starts `gembatch run JOB --run-id RUN_ID` against the test cluster.
+pub fn run_job(cluster: &Cluster, job: &std::path::Path, run_id: &str) -> Child {
+    gembatch(cluster, &["run", job.to_str().unwrap(), "--run-id", run_id])
+}
+
+pub fn gembatch_as(kubeconfig: &std::path::Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gembatch")
+}
+
+pub fn requests(client: &kube::Client) -> Api<DynamicObject> {
+    requests_in(client, "default")
+}
+
+pub fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
+        "provisioningrequests",
+    );
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Marks the request `name` provisioned, as the cluster autoscaler does.
+pub async fn provision(client: &kube::Client, name: &str) {
+    set_condition(client, name, &[("Provisioned", "True", "Provisioned")]).await;
+}
+
+/// Waits until the run's first shard is committed (the batch is under way).
+pub async fn until_a_shard_is_committed(run_dir: &std::path::Path) {
+    let ledger = run_dir.join("ledger.jsonl");
+    until("a shard is committed", || async {
+        std::fs::read_to_string(&ledger).is_ok_and(|text| !text.trim().is_empty())
+    })
+    .await;
+}
+
+/// Waits until the request `name` exists and returns it.
+pub async fn wait_for_request(client: &kube::Client, name: &str) -> DynamicObject {
+    wait_for_request_in(client, "default", name).await
+}
+
+/// Waits until the request `name` exists in `namespace` and returns it.
+pub async fn wait_for_request_in(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> DynamicObject {
+    let started = Instant::now();
+    loop {
+        if let Ok(request) = requests_in(client, namespace).get(name).await {
+            return request;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no request {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Plays the autoscaler: sets the conditions of request `name` in `default`.
+pub async fn set_condition(client: &kube::Client, name: &str, conditions: &[(&str, &str, &str)]) {
+    set_condition_in(client, "default", name, conditions).await;
+}
+
+/// Plays the autoscaler: sets the request's conditions, each `(type, status, reason)`.
+pub async fn set_condition_in(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    conditions: &[(&str, &str, &str)],
+) {
+    let now = "2026-11-30T10:00:00Z";
+    let list: Vec<serde_json::Value> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, status, reason))| {
+            serde_json::json!({
+                "type": kind, "status": status, "reason": reason,
+                "message": format!("test autoscaler says {reason}"),
+                "lastTransitionTime": now.replace("00Z", &format!("{:02}Z", i)),
+            })
+        })
+        .collect();
+    let patch = serde_json::json!({"status": {"conditions": list}});
+    requests_in(client, namespace)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the request's status");
+}
+
+/// Everything labelled with `run_id` in `namespace` that is still there.
+pub async fn leftovers(client: &kube::Client, namespace: &str, run_id: &str) -> Vec<String> {
+    let selector = ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
+    let mut left: Vec<String> = requests_in(client, namespace)
+        .list(&selector)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .map(|r| format!("ProvisioningRequest/{}", r.name_any()))
+        .collect();
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), namespace);
+    left.extend(
+        templates
+            .list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.metadata.deletion_timestamp.is_none())
+            .map(|t| format!("PodTemplate/{}", t.name_any())),
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    left.extend(
+        jobs.list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| format!("Job/{}", j.name_any())),
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    left.extend(
+        services
+            .list(&selector)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("Service/{}", s.name_any())),
+    );
+    left
+}
+
+pub async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
+    assert_nothing_left_in(client, "default", run_id).await;
+}
+
+pub async fn assert_nothing_left_in(client: &kube::Client, namespace: &str, run_id: &str) {
+    let started = Instant::now();
+    loop {
+        let left = leftovers(client, namespace, run_id).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client of the cluster's administrator, the ProvisioningRequest CRD installed.
+pub async fn ready(cluster: &Cluster) -> kube::Client {
+    let client = cluster.client().await;
+    cluster.install_provisioning_request_crd(&client).await;
+    client
+}
+
+/// A job of `rows` rows on `gpus` Kubernetes pods serving the default model, with `extra`
+/// fields under `capacity.kubernetes`.
+pub fn kubernetes_job(
+    space: &super::run::Workspace,
+    rows: usize,
+    gpus: u32,
+    kubernetes: &str,
+) -> std::path::PathBuf {
+    let model = super::default_model_path();
+    let dataset = space.dataset(rows);
+    // The runner reaches pod IPs, as in the cluster; one test overrides this.
+    let kubernetes = match kubernetes {
+        "" => "pod_access: pod_ip".to_string(),
+        more => format!("pod_access: pod_ip, {more}"),
+    };
+    space.job(
+        &dataset,
+        &format!(
+            "model: {{path: {}}}\n\
+             capacity: {{backend: kubernetes, gpus: {gpus}, provisioning_timeout: 60s, ready_timeout: 2m, kubernetes: {{{kubernetes}}}}}\n\
+             shard_size: 2\nconcurrency_per_pod: 2\ngeneration: {{max_tokens: 4, temperature: 0}}",
+            model.display()
+        ),
+    )
+}
+
+/// Rewrites a [`kubernetes_job`] so its runner reaches the pods through port-forwards, as
+/// from outside the cluster.
+pub fn through_port_forwards(job: &std::path::Path) {
+    let spec = std::fs::read_to_string(job).unwrap();
+    std::fs::write(
+        job,
+        spec.replace("pod_access: pod_ip", "pod_access: port_forward"),
+    )
+    .unwrap();
+}
+
+/// Runs `job` in namespace `gembatch` with the identity of `runner` (a kubeconfig),
+/// provisions its request as `admin`, and waits for the run to end.
+pub async fn run_provisioned_in_gembatch(
+    admin: &kube::Client,
+    runner: &std::path::Path,
+    job: &std::path::Path,
+    run_id: &str,
+) -> Output {
+    let child = gembatch_as(runner, &["run", job.to_str().unwrap(), "--run-id", run_id]);
+    let request = format!("gembatch-{run_id}");
+    wait_for_request_in(admin, "gembatch", &request).await;
+    set_condition_in(
+        admin,
+        "gembatch",
+        &request,
+        &[("Provisioned", "True", "Provisioned")],
+    )
+    .await;
+    child.wait_with_output().unwrap()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits until `check` holds, for at most a minute.
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,273 @@
+//! `gembatch run` on the Kubernetes backend against a real control plane (see
+//! `kubernetes.rs`): batches through pod IPs and through port-forwards, `--dry-run`, a
+//! runner killed at each stage, an expired booking, capacity revoked mid-run. The test plays
+//! the cluster autoscaler and, with `common::kubelet`, the kubelet.
+
+mod common;
+
+use std::process::Command;
+
+use common::cluster::Cluster;
+use common::kube_fixtures::*;
+use common::run::text;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+
+#[test]
+fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 12, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
+        let child = run_job(&cluster, &job, "k8s");
+        wait_for_request(&client, "gembatch-k8s").await;
+        provision(&client, "gembatch-k8s").await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("k8s"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert!(
+            pods.iter().all(|p| p.starts_with("gembatch-k8s-")),
+            "{pods:?}"
+        );
+        assert!(words.contains("released: deleted"), "{words}");
+        assert_nothing_left(&client, "k8s").await;
+    });
+}
+
+#[test]
+fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 12, 2, "");
+    through_port_forwards(&job);
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "pf");
+        let child = run_job(&cluster, &job, "pf");
+        wait_for_request(&client, "gembatch-pf").await;
+        provision(&client, "gembatch-pf").await;
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("reaching the 2 serve pod(s) through API-server port-forwards"),
+            "{words}"
+        );
+        let requests = common::run::Requests::read(&space.run_dir("pf"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert_eq!(pods.len(), 2, "rows on both pods: {pods:?}");
+        // One probe per pod, then at least one relayed connection per pod.
+        let sessions = kubelet
+            .port_forwards
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(sessions >= 4, "{sessions} port-forward sessions");
+        assert_nothing_left(&client, "pf").await;
+    });
+}
+
+#[test]
+fn run_dry_run_prints_every_object_and_touches_nothing() {
+    let space = common::run::Workspace::new();
+    let dataset = space.dataset(1);
+    let job = space.job(&dataset, "capacity: {backend: kubernetes, gpus: 4}");
+    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id", "dry"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let kinds: Vec<&str> = yaml
+        .lines()
+        .filter_map(|line| line.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PodTemplate", "ProvisioningRequest", "Service", "Job"]
+    );
+    assert!(yaml.contains("count: 4"));
+    assert!(yaml.contains("autoscaling.x-k8s.io/consume-provisioning-request: gembatch-dry"));
+    assert!(
+        yaml.contains(
+            "cluster-autoscaler.kubernetes.io/consume-provisioning-request: gembatch-dry"
+        )
+    );
+}
+
+/// Starts `gembatch run JOB --run-id RUN_ID`, waits for `stage`, kills the runner with
+/// SIGKILL (no cleanup of its own), and checks that it left objects behind and that
+/// `gembatch release RUN_ID` then removes every one.
+async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
+    cluster: &Cluster,
+    client: &kube::Client,
+    job: &std::path::Path,
+    run_id: &str,
+    stage: impl FnOnce() -> F,
+) {
+    let mut child = run_job(cluster, job, run_id);
+    stage().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = leftovers(client, "default", run_id).await;
+    assert!(
+        !left.is_empty(),
+        "{run_id}: the killed runner left nothing to release"
+    );
+    let output = gembatch(cluster, &["release", run_id])
+        .wait_with_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_nothing_left(client, run_id).await;
+}
+
+#[test]
+fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 400, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+
+        // Waiting for capacity: the template and the request exist.
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-wait", || async {
+            wait_for_request(&client, "gembatch-kill-wait").await;
+        })
+        .await;
+
+        // Provisioned, serve pods being created (no kubelet: they never start).
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-pods", || async {
+            wait_for_request(&client, "gembatch-kill-pods").await;
+            provision(&client, "gembatch-kill-pods").await;
+            until("the serve Job exists", || async {
+                jobs.get("gembatch-kill-pods").await.is_ok()
+            })
+            .await;
+        })
+        .await;
+
+        // Pods serving, the batch under way: a shard is committed.
+        let _kubelet =
+            common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "kill-batch");
+        let run_dir = space.run_dir("kill-batch");
+        kill_at_stage_then_release(&cluster, &client, &job, "kill-batch", || async {
+            wait_for_request(&client, "gembatch-kill-batch").await;
+            provision(&client, "gembatch-kill-batch").await;
+            until_a_shard_is_committed(&run_dir).await;
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_finishes() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 6, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let child = run_job(&cluster, &job, "expiry");
+        wait_for_request(&client, "gembatch-expiry").await;
+        provision(&client, "gembatch-expiry").await;
+        until("the first serve Job exists", || async {
+            jobs.get("gembatch-expiry").await.is_ok()
+        })
+        .await;
+        // No kubelet yet: the pods stay unscheduled until the booking ends.
+        set_condition(
+            &client,
+            "gembatch-expiry",
+            &[
+                ("Provisioned", "True", "Provisioned"),
+                ("BookingExpired", "True", "BookingExpired"),
+            ],
+        )
+        .await;
+        // The next booking's objects are named apart: a Job deleted and created again
+        // under one name may get no pods for minutes (kubernetes/kubernetes#131917).
+        wait_for_request(&client, "gembatch-expiry-b2").await;
+        provision(&client, "gembatch-expiry-b2").await;
+        let _kubelet =
+            common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "expiry");
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("expired before every pod was scheduled"),
+            "{words}"
+        );
+        assert!(words.contains("reserving again (2 of 3)"), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("expiry"));
+        assert_eq!(requests.sorted_ids(), common::run::expected_ids(6));
+        let pods = requests.strs("pod");
+        assert!(
+            pods.iter()
+                .all(|pod| pod.starts_with("gembatch-expiry-b2-")),
+            "every row on the second booking's pods: {pods:?}"
+        );
+        assert_nothing_left(&client, "expiry").await;
+    });
+}
+
+#[test]
+fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
+    let _serial = common::load::serial();
+    let cluster = Cluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 300, 2, "");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let kubelet =
+            common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "revoked");
+        let child = run_job(&cluster, &job, "revoked");
+        wait_for_request(&client, "gembatch-revoked").await;
+        provision(&client, "gembatch-revoked").await;
+        let run_dir = space.run_dir("revoked");
+        until_a_shard_is_committed(&run_dir).await;
+        // The autoscaler takes a node back: the request says so and one pod dies with it.
+        set_condition(
+            &client,
+            "gembatch-revoked",
+            &[
+                ("Provisioned", "True", "Provisioned"),
+                ("CapacityRevoked", "True", "CapacityRevoked"),
+            ],
+        )
+        .await;
+        let lost = {
+            let mut processes = kubelet.processes.lock().unwrap();
+            let (name, process) = processes.first_mut().expect("a serve pod runs");
+            process.kill().unwrap();
+            name.clone()
+        };
+        let output = child.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        let requests = common::run::Requests::read(&space.run_dir("revoked"));
+        assert_eq!(
+            requests.sorted_ids(),
+            common::run::expected_ids(300),
+            "every row once"
+        );
+        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        assert!(
+            pods.len() == 2 && pods.contains(&lost),
+            "rows on both pods before the loss: {pods:?}"
+        );
+        assert_nothing_left(&client, "revoked").await;
+    });
+}
