@@ -224,10 +224,25 @@ fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_
 
 #[test]
 fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
+    capacity_revoked_mid_run(false);
+}
+
+#[test]
+fn a_pod_lost_behind_a_port_forward_sends_its_rows_to_the_others() {
+    capacity_revoked_mid_run(true);
+}
+
+/// A batch of 300 rows on two pods; once a shard is committed the request says
+/// `CapacityRevoked` and one pod's process dies: every row must still be done once, on the
+/// pods reached by IP or, with `port_forwarded`, through the API server's port-forward.
+fn capacity_revoked_mid_run(port_forwarded: bool) {
     let _serial = common::load::serial();
     let cluster = Cluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 300, 2, "");
+    if port_forwarded {
+        through_port_forwards(&job);
+    }
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let kubelet =
@@ -268,6 +283,12 @@ fn capacity_revoked_mid_run_sends_the_lost_pods_rows_to_the_others() {
             pods.len() == 2 && pods.contains(&lost),
             "rows on both pods before the loss: {pods:?}"
         );
+        if port_forwarded {
+            let sessions = kubelet
+                .port_forwards
+                .load(std::sync::atomic::Ordering::SeqCst);
+            assert!(sessions >= 4, "{sessions} port-forward sessions: {words}");
+        }
         assert_nothing_left(&client, "revoked").await;
     });
 }
