@@ -23,18 +23,7 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
     let cluster = Cluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
-        let child = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "3",
-                "--run-id",
-                "r1",
-                "--timeout",
-                "60s",
-            ],
-        );
+        let child = reserve(&cluster, 3, "r1", "60s", &[]);
         let request = wait_for_request(&client, "gembatch-r1").await;
         assert_eq!(request.data["spec"]["podSets"][0]["count"], 3);
         assert_eq!(
@@ -111,16 +100,12 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
             "a reservation stays until released"
         );
 
-        let release = gembatch(&cluster, &["release", "r1"])
-            .wait_with_output()
-            .unwrap();
-        assert!(release.status.success(), "{}", text(&release));
+        let release = release_leaves_nothing(&cluster, &client, "r1").await;
         assert!(
             text(&release).contains("ProvisioningRequest/default/gembatch-r1"),
             "{}",
             text(&release)
         );
-        assert_nothing_left(&client, "r1").await;
     });
 }
 
@@ -130,18 +115,7 @@ fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() 
     let mut cluster = Cluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
-        let child = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "1",
-                "--run-id",
-                "watch",
-                "--timeout",
-                "120s",
-            ],
-        );
+        let child = reserve(&cluster, 1, "watch", "120s", &[]);
         wait_for_request(&client, "gembatch-watch").await;
         set_condition(
             &client,
@@ -164,26 +138,11 @@ fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() 
             words.contains("provisioned: ProvisioningRequest default/gembatch-watch"),
             "{words}"
         );
-        let release = gembatch(&cluster, &["release", "watch"])
-            .wait_with_output()
-            .unwrap();
-        assert!(release.status.success(), "{}", text(&release));
-        assert_nothing_left(&client, "watch").await;
+        release_leaves_nothing(&cluster, &client, "watch").await;
 
         // The API server gone when the wait times out: the timeout is what is reported,
         // the run says the cleanup could not run, and `release` later leaves nothing.
-        let child = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "1",
-                "--run-id",
-                "down",
-                "--timeout",
-                "4s",
-            ],
-        );
+        let child = reserve(&cluster, 1, "down", "4s", &[]);
         wait_for_request(&client, "gembatch-down").await;
         cluster.stop_api_server();
         let output = child.wait_with_output().unwrap();
@@ -196,11 +155,7 @@ fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() 
                 && words.contains("`gembatch release down --namespace default`"),
             "{words}"
         );
-        let release = gembatch(&cluster, &["release", "down"])
-            .wait_with_output()
-            .unwrap();
-        assert!(release.status.success(), "{}", text(&release));
-        assert_nothing_left(&client, "down").await;
+        release_leaves_nothing(&cluster, &client, "down").await;
     });
 }
 
@@ -210,21 +165,12 @@ fn a_failed_request_is_replaced_and_the_template_survives() {
     let cluster = Cluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
-        let child = gembatch(
+        let child = reserve(
             &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "2",
-                "--run-id",
-                "r2",
-                "--timeout",
-                "60s",
-                "--failed-attempts",
-                "2",
-                "--retry-backoff",
-                "200ms",
-            ],
+            2,
+            "r2",
+            "60s",
+            &["--failed-attempts", "2", "--retry-backoff", "200ms"],
         );
         wait_for_request(&client, "gembatch-r2").await;
         set_condition(
@@ -264,20 +210,7 @@ fn a_failed_request_is_replaced_and_the_template_survives() {
         assert!(words.contains("request failed (QuotaExceeded"), "{words}");
 
         // A second failure, with no attempt left, gives up and leaves nothing.
-        let child = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "2",
-                "--run-id",
-                "r3",
-                "--timeout",
-                "60s",
-                "--failed-attempts",
-                "1",
-            ],
-        );
+        let child = reserve(&cluster, 2, "r3", "60s", &["--failed-attempts", "1"]);
         wait_for_request(&client, "gembatch-r3").await;
         set_condition(
             &client,
@@ -302,20 +235,9 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
     let cluster = Cluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
-        let output = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "1",
-                "--run-id",
-                "slow",
-                "--timeout",
-                "2s",
-            ],
-        )
-        .wait_with_output()
-        .unwrap();
+        let output = reserve(&cluster, 1, "slow", "2s", &[])
+            .wait_with_output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(1), "{}", text(&output));
         assert!(
             text(&output).contains("not provisioned within 2 s"),
@@ -324,18 +246,7 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
         );
         assert_nothing_left(&client, "slow").await;
 
-        let child = gembatch(
-            &cluster,
-            &[
-                "reserve",
-                "--gpus",
-                "1",
-                "--run-id",
-                "term",
-                "--timeout",
-                "60s",
-            ],
-        );
+        let child = reserve(&cluster, 1, "term", "60s", &[]);
         wait_for_request(&client, "gembatch-term").await;
         // SAFETY: signalling the child this test started.
         unsafe {
@@ -351,10 +262,8 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
         let job = kubernetes_job(&space, 2, 2, "");
         let spec = std::fs::read_to_string(&job).unwrap();
         std::fs::write(&job, spec.replace("ready_timeout: 2m", "ready_timeout: 5s")).unwrap();
-        let child = run_job(&cluster, &job, "unready");
-        wait_for_request(&client, "gembatch-unready").await;
-        provision(&client, "gembatch-unready").await;
-        let output = child.wait_with_output().unwrap();
+        let output =
+            run_provisioned(&cluster.kubeconfig, &client, "default", &job, "unready").await;
         let words = text(&output);
         assert_eq!(output.status.code(), Some(1), "{words}");
         assert!(
@@ -378,7 +287,7 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         let admin = ready(&cluster).await;
         let runner = cluster.runner_kubeconfig(&admin).await;
         let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac");
-        let output = run_provisioned_in_gembatch(&admin, &runner, &job, "rbac").await;
+        let output = run_provisioned(&runner, &admin, "gembatch", &job, "rbac").await;
         let words = text(&output);
         assert!(output.status.success(), "under the runner's Role: {words}");
         assert!(!words.contains("forbidden"), "{words}");
@@ -390,7 +299,7 @@ fn the_runner_works_under_exactly_the_manifests_role() {
         through_port_forwards(&outside);
         let _kubelet =
             common::kubelet::TestKubelet::start(&cluster.kubeconfig, "gembatch", "rbac-pf");
-        let output = run_provisioned_in_gembatch(&admin, &runner, &outside, "rbac-pf").await;
+        let output = run_provisioned(&runner, &admin, "gembatch", &outside, "rbac-pf").await;
         let words = text(&output);
         assert_eq!(output.status.code(), Some(2), "{words}");
         assert!(

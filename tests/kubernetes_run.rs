@@ -22,16 +22,10 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "k8s");
-        let child = run_job(&cluster, &job, "k8s");
-        wait_for_request(&client, "gembatch-k8s").await;
-        provision(&client, "gembatch-k8s").await;
-        let output = child.wait_with_output().unwrap();
+        let output = run_provisioned(&cluster.kubeconfig, &client, "default", &job, "k8s").await;
         let words = text(&output);
         assert!(output.status.success(), "{words}");
-        let requests = common::run::Requests::read(&space.run_dir("k8s"));
-        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
-        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
-        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        let pods = assert_every_row_ok_once(&space, "k8s", 12, &words);
         assert!(
             pods.iter().all(|p| p.starts_with("gembatch-k8s-")),
             "{pods:?}"
@@ -51,20 +45,14 @@ fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "pf");
-        let child = run_job(&cluster, &job, "pf");
-        wait_for_request(&client, "gembatch-pf").await;
-        provision(&client, "gembatch-pf").await;
-        let output = child.wait_with_output().unwrap();
+        let output = run_provisioned(&cluster.kubeconfig, &client, "default", &job, "pf").await;
         let words = text(&output);
         assert!(output.status.success(), "{words}");
         assert!(
             words.contains("reaching the 2 serve pod(s) through API-server port-forwards"),
             "{words}"
         );
-        let requests = common::run::Requests::read(&space.run_dir("pf"));
-        assert_eq!(requests.sorted_ids(), common::run::expected_ids(12));
-        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
-        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        let pods = assert_every_row_ok_once(&space, "pf", 12, &words);
         assert_eq!(pods.len(), 2, "rows on both pods: {pods:?}");
         // One probe per pod, then at least one relayed connection per pod.
         let sessions = kubelet
@@ -123,11 +111,7 @@ async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
         !left.is_empty(),
         "{run_id}: the killed runner left nothing to release"
     );
-    let output = gembatch(cluster, &["release", run_id])
-        .wait_with_output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    assert_nothing_left(client, run_id).await;
+    release_leaves_nothing(cluster, client, run_id).await;
 }
 
 #[test]
@@ -271,14 +255,7 @@ fn capacity_revoked_mid_run(port_forwarded: bool) {
         let output = child.wait_with_output().unwrap();
         let words = text(&output);
         assert!(output.status.success(), "{words}");
-        let requests = common::run::Requests::read(&space.run_dir("revoked"));
-        assert_eq!(
-            requests.sorted_ids(),
-            common::run::expected_ids(300),
-            "every row once"
-        );
-        assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
-        let pods: std::collections::BTreeSet<String> = requests.strs("pod").into_iter().collect();
+        let pods = assert_every_row_ok_once(&space, "revoked", 300, &words);
         assert!(
             pods.len() == 2 && pods.contains(&lost),
             "rows on both pods before the loss: {pods:?}"

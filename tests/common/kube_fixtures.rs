@@ -13,16 +13,48 @@ use kube::core::{ApiResource, GroupVersionKind};
 
 use super::cluster::Cluster;
 
+/// `gembatch ARGS` as the cluster's administrator, left running.
 pub fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {
     gembatch_as(&cluster.kubeconfig, args)
 }
 
-/// `gembatch ARGS` with the identity of `kubeconfig`, left running.
 /// Starts `gembatch run JOB --run-id RUN_ID` against the test cluster.
 pub fn run_job(cluster: &Cluster, job: &std::path::Path, run_id: &str) -> Child {
     gembatch(cluster, &["run", job.to_str().unwrap(), "--run-id", run_id])
 }
 
+/// Starts `gembatch reserve --gpus GPUS --run-id RUN_ID --timeout TIMEOUT EXTRA...`.
+pub fn reserve(cluster: &Cluster, gpus: u32, run_id: &str, timeout: &str, extra: &[&str]) -> Child {
+    let gpus = gpus.to_string();
+    let mut args = vec![
+        "reserve",
+        "--gpus",
+        &gpus,
+        "--run-id",
+        run_id,
+        "--timeout",
+        timeout,
+    ];
+    args.extend_from_slice(extra);
+    gembatch(cluster, &args)
+}
+
+/// `gembatch release RUN_ID`: asserts it succeeded and that nothing of the run is left;
+/// returns its output.
+pub async fn release_leaves_nothing(
+    cluster: &Cluster,
+    client: &kube::Client,
+    run_id: &str,
+) -> Output {
+    let output = gembatch(cluster, &["release", run_id])
+        .wait_with_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", super::run::text(&output));
+    assert_nothing_left(client, run_id).await;
+    output
+}
+
+/// `gembatch ARGS` with the identity of `kubeconfig`, left running.
 pub fn gembatch_as(kubeconfig: &std::path::Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .args(args)
@@ -33,10 +65,12 @@ pub fn gembatch_as(kubeconfig: &std::path::Path, args: &[&str]) -> Child {
         .expect("start gembatch")
 }
 
+/// The ProvisioningRequests of namespace `default`.
 pub fn requests(client: &kube::Client) -> Api<DynamicObject> {
     requests_in(client, "default")
 }
 
+/// The ProvisioningRequests of `namespace`.
 pub fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("autoscaling.x-k8s.io", "v1", "ProvisioningRequest"),
@@ -45,9 +79,21 @@ pub fn requests_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject>
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
-/// Marks the request `name` provisioned, as the cluster autoscaler does.
+/// Marks the request `name` of namespace `default` provisioned, as the cluster
+/// autoscaler does.
 pub async fn provision(client: &kube::Client, name: &str) {
-    set_condition(client, name, &[("Provisioned", "True", "Provisioned")]).await;
+    provision_in(client, "default", name).await;
+}
+
+/// Marks the request `name` of `namespace` provisioned.
+pub async fn provision_in(client: &kube::Client, namespace: &str, name: &str) {
+    set_condition_in(
+        client,
+        namespace,
+        name,
+        &[("Provisioned", "True", "Provisioned")],
+    )
+    .await;
 }
 
 /// Waits until the run's first shard is committed (the batch is under way).
@@ -218,27 +264,44 @@ pub fn through_port_forwards(job: &std::path::Path) {
     .unwrap();
 }
 
-/// Runs `job` in namespace `gembatch` with the identity of `runner` (a kubeconfig),
-/// provisions its request as `admin`, and waits for the run to end.
-pub async fn run_provisioned_in_gembatch(
+/// Runs `job` as `run_id` with the identity of `kubeconfig`, provisions its request in
+/// `namespace` as `admin` (the test's cluster autoscaler), and waits for the run to end.
+pub async fn run_provisioned(
+    kubeconfig: &std::path::Path,
     admin: &kube::Client,
-    runner: &std::path::Path,
+    namespace: &str,
     job: &std::path::Path,
     run_id: &str,
 ) -> Output {
-    let child = gembatch_as(runner, &["run", job.to_str().unwrap(), "--run-id", run_id]);
+    let child = gembatch_as(
+        kubeconfig,
+        &["run", job.to_str().unwrap(), "--run-id", run_id],
+    );
     let request = format!("gembatch-{run_id}");
-    wait_for_request_in(admin, "gembatch", &request).await;
-    set_condition_in(
-        admin,
-        "gembatch",
-        &request,
-        &[("Provisioned", "True", "Provisioned")],
-    )
-    .await;
+    wait_for_request_in(admin, namespace, &request).await;
+    provision_in(admin, namespace, &request).await;
     child.wait_with_output().unwrap()
 }
 
+/// Asserts that run `run_id` of `space` did each of its `rows` rows exactly once, all ok;
+/// returns the pods that served them. `words` is the run's output, for the message.
+pub fn assert_every_row_ok_once(
+    space: &super::run::Workspace,
+    run_id: &str,
+    rows: usize,
+    words: &str,
+) -> std::collections::BTreeSet<String> {
+    let requests = super::run::Requests::read(&space.run_dir(run_id));
+    assert_eq!(
+        requests.sorted_ids(),
+        super::run::expected_ids(rows),
+        "every row once"
+    );
+    assert!(requests.strs("status").iter().all(|s| s == "ok"), "{words}");
+    requests.strs("pod").into_iter().collect()
+}
+
+/// The tokio runtime every Kubernetes test drives its client on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
