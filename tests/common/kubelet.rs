@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub struct TestKubelet {
     /// Pod name to its process, so a test can kill a "pod".
     pub processes: Processes,
     /// Port-forward sessions the API server opened to this kubelet.
-    pub port_forwards: Arc<std::sync::atomic::AtomicUsize>,
+    pub port_forwards: Arc<AtomicUsize>,
 }
 
 impl TestKubelet {
@@ -42,7 +42,7 @@ impl TestKubelet {
     pub fn start(kubeconfig: &Path, namespace: &str, run_id: &str) -> TestKubelet {
         let stop = Arc::new(AtomicBool::new(false));
         let processes = Processes::default();
-        let port_forwards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let port_forwards = Arc::new(AtomicUsize::new(0));
         let node = Node {
             kubeconfig: kubeconfig.to_path_buf(),
             namespace: namespace.to_string(),
@@ -98,7 +98,7 @@ struct Node {
 }
 
 impl Node {
-    async fn run(mut self, stop: Arc<AtomicBool>, sessions: Arc<std::sync::atomic::AtomicUsize>) {
+    async fn run(mut self, stop: Arc<AtomicBool>, sessions: Arc<AtomicUsize>) {
         let client = client_from(&self.kubeconfig).await;
         let certs = tempfile::tempdir().expect("a directory for the kubelet's certificate");
         super::certs::serving_certificate(certs.path(), "gembatch-test-kubelet");

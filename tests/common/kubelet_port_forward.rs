@@ -32,13 +32,12 @@ pub async fn start(client: kube::Client, certs: &Path, ips: PodIps, sessions: Ar
     let address = listener.local_addr().expect("address");
     register_node(client, address).await;
     let acceptor = super::tls_listener::acceptor(certs);
-    let counted = sessions;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (acceptor, ips, counted) = (acceptor.clone(), ips.clone(), counted.clone());
+            let (acceptor, ips, sessions) = (acceptor.clone(), ips.clone(), sessions.clone());
             tokio::spawn(async move {
                 if let Ok(stream) = acceptor.accept(stream).await {
-                    serve(stream, ips, counted).await;
+                    serve(stream, ips, sessions).await;
                 }
             });
         }
