@@ -110,8 +110,8 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
     if args.timeout.is_zero() {
         return Err(flags("--timeout must be above 0 s".into()));
     }
-    let replica_header = hyper::header::HeaderName::try_from(args.replica_header.as_str())
-        .map_err(|_| {
+    let replica_header =
+        http::HeaderName::try_from(args.replica_header.as_str()).map_err(|_| {
             flags(format!(
                 "--replica-header {:?} is not a header name",
                 args.replica_header

@@ -232,7 +232,7 @@ async fn connect(plan: &DispatchPlan, pods: &[Pod]) -> Result<Vec<Arc<PodLink>>,
             name: Arc::from(pod.name.as_str()),
             target: Target {
                 http,
-                replica_header: hyper::header::HeaderName::from_static("x-gembatch-replica"),
+                replica_header: http::HeaderName::from_static("x-gembatch-replica"),
                 timeout: plan.request_timeout,
             },
             stats: Arc::new(PodStats::default()),

@@ -141,12 +141,11 @@ fn backoff(retries: &Retries, attempts: u32) -> Duration {
 /// Whether the pod still answers `/health`.
 async fn pod_answers(pod: &PodLink) -> bool {
     let probe = async {
+        // A new connection: an idle pooled one proves nothing about the pod now.
         let mut connection = pod.target.http.connect().await.ok()?;
-        let response = connection
-            .send_request(pod.target.http.request("/health", None))
-            .await
-            .ok()?;
-        Some(response.status().is_success())
+        let request = pod.target.http.request("/health", None);
+        let head = connection.send(&request, "").await.ok()?;
+        Some((200..300).contains(&head.status))
     };
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, probe).await,

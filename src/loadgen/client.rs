@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use hyper::header::HeaderName;
+use http::HeaderName;
 use tokio::time::Instant;
 
 use super::http::HttpTarget;
@@ -136,75 +135,36 @@ async fn run(
     item: &WorkItem,
     exchange: &mut Exchange,
 ) -> Result<(), (Outcome, String)> {
-    let connect_error = |err: &dyn std::error::Error| (Outcome::ConnectError, error_text(err));
-    let (mut connection, reused) = target
+    let request = target.http.request(item.route.path(), Some(&item.body));
+    let (mut connection, head) = target
         .http
-        .checkout()
+        .send(&request, target.replica_header.as_str())
         .await
-        .map_err(|err| connect_error(&err))?;
-    let request = || {
-        target
-            .http
-            .request(item.route.path(), Some(item.body.clone()))
-    };
-    let response = match connection.send_request(request()).await {
-        Ok(response) => response,
-        // An idle connection the server closed meanwhile: once more on a new one.
-        Err(_) if reused => {
-            connection = target
-                .http
-                .connect()
-                .await
-                .map_err(|err| connect_error(&err))?;
-            connection
-                .send_request(request())
-                .await
-                .map_err(|err| connect_error(&err))?
-        }
-        Err(err) => return Err(connect_error(&err)),
-    };
-    let status = response.status();
-    exchange.status = Some(status.as_u16());
-    exchange.replica = response
-        .headers()
-        .get(&target.replica_header)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let mut text = Vec::new();
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                text.extend_from_slice(
-                    &data[..data
-                        .len()
-                        .min(ERROR_BODY_BYTES - text.len().min(ERROR_BODY_BYTES))],
-                );
-            }
-        }
+        .map_err(|err| (Outcome::ConnectError, error_text(&err)))?;
+    exchange.status = Some(head.status);
+    exchange.replica = head.wanted;
+    let broken = |err: std::io::Error| (Outcome::StreamBroken, error_text(&err));
+    if !(200..300).contains(&head.status) {
+        // The status is the outcome, whether or not the error body arrives whole.
+        let body = connection
+            .read_body(ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
         target.http.checkin(connection);
-        let text = String::from_utf8_lossy(&text);
+        let text = String::from_utf8_lossy(&body);
         return Err((
-            Outcome::of_status(status.as_u16()),
-            format!("HTTP {}: {}", status.as_u16(), clip(&text)),
+            Outcome::of_status(head.status),
+            format!("HTTP {}: {}", head.status, clip(&text)),
         ));
     }
     let mut splitter = EventSplitter::default();
     let mut failure = None;
-    loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(Err(err)) => return Err((Outcome::StreamBroken, error_text(&err))),
-            Some(Ok(frame)) => frame,
-        };
-        let Ok(bytes) = frame.into_data() else {
-            continue;
-        };
+    while let Some(bytes) = connection.body_chunk().await.map_err(broken)? {
         if exchange.done {
             continue;
         }
         let now = Instant::now();
-        splitter.feed(&bytes, |data| {
+        splitter.feed(bytes, |data| {
             if failure.is_some() || exchange.done {
                 return;
             }

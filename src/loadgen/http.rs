@@ -1,32 +1,22 @@
-//! A lean HTTP/1.1 client for load: hyper connections kept in a pool and reused, the
-//! server's address resolved once, requests built without URL parsing. Per request it does
-//! a fraction of the work of a general-purpose client, so the generator is not the
-//! bottleneck. https connections go through rustls (see `tls`); the rest is the same.
+//! Where requests go: the server's address, resolved once, the header lines every request
+//! carries, and a pool of idle keep-alive connections ([`Connection`]). https connections go
+//! through rustls (see `tls`); the rest is the same.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
+use super::connection::{Connection, Head, Request, Stream};
 use super::preflight::BaseUrl;
 use super::tls::{self, TlsError, Trust};
-
-/// One open connection.
-pub type Connection = SendRequest<Full<Bytes>>;
 
 /// Where requests go, and the idle connections to it.
 pub struct HttpTarget {
     addr: SocketAddr,
-    host: HeaderValue,
-    authorization: Option<HeaderValue>,
+    /// `host`, `user-agent` and, with a key, `authorization` lines.
+    headers: Vec<u8>,
     /// For https: the connector and the name the certificate must carry.
     tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: Mutex<Vec<Connection>>,
@@ -71,12 +61,7 @@ impl HttpTarget {
             .text
             .split_once("://")
             .map_or(&*base.text, |(_, rest)| rest);
-        let host = HeaderValue::from_str(written).map_err(|err| fail(err.to_string()))?;
-        let authorization = api_key
-            .map(|key| {
-                HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| TargetError::ApiKey)
-            })
-            .transpose()?;
+        let headers = header_lines(written, api_key)?;
         let tls = if base.tls {
             Some((
                 tls::connector(trust)?,
@@ -87,8 +72,7 @@ impl HttpTarget {
         };
         Ok(HttpTarget {
             addr,
-            host,
-            authorization,
+            headers,
             tls,
             idle: Mutex::new(Vec::new()),
         })
@@ -98,8 +82,7 @@ impl HttpTarget {
     pub fn new_pool(&self) -> HttpTarget {
         HttpTarget {
             addr: self.addr,
-            host: self.host.clone(),
-            authorization: self.authorization.clone(),
+            headers: self.headers.clone(),
             tls: self.tls.clone(),
             idle: Mutex::new(Vec::new()),
         }
@@ -112,19 +95,16 @@ impl HttpTarget {
 
     /// An idle connection (and `true`), or a new one (and `false`).
     pub async fn checkout(&self) -> std::io::Result<(Connection, bool)> {
-        loop {
-            let idle = self.idle.lock().expect("connection pool").pop();
-            let Some(mut connection) = idle else { break };
-            if connection.ready().await.is_ok() {
-                return Ok((connection, true));
-            }
+        let idle = self.idle.lock().expect("connection pool").pop();
+        match idle {
+            Some(connection) => Ok((connection, true)),
+            None => Ok((self.connect().await?, false)),
         }
-        Ok((self.connect().await?, false))
     }
 
-    /// Returns a connection whose last response was read to its end.
+    /// Returns a connection after its exchange; kept only if it can carry another request.
     pub fn checkin(&self, connection: Connection) {
-        if !connection.is_closed() {
+        if connection.reusable() {
             self.idle.lock().expect("connection pool").push(connection);
         }
     }
@@ -133,45 +113,252 @@ impl HttpTarget {
     pub async fn connect(&self) -> std::io::Result<Connection> {
         let stream = tokio::net::TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        match &self.tls {
-            None => handshake(stream).await,
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
             Some((connector, name)) => {
-                handshake(connector.connect(name.clone(), stream).await?).await
+                Stream::Tls(Box::new(connector.connect(name.clone(), stream).await?))
             }
+        };
+        Ok(Connection::new(stream))
+    }
+
+    /// A request for `path` with `body` (POST, JSON) or none (GET).
+    pub fn request<'a>(&'a self, path: &'a str, body: Option<&'a [u8]>) -> Request<'a> {
+        Request {
+            method: if body.is_some() { "POST" } else { "GET" },
+            path,
+            headers: &self.headers,
+            body,
         }
     }
 
-    /// A request for `path` with `body` (POST) or none (GET).
-    pub fn request(&self, path: &'static str, body: Option<Bytes>) -> Request<Full<Bytes>> {
-        let method = if body.is_some() {
-            Method::POST
-        } else {
-            Method::GET
-        };
-        let mut request = Request::new(Full::new(body.unwrap_or_default()));
-        *request.method_mut() = method;
-        *request.uri_mut() = hyper::Uri::from_static(path);
-        let headers = request.headers_mut();
-        headers.insert(HOST, self.host.clone());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(authorization) = &self.authorization {
-            headers.insert(AUTHORIZATION, authorization.clone());
+    /// Sends `request` on a pooled connection and reads the response head, keeping the
+    /// header named `wanted`; the body is then read from the returned connection, which goes
+    /// back with [`HttpTarget::checkin`].
+    pub async fn send(
+        &self,
+        request: &Request<'_>,
+        wanted: &str,
+    ) -> std::io::Result<(Connection, Head)> {
+        let (mut connection, reused) = self.checkout().await?;
+        match connection.send(request, wanted).await {
+            Ok(head) => Ok((connection, head)),
+            // An idle connection the server closed meanwhile: once more on a new one.
+            Err(_) if reused => {
+                let mut connection = self.connect().await?;
+                let head = connection.send(request, wanted).await?;
+                Ok((connection, head))
+            }
+            Err(err) => Err(err),
         }
-        request
+    }
+
+    /// `GET path`: the status and at most `limit` bytes of the body.
+    pub async fn get(&self, path: &str, limit: usize) -> std::io::Result<(u16, Vec<u8>)> {
+        let (mut connection, head) = self.send(&self.request(path, None), "").await?;
+        let body = connection.read_body(limit).await?;
+        self.checkin(connection);
+        Ok((head.status, body))
     }
 }
 
-/// An HTTP/1.1 connection over `io`, driven by a task of its own.
-async fn handshake<T>(io: T) -> std::io::Result<Connection>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        // Ends when the server closes or the sender is dropped; errors reach the request.
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// The header lines every request carries: `host` as the URL writes it, the user agent and,
+/// with an API key, its bearer authorization.
+fn header_lines(host: &str, api_key: Option<&str>) -> Result<Vec<u8>, TargetError> {
+    if !header_safe(host) {
+        return Err(TargetError::Resolve {
+            host: host.to_string(),
+            why: "characters that cannot go in an HTTP header".into(),
+        });
+    }
+    let mut lines = format!(
+        "host: {host}\r\nuser-agent: gembatch/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(key) = api_key {
+        if !header_safe(key) {
+            return Err(TargetError::ApiKey);
+        }
+        lines.push_str(&format!("authorization: Bearer {key}\r\n"));
+    }
+    Ok(lines.into_bytes())
+}
+
+/// Whether `text` can be a header value: visible ASCII, spaces and tabs.
+fn header_safe(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers each connection's requests with the next scripted answers, one
+    /// per request, then closes it; returns its URL and the requests it read, per connection.
+    async fn scripted(
+        connections: Vec<Vec<&'static str>>,
+    ) -> (String, tokio::task::JoinHandle<Vec<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for answers in connections {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut requests = Vec::new();
+                for answer in answers {
+                    requests.push(read_request(&mut socket).await);
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                }
+                seen.push(requests);
+            }
+            seen
+        });
+        (url, server)
+    }
+
+    /// One request: head, then as many body bytes as its content-length says.
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+        let mut bytes = Vec::new();
+        let mut byte = [0u8; 1];
+        while !bytes.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            bytes.push(byte[0]);
+        }
+        let head = String::from_utf8(bytes.clone()).unwrap();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+        let mut body = vec![0u8; length];
+        socket.read_exact(&mut body).await.unwrap();
+        head + &String::from_utf8(body).unwrap()
+    }
+
+    async fn target(url: &str, api_key: Option<&str>) -> HttpTarget {
+        let base = BaseUrl::parse(url).unwrap();
+        HttpTarget::resolve(&base, api_key, &Trust::default())
+            .await
+            .unwrap()
+    }
+
+    /// Sends a POST and reads the answer whole: status, replica header, body.
+    async fn post(target: &HttpTarget, body: &str) -> (u16, Option<String>, Vec<u8>) {
+        let request = target.request("/v1/completions", Some(body.as_bytes()));
+        let (mut connection, head) = target.send(&request, "x-replica").await.unwrap();
+        let body = connection.read_body(usize::MAX).await.unwrap();
+        target.checkin(connection);
+        (head.status, head.wanted, body)
+    }
+
+    #[tokio::test]
+    async fn keep_alive_requests_share_one_connection_and_bodies_end_where_framed() {
+        let (url, server) = scripted(vec![vec![
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Replica: pod-a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ]])
+        .await;
+        let target = target(&url, Some("key-1")).await;
+        assert_eq!(
+            post(&target, "{}").await,
+            (200, Some("pod-a".to_string()), b"abc".to_vec())
+        );
+        assert_eq!(
+            post(&target, "{\"a\":1}").await,
+            (503, None, b"busy".to_vec())
+        );
+        assert_eq!(target.get("/health", 16).await.unwrap(), (204, Vec::new()));
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 1, "one connection for all three requests");
+        let authority = url.trim_start_matches("http://");
+        assert_eq!(
+            seen[0][1],
+            format!(
+                "POST /v1/completions HTTP/1.1\r\nhost: {authority}\r\nuser-agent: gembatch/{}\r\n\
+                 authorization: Bearer key-1\r\ncontent-type: application/json\r\n\
+                 content-length: 7\r\n\r\n{{\"a\":1}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(
+            seen[0][2].starts_with("GET /health HTTP/1.1\r\n"),
+            "{}",
+            seen[0][2]
+        );
+        assert!(!seen[0][2].contains("content-length"), "{}", seen[0][2]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_is_not_reused_and_a_stale_one_is_retried() {
+        let (url, server) = scripted(vec![
+            // Says it closes: the next request must go on a new connection.
+            vec!["HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na"],
+            // HTTP/1.0 without a length: the body ends with the connection.
+            vec!["HTTP/1.0 200 OK\r\n\r\nuntil close"],
+            // Keep-alive, but the server then closes it while idle.
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"],
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc"],
+        ])
+        .await;
+        let target = target(&url, None).await;
+        assert_eq!(post(&target, "1").await.2, b"a");
+        assert_eq!(post(&target, "2").await.2, b"until close");
+        assert_eq!(post(&target, "3").await.2, b"b");
+        assert_eq!(target.idle.lock().unwrap().len(), 1, "kept for reuse");
+        // The pooled connection is closed by now: the request is sent again on a new one.
+        assert_eq!(post(&target, "4").await.2, b"c");
+        assert_eq!(server.await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_its_connection_is_dropped() {
+        let (url, server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ]])
+        .await;
+        let target = target(&url, None).await;
+        let request = target.request("/v1/completions", Some(b"{}"));
+        let (mut connection, head) = target.send(&request, "x-replica").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            connection.body_chunk().await.unwrap(),
+            Some(b"ab".as_slice())
+        );
+        server.await.unwrap();
+        let err = connection.body_chunk().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string().contains("before the response ended"),
+            "{err}"
+        );
+        target.checkin(connection);
+        assert!(target.idle.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_is_not_http_is_named() {
+        let (url, _server) = scripted(vec![vec!["SSH-2.0-OpenSSH_9.6\r\n\r\n"]]).await;
+        let err = target(&url, None)
+            .await
+            .get("/v1/models", 16)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("not an HTTP/1.1 response"),
+            "{err}"
+        );
+        assert!(matches!(
+            HttpTarget::resolve(
+                &BaseUrl::parse(&url).unwrap(),
+                Some("a\nb"),
+                &Trust::default()
+            )
+            .await,
+            Err(TargetError::ApiKey)
+        ));
+    }
 }

@@ -3,7 +3,8 @@
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
 //! - `preflight`: is the target an OpenAI server, which model;
-//! - `http` + `tls`: pooled keep-alive hyper connections to the target, https by rustls;
+//! - `http` + `tls`: the target and its pooled keep-alive connections, https by rustls;
+//! - `connection` + `framing`: one HTTP/1.1 exchange, driven by the requesting task;
 //! - `client` + `sse`: one streaming request, timed;
 //! - `shards`: the client threads, one single-threaded runtime per CPU;
 //! - `driver`: closed-loop users or an open-loop schedule per step, over the shards;
@@ -14,7 +15,9 @@
 
 pub mod client;
 pub mod collector;
+pub mod connection;
 pub mod driver;
+pub mod framing;
 pub mod health;
 pub mod http;
 pub mod plan;
@@ -87,7 +90,7 @@ pub struct LoadConfig {
     /// Longest a request may take.
     pub timeout: Duration,
     /// Response header naming the replica.
-    pub replica_header: hyper::header::HeaderName,
+    pub replica_header: ::http::HeaderName,
     /// SLO gates.
     pub gates: Vec<Gate>,
     /// Output directory.

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::LoadError;
@@ -10,6 +9,8 @@ use super::http::HttpTarget;
 
 /// How long the check waits for the server.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most of a model list read.
+const MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Deserialize)]
 struct ModelList {
@@ -91,20 +92,9 @@ pub async fn check_server(
         }
     };
     let exchange = async {
-        let (mut connection, _) = http.checkout().await.map_err(|err| error_text(&err))?;
-        let response = connection
-            .send_request(http.request("/v1/models", None))
+        http.get("/v1/models", MODEL_LIST_BYTES)
             .await
-            .map_err(|err| error_text(&err))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| error_text(&err))?
-            .to_bytes();
-        http.checkin(connection);
-        Ok::<_, String>((status, body))
+            .map_err(|err| error_text(&err))
     };
     let (status, body) = tokio::time::timeout(PREFLIGHT_TIMEOUT, exchange)
         .await
@@ -119,13 +109,15 @@ pub async fn check_server(
         url: url.clone(),
         why,
     };
-    if status == hyper::StatusCode::UNAUTHORIZED || status == hyper::StatusCode::FORBIDDEN {
+    let shown = http::StatusCode::from_u16(status)
+        .map_or_else(|_| status.to_string(), |status| status.to_string());
+    if status == 401 || status == 403 {
         return Err(not_openai(format!(
-            "HTTP {status}: pass the server's key with --api-key"
+            "HTTP {shown}: pass the server's key with --api-key"
         )));
     }
-    if !status.is_success() {
-        return Err(not_openai(format!("HTTP {status}")));
+    if !(200..300).contains(&status) {
+        return Err(not_openai(format!("HTTP {shown}")));
     }
     let list: ModelList = serde_json::from_slice(&body).map_err(|err| {
         let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();

@@ -1,0 +1,300 @@
+//! One keep-alive HTTP/1.1 connection, driven by the task that sends the request: the
+//! request goes out in one write, the response head is parsed in place (httparse) and the
+//! body handed out as slices of the read buffer. No connection task, no channels, no copies:
+//! a request costs its two syscalls and little else, which is what keeps the generator
+//! from being the bottleneck.
+
+use std::io::{self, ErrorKind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::framing::{BodyDecoder, Framing, Next};
+
+/// Longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines in a response head.
+const MAX_HEADERS: usize = 64;
+/// What one read asks the socket for, at least.
+const READ_SIZE: usize = 16 * 1024;
+
+/// A plain or TLS byte stream.
+pub enum Stream {
+    /// http.
+    Plain(TcpStream),
+    /// https.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// One request, ready to write.
+pub struct Request<'a> {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path and query.
+    pub path: &'a str,
+    /// The header lines every request to this server carries, each ending in CRLF.
+    pub headers: &'a [u8],
+    /// The body, for a POST.
+    pub body: Option<&'a [u8]>,
+}
+
+/// The parts of a response head the load generator uses.
+#[derive(Debug)]
+pub struct Head {
+    /// The status code.
+    pub status: u16,
+    /// The value of the header asked for (the replica header), if present.
+    pub wanted: Option<String>,
+}
+
+/// An open connection and the state of its current response.
+pub struct Connection {
+    stream: Stream,
+    read: BytesMut,
+    write: Vec<u8>,
+    body: BodyDecoder,
+    /// Body bytes handed out by the last `body_chunk`, still in `read`.
+    handed_out: usize,
+    keep_alive: bool,
+}
+
+impl Connection {
+    /// A connection over `stream`, ready for its first request.
+    pub fn new(stream: Stream) -> Connection {
+        Connection {
+            stream,
+            read: BytesMut::with_capacity(READ_SIZE),
+            write: Vec::with_capacity(1024),
+            body: BodyDecoder::new(Framing::Empty),
+            handed_out: 0,
+            keep_alive: true,
+        }
+    }
+
+    /// Whether the last response was read to its end and the server keeps the connection
+    /// open: then it can carry another request.
+    pub fn reusable(&self) -> bool {
+        self.keep_alive && self.body.is_done()
+    }
+
+    /// Sends `request` and reads the response head, keeping the value of the header named
+    /// `wanted` (lowercase). The body follows through [`Connection::body_chunk`].
+    pub async fn send(&mut self, request: &Request<'_>, wanted: &str) -> io::Result<Head> {
+        if !self.reusable() {
+            return Err(io::Error::other(
+                "the connection's last response was not read to its end",
+            ));
+        }
+        self.write_request(request);
+        self.stream.write_all(&self.write).await?;
+        self.stream.flush().await?;
+        self.read_head(wanted).await
+    }
+
+    fn write_request(&mut self, request: &Request<'_>) {
+        let out = &mut self.write;
+        out.clear();
+        out.extend_from_slice(request.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(request.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(request.headers);
+        if let Some(body) = request.body {
+            out.extend_from_slice(b"content-type: application/json\r\ncontent-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(body);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    async fn read_head(&mut self, wanted: &str) -> io::Result<Head> {
+        loop {
+            if let Some(head) = self.parse_head(wanted)? {
+                return Ok(head);
+            }
+            if self.read.len() > MAX_HEAD {
+                return Err(invalid(format!(
+                    "the response head is over {} KiB",
+                    MAX_HEAD / 1024
+                )));
+            }
+            if self.fill().await? == 0 {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the server closed the connection without answering",
+                ));
+            }
+        }
+    }
+
+    /// Parses a complete head from the buffer and sets up the body's framing; `None` while
+    /// the head is incomplete. Interim 1xx answers are skipped.
+    fn parse_head(&mut self, wanted: &str) -> io::Result<Option<Head>> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let length = match response.parse(&self.read) {
+                Ok(httparse::Status::Complete(length)) => length,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(err) => return Err(invalid(format!("not an HTTP/1.1 response: {err}"))),
+            };
+            let status = response.code.unwrap_or_default();
+            if (100..200).contains(&status) && status != 101 {
+                self.read.advance(length);
+                continue;
+            }
+            let http10 = response.version == Some(0);
+            let mut framing = None;
+            let mut chunked = false;
+            let mut close = http10;
+            let mut value_wanted = None;
+            for header in response.headers.iter() {
+                let name = header.name;
+                if name.eq_ignore_ascii_case("content-length") {
+                    let length = std::str::from_utf8(header.value)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u64>().ok())
+                        .ok_or_else(|| invalid("a Content-Length that is not a number".into()))?;
+                    framing = Some(Framing::Length(length));
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
+                } else if name.eq_ignore_ascii_case("connection") {
+                    for token in header.value.split(|&b| b == b',') {
+                        let token = token.trim_ascii();
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                            close = false;
+                        }
+                    }
+                } else if name.eq_ignore_ascii_case(wanted) {
+                    value_wanted = Some(String::from_utf8_lossy(header.value).into_owned());
+                }
+            }
+            let framing = if status == 204 || status == 304 {
+                Framing::Empty
+            } else if chunked {
+                Framing::Chunked
+            } else {
+                framing.unwrap_or(Framing::UntilClose)
+            };
+            self.keep_alive = !close && framing != Framing::UntilClose;
+            self.body = BodyDecoder::new(framing);
+            self.read.advance(length);
+            return Ok(Some(Head {
+                status,
+                wanted: value_wanted,
+            }));
+        }
+    }
+
+    /// The next piece of the body, as it arrived; `None` at its end. A connection closed
+    /// before the end is an `UnexpectedEof` error.
+    pub async fn body_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+        self.read.advance(std::mem::take(&mut self.handed_out));
+        loop {
+            match self
+                .body
+                .next(&self.read)
+                .map_err(|err| invalid(err.to_string()))?
+            {
+                Next::Data { start, end } => {
+                    self.handed_out = end;
+                    return Ok(Some(&self.read[start..end]));
+                }
+                Next::End { consumed } => {
+                    self.read.advance(consumed);
+                    return Ok(None);
+                }
+                Next::NeedMore { consumed } => {
+                    self.read.advance(consumed);
+                    if self.fill().await? == 0 {
+                        if self.body.ends_at_close() {
+                            self.keep_alive = false;
+                            return Ok(None);
+                        }
+                        return Err(io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "the server closed the connection before the response ended",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of the body: at most `limit` bytes of it kept, the others read and dropped.
+    pub async fn read_body(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        while let Some(bytes) = self.body_chunk().await? {
+            let room = limit.saturating_sub(body.len());
+            body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        Ok(body)
+    }
+
+    /// Reads more bytes from the socket; 0 when the server closed it.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.read.reserve(READ_SIZE);
+        self.stream.read_buf(&mut self.read).await
+    }
+}
+
+/// The last comma-separated token of a header value.
+fn last_token(value: &[u8]) -> &[u8] {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii()
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, why)
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Stream::Tls(stream) => Pin::new(stream).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
+            Stream::Tls(stream) => Pin::new(stream).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Stream::Tls(stream) => Pin::new(stream).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(context),
+        }
+    }
+}
