@@ -1,14 +1,17 @@
 //! The load generator must never be the bottleneck: gembatch load against oha and locust,
-//! side by side in one run, against the same trivial loopback OpenAI endpoint.
+//! side by side in one run, against the same trivial loopback OpenAI endpoint; twice, on a
+//! raw HTTP/1.1 endpoint that costs as little as HTTP allows (the endpoint shares the cores
+//! with the tool, so this one shows the tools most) and on an axum one.
 //!
 //!     cargo install oha && pip install locust
-//!     cargo bench --bench load_generator -- [--seconds 10] [--users 32] [--soak-seconds 600]
+//!     cargo bench --bench load_generator -- [--seconds 10] [--users 32] [--rounds 3] [--soak-seconds 600]
 //!
-//! Each tool runs closed loop with the same number of connections for the same time;
-//! printed: requests/s, CPU seconds per 1,000 requests (the tool's own user + system time,
-//! from wait4), and gembatch's ratio to each. `--soak-seconds` then runs gembatch load at a
-//! fixed rate for that long and samples its resident memory, which must stay flat
-//! (per-request rows stream to Parquet).
+//! Each tool runs closed loop with the same number of connections for the same time, sending
+//! the same request (gembatch reads it from a one-row dataset), in rounds: gembatch, oha,
+//! locust, again. Printed per tool: median requests/s, median CPU milliseconds per 1,000
+//! requests (the tool's own user + system time, from wait4), and gembatch's ratio to each.
+//! `--soak-seconds` then runs gembatch load at a fixed rate for that long and samples its
+//! resident memory, which must stay flat (per-request rows stream to Parquet).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -17,10 +20,12 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::raw_stub::start_raw_stub;
 use support::{flag, start_stub, wait_with_cpu};
 
 const BODY: &str = r#"{"model":"stub-model","prompt":"hello","max_tokens":1,"stream":true,"stream_options":{"include_usage":true}}"#;
 /// What one tool did.
+#[derive(Clone)]
 struct Measured {
     requests: f64,
     wall: f64,
@@ -39,6 +44,9 @@ impl Measured {
 }
 
 fn gembatch(url: &str, users: u32, seconds: u64, dir: &std::path::Path) -> Measured {
+    // The same request the other tools send: a one-row dataset, cycled.
+    let dataset = dir.join("hello.jsonl");
+    std::fs::write(&dataset, "{\"prompt\":\"hello\",\"max_tokens\":1}\n").expect("dataset");
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .args([
@@ -50,7 +58,9 @@ fn gembatch(url: &str, users: u32, seconds: u64, dir: &std::path::Path) -> Measu
             "--users",
             &users.to_string(),
         ])
-        .args(["--duration", &format!("{seconds}s"), "--out"])
+        .args(["--duration", &format!("{seconds}s"), "--dataset"])
+        .arg(&dataset)
+        .arg("--out")
         .arg(dir)
         .stderr(Stdio::null())
         .stdout(Stdio::null())
@@ -208,45 +218,95 @@ fn soak(url: &str, seconds: u64, dir: &std::path::Path) {
     }
 }
 
+/// The middle value (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs the three tools `rounds` times in turn against the endpoint at `url` (so drift in
+/// the machine hits them alike) and prints their medians and gembatch's ratio to each:
+/// the ratio of the medians, and the lowest and highest ratio within one round.
+fn compare(endpoint: &str, url: &str, options: &Options, dir: &std::path::Path) {
+    let Options {
+        users,
+        seconds,
+        rounds,
+        ..
+    } = *options;
+    let tools = ["gembatch load", "oha", "locust (FastHttpUser)"];
+    let mut runs: Vec<Vec<Option<Measured>>> = vec![Vec::new(); tools.len()];
+    for _ in 0..rounds {
+        runs[0].push(Some(gembatch(url, users, seconds, dir)));
+        runs[1].push(oha(url, users, seconds));
+        runs[2].push(locust(url, users, seconds, dir));
+    }
+    println!(
+        "\n{endpoint}: {users} connections, {seconds} s per run, {rounds} rounds (one-token SSE completion):\n"
+    );
+    println!(
+        "| tool | requests/s (median) | CPU ms per 1,000 requests (median) | gembatch / tool: ratio of medians (lowest-highest round) |"
+    );
+    println!("|---|---|---|---|");
+    let ours: Vec<f64> = runs[0].iter().flatten().map(Measured::rate).collect();
+    for (name, measured) in tools.iter().zip(&runs) {
+        let done: Vec<&Measured> = measured.iter().flatten().collect();
+        if done.is_empty() {
+            println!("| {name} | not installed or failed | | |");
+            continue;
+        }
+        let rate = median(done.iter().map(|m| m.rate()).collect());
+        let cpu = median(done.iter().map(|m| m.cpu_per_thousand()).collect());
+        let ratio = if *name == tools[0] {
+            String::new()
+        } else {
+            let per_round: Vec<f64> = measured
+                .iter()
+                .zip(&ours)
+                .filter_map(|(theirs, ours)| Some(ours / theirs.as_ref()?.rate()))
+                .collect();
+            let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = per_round.iter().copied().fold(0.0, f64::max);
+            format!("{:.2}x ({low:.2}-{high:.2}x)", median(ours.clone()) / rate)
+        };
+        println!("| {name} | {rate:.0} | {cpu:.2} | {ratio} |");
+    }
+}
+
+/// The benchmark's flags.
+#[derive(Clone, Copy)]
+struct Options {
+    users: u32,
+    seconds: u64,
+    rounds: u64,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let seconds = flag(&args, "--seconds", 10);
-    let users = flag(&args, "--users", 32) as u32;
+    let options = Options {
+        seconds: flag(&args, "--seconds", 10),
+        users: flag(&args, "--users", 32) as u32,
+        rounds: flag(&args, "--rounds", 3).max(1),
+    };
     let soak_seconds = flag(&args, "--soak-seconds", 0);
-    let (_runtime, addr) = start_stub();
-    let url = format!("http://{addr}");
     let dir = tempfile::tempdir().expect("temp dir");
-
-    let ours = gembatch(&url, users, seconds, dir.path());
-    let peers = [
-        ("oha", oha(&url, users, seconds)),
-        (
-            "locust (FastHttpUser)",
-            locust(&url, users, seconds, dir.path()),
-        ),
-    ];
-    println!(
-        "{users} connections, {seconds} s each, same loopback endpoint (one-token SSE completion):\n"
+    let (raw_runtime, raw) = start_raw_stub();
+    compare(
+        "raw HTTP/1.1 endpoint",
+        &format!("http://{raw}"),
+        &options,
+        dir.path(),
     );
-    println!("| tool | requests/s | CPU ms per 1,000 requests | gembatch / tool (requests/s) |");
-    println!("|---|---|---|---|");
-    println!(
-        "| gembatch load | {:.0} | {:.2} | |",
-        ours.rate(),
-        ours.cpu_per_thousand()
+    drop(raw_runtime);
+    let (axum_runtime, axum) = start_stub();
+    compare(
+        "axum endpoint",
+        &format!("http://{axum}"),
+        &options,
+        dir.path(),
     );
-    for (name, measured) in peers {
-        match measured {
-            Some(m) => println!(
-                "| {name} | {:.0} | {:.2} | {:.2}x |",
-                m.rate(),
-                m.cpu_per_thousand(),
-                ours.rate() / m.rate()
-            ),
-            None => println!("| {name} | not installed or failed | | |"),
-        }
-    }
     if soak_seconds > 0 {
-        soak(&url, soak_seconds, dir.path());
+        soak(&format!("http://{axum}"), soak_seconds, dir.path());
     }
+    drop(axum_runtime);
 }

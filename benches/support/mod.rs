@@ -1,7 +1,10 @@
-//! What the benchmarks share: a loopback OpenAI endpoint that answers at once, a child's
+//! What the benchmarks share: loopback OpenAI endpoints that answer at once (axum, and a
+//! raw one that costs as little as HTTP allows), a child's
 //! own CPU time and peak memory, and flag reading.
 
 #![allow(dead_code, reason = "each benchmark uses part of it")]
+
+pub mod raw_stub;
 
 use std::net::SocketAddr;
 use std::process::Child;
