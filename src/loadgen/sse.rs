@@ -6,10 +6,13 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 /// Splits a byte stream into the `data` payloads of its events, across arbitrary chunk
-/// boundaries.
+/// boundaries. Complete events are read in place: only a partial line or a partial event
+/// is copied, to wait for the rest.
 #[derive(Debug, Default)]
 pub struct EventSplitter {
+    /// The start of a line the last bytes did not finish.
     pending: Vec<u8>,
+    /// The data of an event the last bytes did not finish.
     data: Vec<u8>,
     has_data: bool,
 }
@@ -17,32 +20,59 @@ pub struct EventSplitter {
 impl EventSplitter {
     /// Feeds the next bytes; calls `on_event` with each complete event's data.
     pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8])) {
-        self.pending.extend_from_slice(bytes);
+        if self.pending.is_empty() {
+            let consumed = self.split(bytes, &mut on_event);
+            self.pending.extend_from_slice(&bytes[consumed..]);
+        } else {
+            let mut input = std::mem::take(&mut self.pending);
+            input.extend_from_slice(bytes);
+            let consumed = self.split(&input, &mut on_event);
+            input.drain(..consumed);
+            self.pending = input;
+        }
+    }
+
+    /// Reads the complete lines of `input`; returns how many bytes they take up.
+    fn split(&mut self, input: &[u8], on_event: &mut impl FnMut(&[u8])) -> usize {
+        // The current event's only data line so far, as a range of `input` (then `data`
+        // is empty): most events have one, and it is passed on without a copy.
+        let mut in_place: Option<std::ops::Range<usize>> = None;
         let mut consumed = 0;
-        while let Some(newline) = self.pending[consumed..].iter().position(|&b| b == b'\n') {
+        while let Some(newline) = input[consumed..].iter().position(|&b| b == b'\n') {
             let line_end = consumed + newline;
-            let mut line = &self.pending[consumed..line_end];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
+            let line = &input[consumed..line_end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
-                if self.has_data {
-                    on_event(&self.data);
+                match in_place.take() {
+                    Some(range) => on_event(&input[range]),
+                    None if self.has_data => on_event(&self.data),
+                    None => {}
                 }
                 self.data.clear();
                 self.has_data = false;
             } else if let Some(value) = line.strip_prefix(b"data:") {
                 let value = value.strip_prefix(b" ").unwrap_or(value);
-                if self.has_data {
+                // `value` ends `line`, which starts at `consumed`.
+                let offset = consumed + line.len() - value.len();
+                if !self.has_data {
+                    in_place = Some(offset..offset + value.len());
+                } else {
+                    if let Some(range) = in_place.take() {
+                        self.data.extend_from_slice(&input[range]);
+                    }
                     self.data.push(b'\n');
+                    self.data.extend_from_slice(value);
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
             // Comments (`:`), `event:`, `id:` and `retry:` lines carry nothing we measure.
             consumed = line_end + 1;
         }
-        self.pending.drain(..consumed);
+        if let Some(range) = in_place {
+            // The event goes on in the next bytes: keep what it has so far.
+            self.data.extend_from_slice(&input[range]);
+        }
+        consumed
     }
 }
 
@@ -76,7 +106,7 @@ pub struct Usage {
 #[derive(Deserialize)]
 struct RawChunk<'a> {
     #[serde(default, borrow)]
-    choices: Vec<RawChoice<'a>>,
+    choices: Choices<'a>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
@@ -105,6 +135,44 @@ impl<'a> RawChoice<'a> {
     }
 }
 
+/// The choices of a chunk, folded as they are read (no list kept): their contents joined,
+/// the first finish reason.
+#[derive(Default)]
+struct Choices<'a> {
+    content: Cow<'a, str>,
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fold<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fold<'a> {
+            type Value = Choices<'a>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a list of choices")
+            }
+
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Choices<'a>, S::Error> {
+                let mut choices = Choices::default();
+                while let Some(mut choice) = seq.next_element::<RawChoice<'a>>()? {
+                    choices.finish_reason = choices.finish_reason.or(choice.finish_reason.take());
+                    match choice.into_content() {
+                        Some(more) if choices.content.is_empty() => choices.content = more,
+                        Some(more) => choices.content.to_mut().push_str(&more),
+                        None => {}
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        deserializer.deserialize_seq(Fold(std::marker::PhantomData))
+    }
+}
+
 /// Reads one event's data; `Err` says why it is not an OpenAI stream chunk.
 pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
     if data.trim_ascii() == b"[DONE]" {
@@ -121,16 +189,10 @@ pub fn parse_chunk(data: &[u8]) -> Result<Chunk<'_>, String> {
             .map_or_else(|| error.to_string(), str::to_string);
         return Ok(Chunk::Error(message));
     }
-    let mut content = Cow::Borrowed("");
-    let mut finish_reason = None;
-    for mut choice in raw.choices {
-        finish_reason = finish_reason.or(choice.finish_reason.take());
-        match choice.into_content() {
-            Some(more) if content.is_empty() => content = more,
-            Some(more) => content.to_mut().push_str(&more),
-            None => {}
-        }
-    }
+    let Choices {
+        content,
+        finish_reason,
+    } = raw.choices;
     Ok(Chunk::Data {
         content,
         finish_reason,
@@ -217,6 +279,15 @@ mod tests {
             Ok(Chunk::Data {
                 content: "".into(),
                 finish_reason: Some("length".into()),
+                usage: None
+            })
+        );
+        let two = br#"{"choices":[{"text":"a","finish_reason":"stop"},{"text":"b","finish_reason":"length"}]}"#;
+        assert_eq!(
+            parse_chunk(two),
+            Ok(Chunk::Data {
+                content: "ab".into(),
+                finish_reason: Some("stop".into()),
                 usage: None
             })
         );
