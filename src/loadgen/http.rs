@@ -94,7 +94,7 @@ impl HttpTarget {
     }
 
     /// An idle connection (and `true`), or a new one (and `false`).
-    pub async fn checkout(&self) -> std::io::Result<(Connection, bool)> {
+    async fn checkout(&self) -> std::io::Result<(Connection, bool)> {
         let idle = self.idle.lock().expect("connection pool").pop();
         match idle {
             Some(connection) => Ok((connection, true)),
