@@ -5,13 +5,12 @@
 //! from being the bottleneck.
 
 use std::io::{self, ErrorKind};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::framing::{BodyDecoder, Framing, Next};
 
@@ -22,13 +21,8 @@ const MAX_HEADERS: usize = 64;
 /// What one read asks the socket for, at least.
 const READ_SIZE: usize = 16 * 1024;
 
-/// A plain or TLS byte stream.
-pub enum Stream {
-    /// http.
-    Plain(TcpStream),
-    /// https.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A plain (http) or TLS (https) byte stream.
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// One request, ready to write.
 pub struct Request<'a> {
@@ -257,44 +251,4 @@ fn last_token(value: &[u8]) -> &[u8] {
 
 fn invalid(why: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why)
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
-            Stream::Tls(stream) => Pin::new(stream).poll_read(context, buffer),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
-            Stream::Tls(stream) => Pin::new(stream).poll_write(context, bytes),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_flush(context),
-            Stream::Tls(stream) => Pin::new(stream).poll_flush(context),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(context),
-            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(context),
-        }
-    }
 }

@@ -114,9 +114,9 @@ impl HttpTarget {
         let stream = tokio::net::TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
         let stream = match &self.tls {
-            None => Stream::Plain(stream),
+            None => Stream::Left(stream),
             Some((connector, name)) => {
-                Stream::Tls(Box::new(connector.connect(name.clone(), stream).await?))
+                Stream::Right(Box::new(connector.connect(name.clone(), stream).await?))
             }
         };
         Ok(Connection::new(stream))
