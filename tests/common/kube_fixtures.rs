@@ -160,45 +160,44 @@ pub async fn set_condition_in(
         .expect("patch the request's status");
 }
 
-/// Everything labelled with `run_id` in `namespace` that is still there.
+/// Everything labelled with `run_id` in `namespace` that is still there (a request or
+/// template already being deleted no longer counts; a Job or Service does).
 pub async fn leftovers(client: &kube::Client, namespace: &str, run_id: &str) -> Vec<String> {
     let selector = ListParams::default().labels(&format!("gembatch.dev/run-id={run_id}"));
-    let mut left: Vec<String> = requests_in(client, namespace)
-        .list(&selector)
+    let mut left = listed(
+        requests_in(client, namespace),
+        &selector,
+        "ProvisioningRequest",
+        true,
+    )
+    .await;
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), namespace);
+    left.extend(listed(templates, &selector, "PodTemplate", true).await);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    left.extend(listed(jobs, &selector, "Job", false).await);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    left.extend(listed(services, &selector, "Service", false).await);
+    left
+}
+
+/// `KIND/NAME` of each object `api` lists under `selector`, leaving out those being
+/// deleted when `skip_deleting`.
+async fn listed<K>(
+    api: Api<K>,
+    selector: &ListParams,
+    kind: &str,
+    skip_deleting: bool,
+) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(selector)
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.metadata.deletion_timestamp.is_none())
-        .map(|r| format!("ProvisioningRequest/{}", r.name_any()))
-        .collect();
-    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), namespace);
-    left.extend(
-        templates
-            .list(&selector)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|t| t.metadata.deletion_timestamp.is_none())
-            .map(|t| format!("PodTemplate/{}", t.name_any())),
-    );
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    left.extend(
-        jobs.list(&selector)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|j| format!("Job/{}", j.name_any())),
-    );
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    left.extend(
-        services
-            .list(&selector)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| format!("Service/{}", s.name_any())),
-    );
-    left
+        .filter(|object| !skip_deleting || object.meta().deletion_timestamp.is_none())
+        .map(|object| format!("{kind}/{}", object.name_any()))
+        .collect()
 }
 
 pub async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
