@@ -265,6 +265,10 @@ pub struct LoadArgs {
     /// when one fails.
     #[arg(long)]
     pub slo: Option<String>,
+    /// Requests a step must have measured before the gates judge it; a step with fewer is
+    /// reported as not judged (one with none as not run) instead of passing or failing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub slo_min_requests: u64,
     /// Results directory [default: results/RUN_ID].
     #[arg(long)]
     pub out: Option<PathBuf>,

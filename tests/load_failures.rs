@@ -63,7 +63,9 @@ fn every_outcome_class_is_counted_exactly() {
         assert_eq!(count(step, class), 2, "{class}: {:?}", outcomes(dir.path()));
     }
     assert_eq!(count(step, "connect_error"), 0);
-    assert!((step.error_rate - 12.0 / 14.0).abs() < 1e-9);
+    // An empty completion is a success counted apart, not an error.
+    assert!((step.error_rate - 10.0 / 14.0).abs() < 1e-9);
+    assert!((step.empty_rate - 2.0 / 14.0).abs() < 1e-9);
     let table = Table::read(&dir.path().join("requests.parquet")).unwrap();
     let statuses = table.u32s("http_status").unwrap();
     let errors = table.strs("error").unwrap();
@@ -71,7 +73,7 @@ fn every_outcome_class_is_counted_exactly() {
     for (i, class) in classes.iter().enumerate() {
         assert_eq!(
             errors[i].is_none(),
-            class == "ok",
+            class == "ok" || class == "empty_completion",
             "request {i} ({class}): {:?}",
             errors[i]
         );
@@ -84,6 +86,58 @@ fn every_outcome_class_is_counted_exactly() {
         };
         assert_eq!(statuses[i], expected_status, "request {i} ({class})");
     }
+}
+
+#[test]
+fn empty_completions_are_successes_with_a_gate_of_their_own_and_few_requests_are_not_judged() {
+    let _serial = serial();
+    let stub = Stub::start(|_| Behaviour::Empty);
+    let dir = tempfile::tempdir().unwrap();
+    let four = [
+        "--max-users",
+        "1",
+        "--step-size",
+        "1",
+        "--requests-per-user",
+        "4",
+        "--slo",
+        "error_rate<=0%,empty_rate<=50%",
+    ];
+    let output = load(&stub.url, dir.path(), &four);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("empty_rate<=50% failed, measured 100.00%"),
+        "{text}"
+    );
+    assert!(!text.contains("error_rate<=0% failed"), "{text}");
+    let step = &read_steps(dir.path()).unwrap()[0];
+    assert_eq!(
+        (
+            count(step, "empty_completion"),
+            step.error_rate,
+            step.empty_rate
+        ),
+        (4, 0.0, 1.0)
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    assert!(
+        summary.contains("\"empty_completion\",\n      4"),
+        "{summary}"
+    );
+
+    // The same four requests under a stated minimum of ten: said, not failed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = four.to_vec();
+    args.extend(["--slo-min-requests", "10"]);
+    let output = load(&stub.url, dir.path(), &args);
+    assert_success(&output);
+    let expected =
+        "step 1 (1 users): not judged: 4 request(s), fewer than the 10 the SLO gates need";
+    assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    let summary = std::fs::read_to_string(dir.path().join("summary.json")).unwrap();
+    assert!(summary.contains(expected), "{summary}");
+    assert!(summary.contains("\"slo_min_requests\": 10"), "{summary}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::cli::LoadArgs;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
 use crate::loadgen::record::Outcome;
-use crate::loadgen::slo::{self, Violation};
+use crate::loadgen::slo::{self, Judgement, Slo};
 use crate::loadgen::stats::{Latency, Stat, StepRow};
 use crate::loadgen::tls::Trust;
 use crate::loadgen::workload::TokenLengths;
@@ -51,6 +51,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         config.out_dir.display(),
         page.display()
     );
+    for unjudged in outcome.unjudged() {
+        eprintln!("note: {unjudged}");
+    }
     if outcome.interrupted {
         bail!("interrupted; the results cover what ran");
     }
@@ -100,13 +103,16 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
             prompt: lengths("prompt-tokens", &args.prompt_tokens)?,
         },
     };
-    let gates = args
-        .slo
-        .as_deref()
-        .map(slo::parse)
-        .transpose()
-        .map_err(flags)?
-        .unwrap_or_default();
+    let slo = Slo {
+        gates: args
+            .slo
+            .as_deref()
+            .map(slo::parse)
+            .transpose()
+            .map_err(flags)?
+            .unwrap_or_default(),
+        min_requests: args.slo_min_requests,
+    };
     if args.timeout.is_zero() {
         return Err(flags("--timeout must be above 0 s".into()));
     }
@@ -150,7 +156,7 @@ pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
         seed: args.seed,
         timeout: args.timeout,
         replica_header,
-        gates,
+        slo,
         out_dir: args
             .out
             .unwrap_or_else(|| PathBuf::from("results").join(&run_id)),
@@ -275,22 +281,38 @@ impl Observer for Progress {
         ));
     }
 
-    fn step_finished(&mut self, row: &StepRow, violations: &[Violation]) {
-        self.say(step_line(row, self.steps, violations));
+    fn step_finished(&mut self, row: &StepRow, judgement: &Judgement) {
+        self.say(step_line(row, self.steps, judgement));
     }
 }
 
 /// The line a finished step prints: its load, counts, rates, latencies, validity and gates.
-pub(super) fn step_line(row: &StepRow, steps: usize, violations: &[Violation]) -> String {
+pub(super) fn step_line(row: &StepRow, steps: usize, judgement: &Judgement) -> String {
+    if let Judgement::Unjudged(unjudged) = judgement
+        && unjudged.not_run()
+    {
+        return format!(
+            "step {}/{} ({}): not run",
+            row.step + 1,
+            steps,
+            row.load_label()
+        );
+    }
+    let empty = row.counts[Outcome::EmptyCompletion.index()];
     let mut line = format!(
-        "step {}/{} ({}): {} requests, {} failed ({:.1}%), {:.2} req/s, {:.0} output tok/s, \
+        "step {}/{} ({}): {} requests, {} failed ({:.1}%), {}{:.2} req/s, {:.0} output tok/s, \
          ttft p50 {} p95 {}, e2e p50 {} p95 {}",
         row.step + 1,
         steps,
         row.load_label(),
         row.requests,
-        row.requests - row.counts[Outcome::Ok.index()],
+        row.requests - row.successes(),
         row.error_rate * 100.0,
+        if empty > 0 {
+            format!("{empty} empty ({:.1}%), ", row.empty_rate * 100.0)
+        } else {
+            String::new()
+        },
         row.ok_rate,
         row.output_tokens_per_s,
         seconds(row.latency(Latency::Ttft, Stat::P50)),
@@ -301,11 +323,19 @@ pub(super) fn step_line(row: &StepRow, steps: usize, violations: &[Violation]) -
     if let Some(reason) = row.invalid_reason() {
         line.push_str(&format!("\n  INVALID: {reason}"));
     }
-    for violation in violations {
-        line.push_str(&format!(
-            "\n  SLO FAILED: {} (measured {})",
-            violation.gate, violation.actual
-        ));
+    match judgement {
+        Judgement::Judged(violations) => {
+            for violation in violations {
+                line.push_str(&format!(
+                    "\n  SLO FAILED: {} (measured {})",
+                    violation.gate, violation.actual
+                ));
+            }
+        }
+        Judgement::Unjudged(unjudged) => line.push_str(&format!(
+            "\n  SLO NOT JUDGED: {} request(s), fewer than --slo-min-requests {}",
+            unjudged.requests, unjudged.min_requests
+        )),
     }
     line
 }

@@ -174,6 +174,9 @@ fn finish(
                     report.link_load_report(relative.display().to_string());
                 }
             }
+            for unjudged in outcome.unjudged() {
+                eprintln!("load verification: {unjudged}");
+            }
             outcome.violations().to_vec()
         }
         Some(Err(err)) => {

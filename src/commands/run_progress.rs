@@ -12,7 +12,7 @@ use crate::dispatch::record::{BatchRecord, Status};
 use crate::dispatch::worker::PodLink;
 use crate::loadgen::collector::{Live, Observer as LoadObserver};
 use crate::loadgen::plan::Step;
-use crate::loadgen::slo::Violation;
+use crate::loadgen::slo::Judgement;
 use crate::loadgen::stats::StepRow;
 
 /// How often the pod lines are redrawn.
@@ -155,10 +155,10 @@ impl LoadObserver for LoadLines {
 
     fn progress(&mut self, _live: &Live) {}
 
-    fn step_finished(&mut self, row: &StepRow, violations: &[Violation]) {
+    fn step_finished(&mut self, row: &StepRow, judgement: &Judgement) {
         let line = format!(
             "load verification {}",
-            super::load::step_line(row, self.steps, violations)
+            super::load::step_line(row, self.steps, judgement)
         );
         if self.printer.is_hidden() {
             eprintln!("{line}");

@@ -219,10 +219,7 @@ fn finish(item: &WorkItem, ticket: Ticket, run_start: Instant, timed: Timed) -> 
     };
     let (outcome, error) = match failure {
         Some((outcome, message)) => (outcome, Some(message)),
-        None if progress.chunks_with_content == 0 => (
-            Outcome::EmptyCompletion,
-            Some("the stream completed without any content".to_string()),
-        ),
+        None if progress.chunks_with_content == 0 => (Outcome::EmptyCompletion, None),
         None => (Outcome::Ok, None),
     };
     RequestRecord {

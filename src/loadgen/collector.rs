@@ -10,7 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::driver::Event;
 use super::plan::Step;
 use super::record::RequestRecord;
-use super::slo::{self, Gate, Violation};
+use super::slo::{Judgement, Slo, Unjudged, Violation};
 use super::stats::{Latency, Stat, StepRow, StepStats};
 use crate::results::table::TableWriter;
 
@@ -42,8 +42,8 @@ pub trait Observer: Send {
     fn step_started(&mut self, step: &Step, warmup: bool);
     /// Every [`PROGRESS_PERIOD`] while a step runs.
     fn progress(&mut self, live: &Live);
-    /// A measured step ended, with the gates it failed.
-    fn step_finished(&mut self, row: &StepRow, violations: &[Violation]);
+    /// A measured step ended, with what the gates made of it.
+    fn step_finished(&mut self, row: &StepRow, judgement: &Judgement);
 }
 
 /// What a run collected.
@@ -53,6 +53,8 @@ pub struct Collected {
     pub steps: Vec<StepRow>,
     /// Every failed gate, step by step.
     pub violations: Vec<Violation>,
+    /// The steps the gates did not judge (not run, or too few requests).
+    pub unjudged: Vec<Unjudged>,
     /// Records written, warm-up included.
     pub requests: u64,
 }
@@ -68,7 +70,7 @@ struct Running {
 pub async fn collect(
     mut events: mpsc::Receiver<Event>,
     mut writer: TableWriter<RequestRecord>,
-    gates: &[Gate],
+    slo: &Slo,
     observer: &mut dyn Observer,
 ) -> Result<Collected, parquet::errors::ParquetError> {
     let mut collected = Collected::default();
@@ -122,9 +124,12 @@ pub async fn collect(
                     continue;
                 }
                 let row = done.stats.finish(began, ended, health);
-                let violations = slo::check(gates, &row);
-                observer.step_finished(&row, &violations);
-                collected.violations.extend(violations);
+                let judgement = slo.judge(&row);
+                observer.step_finished(&row, &judgement);
+                match judgement {
+                    Judgement::Judged(violations) => collected.violations.extend(violations),
+                    Judgement::Unjudged(unjudged) => collected.unjudged.push(unjudged),
+                }
                 collected.steps.push(row);
             }
         }

@@ -49,7 +49,7 @@ use driver::Driver;
 use http::HttpTarget;
 use plan::Plan;
 use shards::Shards;
-use slo::{Gate, Violation};
+use slo::{Slo, Unjudged, Violation};
 use workload::{BodyOptions, TokenLengths};
 
 /// Where the prompts come from.
@@ -91,8 +91,8 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Response header naming the replica.
     pub replica_header: ::http::HeaderName,
-    /// SLO gates.
-    pub gates: Vec<Gate>,
+    /// SLO gates and the requests a step needs before they judge it.
+    pub slo: Slo,
     /// Output directory.
     pub out_dir: PathBuf,
     /// The run's id.
@@ -219,6 +219,11 @@ impl LoadOutcome {
     pub fn violations(&self) -> &[Violation] {
         &self.collected.violations
     }
+
+    /// Every step the gates did not judge (not run, or too few requests).
+    pub fn unjudged(&self) -> &[Unjudged] {
+        &self.collected.unjudged
+    }
 }
 
 /// Runs `config` to the end (or until `cancel`), writing `requests.parquet`,
@@ -296,7 +301,7 @@ pub async fn run(
     let driver = Driver::new(shards, work, events, stop_driver.clone(), config.seed);
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });
-    let collected = collector::collect(inbox, writer, &config.gates, observer).await;
+    let collected = collector::collect(inbox, writer, &config.slo, observer).await;
     if collected.is_err() {
         // Nothing can record what the driver would send.
         stop_driver.cancel();

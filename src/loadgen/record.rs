@@ -23,7 +23,9 @@ pub enum Outcome {
     ConnectError,
     /// The stream was cut or malformed before `[DONE]`.
     StreamBroken,
-    /// A complete stream without a single content token.
+    /// A complete stream without a single content token (the model ended its turn at
+    /// once): a success with 0 output tokens, as vLLM's and guidellm's benchmarks count it,
+    /// counted apart so an `empty_rate` gate can bound it.
     EmptyCompletion,
 }
 
@@ -61,6 +63,18 @@ impl Outcome {
             500.. => Outcome::Http5xx,
             _ => Outcome::Http4xx,
         }
+    }
+
+    /// Whether the request succeeded: a complete stream, with text or without.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::EmptyCompletion)
+    }
+
+    /// Whether a class name (as in `requests.parquet`) is a success.
+    pub fn is_success_name(name: &str) -> bool {
+        Outcome::ALL
+            .iter()
+            .any(|outcome| outcome.is_success() && outcome.as_str() == name)
     }
 
     /// Its index in [`Outcome::ALL`].
@@ -123,7 +137,7 @@ pub struct RequestRecord {
     pub outcome: Outcome,
     /// The HTTP status, when an answer came.
     pub http_status: Option<u16>,
-    /// What went wrong, for every outcome but `ok`.
+    /// What went wrong, for every failed outcome.
     pub error: Option<String>,
     /// The replica that served it (from a response header), when the server says.
     pub replica: Option<String>,
@@ -206,6 +220,14 @@ mod tests {
         for (index, outcome) in Outcome::ALL.iter().enumerate() {
             assert_eq!(outcome.index(), index);
         }
+        let successes: Vec<&str> = Outcome::ALL
+            .iter()
+            .filter(|o| o.is_success())
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(successes, ["ok", "empty_completion"]);
+        assert!(Outcome::is_success_name("empty_completion"));
+        assert!(!Outcome::is_success_name("timeout"));
     }
 
     #[test]

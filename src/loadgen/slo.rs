@@ -1,4 +1,6 @@
-//! SLO gates such as `p95_ttft<=2s,error_rate<=1%`, parsed once and checked on every step.
+//! SLO gates such as `p95_ttft<=2s,error_rate<=1%`, parsed once and checked on every step
+//! that measured enough requests to judge: a step that sent nothing is "not run", one with
+//! fewer requests than the stated minimum is "not judged", and both are said, not failed.
 
 use std::fmt;
 
@@ -11,6 +13,8 @@ pub enum Figure {
     Latency(Stat, Latency),
     /// Share of failed requests, 0..1.
     ErrorRate,
+    /// Share of requests that completed without text, 0..1.
+    EmptyRate,
     /// Successful requests/s.
     Rps,
     /// Output tokens/s.
@@ -21,6 +25,7 @@ impl Figure {
     fn parse(name: &str) -> Option<Figure> {
         match name {
             "error_rate" => return Some(Figure::ErrorRate),
+            "empty_rate" => return Some(Figure::EmptyRate),
             "rps" | "requests_per_s" => return Some(Figure::Rps),
             "output_tps" | "output_tokens_per_s" => return Some(Figure::OutputTokensPerS),
             _ => {}
@@ -36,6 +41,7 @@ impl Figure {
         match *self {
             Figure::Latency(stat, latency) => row.latency(latency, stat),
             Figure::ErrorRate => (row.requests > 0).then_some(row.error_rate),
+            Figure::EmptyRate => (row.requests > 0).then_some(row.empty_rate),
             Figure::Rps => Some(row.ok_rate),
             Figure::OutputTokensPerS => Some(row.output_tokens_per_s),
         }
@@ -45,7 +51,7 @@ impl Figure {
         match self {
             Figure::Latency(..) if value < 1.0 => format!("{:.1}ms", value * 1e3),
             Figure::Latency(..) => format!("{value:.3}s"),
-            Figure::ErrorRate => format!("{:.2}%", value * 100.0),
+            Figure::ErrorRate | Figure::EmptyRate => format!("{:.2}%", value * 100.0),
             Figure::Rps | Figure::OutputTokensPerS => format!("{value:.2}"),
         }
     }
@@ -86,6 +92,93 @@ pub struct Gate {
     pub op: Op,
     /// Against what (seconds, a 0..1 share or a rate).
     pub limit: f64,
+}
+
+/// The gates and how many requests a step needs before they judge it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// The gates; none means nothing is judged.
+    pub gates: Vec<Gate>,
+    /// Requests a step must have measured for its gates to be checked (at least 1).
+    pub min_requests: u64,
+}
+
+impl Default for Slo {
+    fn default() -> Slo {
+        Slo {
+            gates: Vec::new(),
+            min_requests: 1,
+        }
+    }
+}
+
+impl Slo {
+    /// What the gates make of `row`.
+    pub fn judge(&self, row: &StepRow) -> Judgement {
+        if row.requests == 0 || (!self.gates.is_empty() && row.requests < self.min_requests) {
+            return Judgement::Unjudged(Unjudged {
+                step: row.step,
+                load: row.load_label(),
+                requests: row.requests,
+                min_requests: self.min_requests,
+            });
+        }
+        Judgement::Judged(check(&self.gates, row))
+    }
+}
+
+/// What the gates made of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// Every gate was checked; these failed (none: all held).
+    Judged(Vec<Violation>),
+    /// The step sent nothing, or too few requests to judge: no gate was checked.
+    Unjudged(Unjudged),
+}
+
+impl Judgement {
+    /// The failed gates (none for an unjudged step).
+    pub fn violations(&self) -> &[Violation] {
+        match self {
+            Judgement::Judged(violations) => violations,
+            Judgement::Unjudged(_) => &[],
+        }
+    }
+}
+
+/// A step the gates did not judge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unjudged {
+    /// The step's index.
+    pub step: u32,
+    /// The step's load ("20 users").
+    pub load: String,
+    /// Requests it measured.
+    pub requests: u64,
+    /// Requests the gates needed.
+    pub min_requests: u64,
+}
+
+impl Unjudged {
+    /// The step sent no request at all (the run ended before it).
+    pub fn not_run(&self) -> bool {
+        self.requests == 0
+    }
+}
+
+impl fmt::Display for Unjudged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {} ({}): ", self.step + 1, self.load)?;
+        if self.not_run() {
+            write!(f, "not run (no request was measured)")
+        } else {
+            write!(
+                f,
+                "not judged: {} request(s), fewer than the {} the SLO gates need (--slo-min-requests)",
+                self.requests, self.min_requests
+            )
+        }
+    }
 }
 
 /// A gate that failed on a step.
@@ -153,7 +246,7 @@ fn parse_gate(text: &str) -> Result<Gate, String> {
     let figure = Figure::parse(name).ok_or_else(|| {
         format!(
             "SLO gate {text:?}: unknown metric {name:?}; use STAT_LATENCY (STAT: mean, p50, p90, p95, p99, max; \
-             LATENCY: ttft, ttft_corrected, itl, tpot, e2e, e2e_corrected), error_rate, rps or output_tps"
+             LATENCY: ttft, ttft_corrected, itl, tpot, e2e, e2e_corrected), error_rate, empty_rate, rps or output_tps"
         )
     })?;
     let limit = parse_value(figure, value).map_err(|why| format!("SLO gate {text:?}: {why}"))?;
@@ -184,7 +277,7 @@ fn parse_value(figure: Figure, value: &str) -> Result<f64, String> {
                 Err(format!("{value:?} needs a unit: s or ms"))
             }
         }
-        Figure::ErrorRate => match value.strip_suffix('%') {
+        Figure::ErrorRate | Figure::EmptyRate => match value.strip_suffix('%') {
             Some(percent) => Ok(number(percent)? / 100.0),
             None => number(value).and_then(|share| {
                 if share <= 1.0 {
@@ -226,6 +319,10 @@ mod tests {
     use std::time::Duration;
 
     fn row(p95_ttft: Option<f64>, error_rate: f64) -> StepRow {
+        row_of(10, p95_ttft, error_rate)
+    }
+
+    fn row_of(requests: u64, p95_ttft: Option<f64>, error_rate: f64) -> StepRow {
         let mut latencies = vec![[None; Stat::ALL.len()]; Latency::ALL.len()];
         latencies[Latency::Ttft as usize][Stat::P95 as usize] = p95_ttft;
         StepRow {
@@ -234,9 +331,10 @@ mod tests {
             offered_rate: None,
             started_s: 0.0,
             duration_s: 1.0,
-            requests: 10,
+            requests,
             counts: [0; Outcome::ALL.len()],
             error_rate,
+            empty_rate: 0.25,
             achieved_rate: 10.0,
             ok_rate: 9.0,
             output_tokens_per_s: 90.0,
@@ -258,7 +356,8 @@ mod tests {
         assert_eq!((gates[0].op, gates[0].limit), (Op::AtMost, 2.0));
         assert_eq!((gates[1].figure, gates[1].limit), (Figure::ErrorRate, 0.01));
         let gates =
-            parse("p99_e2e_corrected<1500ms,error_rate<=0.05,rps>=3,output_tps>100").unwrap();
+            parse("p99_e2e_corrected<1500ms,error_rate<=0.05,rps>=3,output_tps>100,empty_rate<=2%")
+                .unwrap();
         assert_eq!(
             gates[0].figure,
             Figure::Latency(Stat::P99, Latency::E2eCorrected)
@@ -270,6 +369,7 @@ mod tests {
             (gates[3].figure, gates[3].op),
             (Figure::OutputTokensPerS, Op::Above)
         );
+        assert_eq!((gates[4].figure, gates[4].limit), (Figure::EmptyRate, 0.02));
     }
 
     #[test]
@@ -303,5 +403,48 @@ mod tests {
         assert_eq!(violations[1].actual, "2.00%");
         let none = check(&gates, &row(None, 0.0));
         assert_eq!(none[0].actual, "nothing (no successful request)");
+        let empty = check(&parse("empty_rate<=10%").unwrap(), &row(None, 0.0));
+        assert_eq!(empty[0].actual, "25.00%");
+    }
+
+    #[test]
+    fn steps_with_too_few_requests_are_said_not_failed() {
+        let slo = Slo {
+            gates: parse("error_rate<=5%").unwrap(),
+            min_requests: 5,
+        };
+        let Judgement::Unjudged(nothing) = slo.judge(&row_of(0, None, 0.0)) else {
+            panic!("a step without requests is not judged");
+        };
+        assert!(nothing.not_run());
+        assert_eq!(
+            nothing.to_string(),
+            "step 2 (20 users): not run (no request was measured)"
+        );
+        let Judgement::Unjudged(few) = slo.judge(&row_of(4, None, 0.5)) else {
+            panic!("4 requests are fewer than 5");
+        };
+        assert!(!few.not_run());
+        assert_eq!(
+            few.to_string(),
+            "step 2 (20 users): not judged: 4 request(s), fewer than the 5 the SLO gates need (--slo-min-requests)"
+        );
+        assert_eq!(slo.judge(&row_of(4, None, 0.5)).violations(), &[]);
+        let judged = slo.judge(&row_of(5, None, 0.2));
+        assert_eq!(judged.violations().len(), 1, "5 requests are enough");
+        assert_eq!(
+            slo.judge(&row_of(5, None, 0.0)),
+            Judgement::Judged(Vec::new())
+        );
+        // Without gates a step with requests is judged (nothing to fail); one without is not run.
+        let no_gates = Slo::default();
+        assert_eq!(
+            no_gates.judge(&row_of(1, None, 1.0)),
+            Judgement::Judged(Vec::new())
+        );
+        assert!(matches!(
+            no_gates.judge(&row_of(0, None, 0.0)),
+            Judgement::Unjudged(_)
+        ));
     }
 }

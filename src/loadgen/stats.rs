@@ -115,6 +115,24 @@ pub fn micros_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3).expect("valid histogram bounds")
 }
 
+/// `part / whole`, 0 when `whole` is 0.
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// The successful requests (with text or without) of counts by outcome.
+fn successes(counts: &[u64; Outcome::ALL.len()]) -> u64 {
+    Outcome::ALL
+        .iter()
+        .filter(|outcome| outcome.is_success())
+        .map(|outcome| counts[outcome.index()])
+        .sum()
+}
+
 /// Folds the records of one step.
 #[derive(Debug)]
 pub struct StepStats {
@@ -153,7 +171,7 @@ impl StepStats {
                 .map_or(record.start, |s| s.min(record.start)),
         );
         self.last_end = self.last_end.max(record.end);
-        if record.outcome != Outcome::Ok {
+        if !record.outcome.is_success() {
             return;
         }
         self.output_tokens += u64::from(record.output_tokens);
@@ -183,9 +201,14 @@ impl StepStats {
         self.counts.iter().sum()
     }
 
+    /// Successful requests seen so far (with text or without).
+    pub fn successes(&self) -> u64 {
+        successes(&self.counts)
+    }
+
     /// Failed requests seen so far.
     pub fn errors(&self) -> u64 {
-        self.requests() - self.counts[Outcome::Ok.index()]
+        self.requests() - self.successes()
     }
 
     /// A statistic of one latency so far, in seconds.
@@ -197,7 +220,7 @@ impl StepStats {
     pub fn finish(&self, began: Duration, ended: Duration, health: ClientHealth) -> StepRow {
         let duration = ended.saturating_sub(began).as_secs_f64().max(1e-9);
         let requests = self.requests();
-        let ok = self.counts[Outcome::Ok.index()];
+        let ok = self.successes();
         let (users, offered_rate) = match self.step.load {
             Load::Users(users) => (Some(users), None),
             Load::Rate { per_second, .. } => (None, Some(per_second)),
@@ -214,11 +237,8 @@ impl StepStats {
             duration_s: duration,
             requests,
             counts: self.counts,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                (requests - ok) as f64 / requests as f64
-            },
+            error_rate: share(requests - ok, requests),
+            empty_rate: share(self.counts[Outcome::EmptyCompletion.index()], requests),
             achieved_rate: requests as f64 / duration,
             ok_rate: ok as f64 / duration,
             output_tokens_per_s: self.output_tokens as f64 / duration,
@@ -247,8 +267,10 @@ pub struct StepRow {
     pub requests: u64,
     /// Requests by outcome, in [`Outcome::ALL`] order.
     pub counts: [u64; Outcome::ALL.len()],
-    /// Share of requests that did not end `ok`.
+    /// Share of requests that failed.
     pub error_rate: f64,
+    /// Share of requests that completed without text (successes, counted apart).
+    pub empty_rate: f64,
     /// Requests/s sent (achieved load).
     pub achieved_rate: f64,
     /// Successful requests/s.
@@ -269,6 +291,11 @@ impl StepRow {
     /// A latency statistic in seconds.
     pub fn latency(&self, latency: Latency, stat: Stat) -> Option<f64> {
         self.latencies[latency as usize][stat as usize]
+    }
+
+    /// Successful requests (with text or without).
+    pub fn successes(&self) -> u64 {
+        successes(&self.counts)
     }
 
     /// Why the step's figures are the client's rather than the server's, if they are.
@@ -325,7 +352,9 @@ mod tests {
         }
         stats.add(&record(Outcome::Http5xx, 0, 0, 5, 0));
         stats.add(&record(Outcome::Timeout, 0, 0, 5, 0));
-        assert_eq!((stats.requests(), stats.errors()), (102, 2));
+        // A success without text: counted apart, in the rates, not an error.
+        stats.add(&record(Outcome::EmptyCompletion, 0, 0, 1000, 0));
+        assert_eq!((stats.requests(), stats.errors()), (103, 2));
         let health = ClientHealth {
             cpu_share: 0.1,
             lag_p99: Duration::ZERO,
@@ -336,10 +365,13 @@ mod tests {
         assert_eq!(row.users, Some(4));
         assert_eq!(row.counts[Outcome::Ok.index()], 100);
         assert_eq!(row.counts[Outcome::Timeout.index()], 1);
-        assert!((row.error_rate - 2.0 / 102.0).abs() < 1e-12);
-        assert!((row.ok_rate - 50.0).abs() < 1e-9);
+        assert_eq!(row.counts[Outcome::EmptyCompletion.index()], 1);
+        assert!((row.error_rate - 2.0 / 103.0).abs() < 1e-12);
+        assert!((row.empty_rate - 1.0 / 103.0).abs() < 1e-12);
+        assert!((row.ok_rate - 50.5).abs() < 1e-9);
         assert!((row.output_tokens_per_s - 550.0).abs() < 1e-9);
-        assert!((row.total_tokens_per_s - 800.0).abs() < 1e-9);
+        // 100 x (5 + 11) tokens and the empty completion's 5 prompt tokens, over 2 s.
+        assert!((row.total_tokens_per_s - 802.5).abs() < 1e-9);
         let p50 = row.latency(Latency::Ttft, Stat::P50).unwrap();
         assert!((p50 - 0.149).abs() < 0.0002, "{p50}");
         let max = row.latency(Latency::Ttft, Stat::Max).unwrap();

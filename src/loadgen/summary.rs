@@ -46,12 +46,23 @@ pub struct Summary {
     pub outcomes: Vec<(String, u64)>,
     /// SLO gates as written.
     pub slo: Vec<String>,
+    /// Requests a step needed before the gates judged it.
+    #[serde(default = "one")]
+    pub slo_min_requests: u64,
     /// Failed gates, one line each.
     pub violations: Vec<String>,
+    /// Steps the gates did not judge (not run, or too few requests), one line each.
+    #[serde(default)]
+    pub unjudged: Vec<String>,
     /// Steps whose figures are not the server's (the client was the bottleneck).
     pub invalid_steps: Vec<String>,
     /// Cut short by Ctrl-C or SIGTERM.
     pub interrupted: bool,
+}
+
+/// The minimum of summaries written before it was recorded.
+fn one() -> u64 {
+    1
 }
 
 /// Writes `dir/summary.json`.
@@ -101,12 +112,19 @@ pub fn write(
         seed: config.seed,
         requests: outcome.collected.requests,
         outcomes,
-        slo: config.gates.iter().map(|gate| gate.text.clone()).collect(),
+        slo: config
+            .slo
+            .gates
+            .iter()
+            .map(|gate| gate.text.clone())
+            .collect(),
+        slo_min_requests: config.slo.min_requests,
         violations: outcome
             .violations()
             .iter()
             .map(ToString::to_string)
             .collect(),
+        unjudged: outcome.unjudged().iter().map(ToString::to_string).collect(),
         invalid_steps: steps
             .iter()
             .filter_map(|row| {

@@ -80,6 +80,8 @@ pub struct StepData {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Failed share.
     pub error_rate: f64,
+    /// Share of requests that completed without text.
+    pub empty_rate: f64,
     /// Requests/s sent.
     pub achieved_rate: f64,
     /// Successful requests/s.
@@ -122,6 +124,7 @@ impl StepData {
                 .map(|class| (class.as_str(), row.counts[class.index()]))
                 .collect(),
             error_rate: row.error_rate,
+            empty_rate: row.empty_rate,
             achieved_rate: row.achieved_rate,
             rps: row.ok_rate,
             output_tokens_per_s: row.output_tokens_per_s,
@@ -174,7 +177,7 @@ impl From<&RequestPoint> for TimelinePoint {
         TimelinePoint {
             start_s: point.start_s,
             end_s: point.end_s,
-            ok: point.outcome == Outcome::Ok.as_str(),
+            ok: Outcome::is_success_name(&point.outcome),
             output_tokens: point.output_tokens,
             warmup: point.warmup,
         }
@@ -271,7 +274,7 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     let points = read_request_points(dir).map_err(|err| err.to_string())?;
     let deployment = read_replicas(dir).map_err(|err| err.to_string())?;
     let measured = || points.iter().filter(|p| !p.warmup);
-    let successful = || measured().filter(|p| p.outcome == Outcome::Ok.as_str());
+    let successful = || measured().filter(|p| Outcome::is_success_name(&p.outcome));
     let mut distributions = BTreeMap::new();
     distributions.insert(
         "ttft",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::loadgen::health::ClientHealth;
 use crate::loadgen::record::{Outcome, RequestRecord};
-use crate::loadgen::stats::{Latency, Stat, StepRow};
+use crate::loadgen::stats::{Latency, Stat, StepRow, share};
 
 use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
 
@@ -110,6 +110,9 @@ pub fn step_columns() -> Vec<Column<StepRow>> {
         Column::new("error_rate", Kind::F64, |s: &S| {
             Cell::F64(Some(s.error_rate))
         }),
+        Column::new("empty_rate", Kind::F64, |s: &S| {
+            Cell::F64(Some(s.empty_rate))
+        }),
         Column::new("achieved_rate", Kind::F64, |s: &S| {
             Cell::F64(Some(s.achieved_rate))
         }),
@@ -203,6 +206,11 @@ pub fn read_steps(dir: &Path) -> Result<Vec<StepRow>, TableError> {
             requests: requests[i].unwrap_or(0),
             counts: std::array::from_fn(|class| counts[class][i].unwrap_or(0)),
             error_rate: error_rate[i],
+            // From the counts, so runs written before the column existed read the same.
+            empty_rate: share(
+                counts[Outcome::EmptyCompletion.index()][i].unwrap_or(0),
+                requests[i].unwrap_or(0),
+            ),
             achieved_rate: achieved[i],
             ok_rate: rps[i],
             output_tokens_per_s: output_tps[i],
@@ -255,7 +263,11 @@ pub fn read_request_points(dir: &Path) -> Result<Vec<RequestPoint>, TableError> 
     let tokens = table.u32s("output_tokens")?;
     let mut outcome = table.strs("outcome")?;
     let mut replica = table.strs("replica")?;
-    let successful = |i: usize, outcome: &str| (outcome == "ok").then_some(ttft[i]).flatten();
+    let successful = |i: usize, outcome: &str| {
+        Outcome::is_success_name(outcome)
+            .then_some(ttft[i])
+            .flatten()
+    };
     Ok((0..table.len())
         .map(|i| {
             let outcome = outcome[i].take().unwrap_or_default();

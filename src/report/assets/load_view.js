@@ -75,10 +75,10 @@
     const { box } = section("Error rate per step");
     const series = runs.map((run, r) => ({
       name: tag(run, "failed share"), color: COLORS[(r + 1) % COLORS.length], values: run.steps.map((s) => s.error_rate),
-      notes: run.steps.map((s) => `(${Object.entries(s.outcomes).filter(([k]) => k !== "ok").map(([k, v]) => `${k} ${v}`).join(", ") || "no errors"})`),
+      notes: run.steps.map((s) => `(${Object.entries(s.outcomes).filter(([k]) => k !== "ok" && k !== "empty_completion").map(([k, v]) => `${k} ${v}`).join(", ") || "no errors"})`),
     }));
     chart(box, { kind: "bar", categories: stepLabels(), xLabel: "step", yLabel: "failed requests", yFormat: percent, yEmptyMax: 0.01, series });
-    node("p", { class: "note" }, box, "Classes: http_4xx, http_429, http_5xx, timeout, connect_error, stream_broken, empty_completion.");
+    node("p", { class: "note" }, box, "Classes: http_4xx, http_429, http_5xx, timeout, connect_error, stream_broken. A complete answer without text (empty_completion) is a success, counted in the step table's empty column.");
   }
 
   function distributions() {
@@ -141,7 +141,7 @@
       ["run", (run) => run.summary.run_id], ["step", (run, s) => `${s.number}: ${s.label}`],
       ["requests", (run, s) => s.requests], ["ok req/s", (run, s) => number(s.rps, 2)],
       ["out tok/s", (run, s) => number(s.output_tokens_per_s, 1)], ["in flight", (run, s) => number(s.mean_concurrency, 1)],
-      ["errors", (run, s) => percent(s.error_rate)],
+      ["errors", (run, s) => percent(s.error_rate)], ["empty", (run, s) => percent(s.empty_rate)],
       ["p50 ttft", (run, s) => seconds(s.latency.ttft.p50)], ["p95 ttft", (run, s) => seconds(s.latency.ttft.p95)],
       ["p95 ttft (corr.)", (run, s) => seconds(s.latency.ttft_corrected.p95)],
       ["p50 tpot", (run, s) => seconds(s.latency.tpot.p50)], ["p95 itl", (run, s) => seconds(s.latency.itl.p95)],
