@@ -439,6 +439,50 @@ fn load_verification_runs_against_the_pods_during_the_batch() {
 }
 
 #[test]
+fn resuming_a_finished_run_writes_its_outputs_again_and_starts_nothing() {
+    let space = Workspace::new();
+    let stub = Stub::start(|_| quick());
+    let dataset = space.dataset(60);
+    let job = space.job(
+        &dataset,
+        "shard_size: 20\nload_verification: {users: 1, duration: 1s, output_tokens: 2}",
+    );
+    assert_success(&run(&job, &["--endpoints", &stub.url, "--run-id", "done"]));
+    let dir = space.run_dir("done");
+    let first_output = std::fs::read_to_string(dir.join("output.jsonl")).unwrap();
+    // A crash between the last commit and the outputs.
+    for file in [
+        "output.jsonl",
+        "requests.parquet",
+        "report.html",
+        "summary.parquet",
+    ] {
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    let served = stub.served();
+    // Nothing listens there: any request, reservation or load check would fail the run.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let output = run(&job, &["--endpoints", &nowhere, "--resume", "done"]);
+    assert_success(&output);
+    assert!(
+        text(&output).contains("every shard of done (3) is committed"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(stub.served(), served);
+    assert_eq!(Requests::read(&dir).sorted_ids(), expected_ids(60));
+    assert!(dir.join("report.html").exists() && dir.join("summary.parquet").exists());
+    let rebuilt = std::fs::read_to_string(dir.join("output.jsonl")).unwrap();
+    assert_eq!(rebuilt, first_output, "the same lines, the same model");
+    assert!(!dir.join("load-2").exists(), "no second load check");
+}
+
+#[test]
 fn prompts_longer_than_the_context_are_refused_before_anything_starts() {
     let space = Workspace::new();
     let stub = Stub::start(|_| quick());

@@ -50,6 +50,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (run_id, dir) = run_dir(&job, &args, &dataset, validation.rows)?;
     let ledger = Ledger::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
     let already = ledger.committed_rows();
+    if already == validation.rows {
+        return rebuild_finished(&job, &args, &run_id, &dir, ledger);
+    }
     let ledger = Arc::new(Mutex::new(ledger));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -122,6 +125,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     })?;
     finish(&job, &args, &run_id, &dir, &ledger, outcome)
+}
+
+/// A resumed run whose every shard is committed: its outputs are written again from the
+/// shards (a crash may have come between the last commit and them), with nothing reserved,
+/// no pod started and no load check.
+fn rebuild_finished(
+    job: &JobSpec,
+    args: &RunArgs,
+    run_id: &str,
+    dir: &Path,
+    ledger: Ledger,
+) -> anyhow::Result<()> {
+    let shards = ledger.entries().count() as u64;
+    eprintln!(
+        "every shard of {run_id} ({shards}) is committed: writing its outputs again; nothing is reserved"
+    );
+    let model = ledger
+        .model()
+        .map(str::to_string)
+        .or_else(|| job.model.name.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    let ended = Ended {
+        batch: Ok(Dispatched { shards, model }),
+        load: None,
+        load_dir: None,
+    };
+    finish(job, args, run_id, dir, &Arc::new(Mutex::new(ledger)), ended)
 }
 
 /// `--dry-run`: the objects a Kubernetes run creates, or what the other backends would do.

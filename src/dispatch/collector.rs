@@ -51,10 +51,12 @@ struct OpenShard {
     _permit: ShardPermit,
 }
 
-/// Gathers results until every shard is committed; returns the number of shards.
+/// Gathers results until every shard is committed (as served by `model`); returns the
+/// number of shards.
 pub async fn collect(
     mut inbox: mpsc::UnboundedReceiver<Event>,
     ledger: Arc<Mutex<Ledger>>,
+    model: &str,
     observer: &mut dyn Observer,
 ) -> Result<u64, DispatchError> {
     let mut open: HashMap<u64, OpenShard> = HashMap::new();
@@ -110,7 +112,7 @@ pub async fn collect(
             .is_some_and(|entry| entry.records.len() as u64 >= entry.expected);
         if complete && let Some(entry) = open.remove(&shard) {
             let rows = entry.records.len() as u64;
-            commit(&ledger, shard, entry.records).await?;
+            commit(&ledger, shard, model, entry.records).await?;
             observer.shard_committed(shard, rows);
         }
     }
@@ -120,15 +122,17 @@ pub async fn collect(
 async fn commit(
     ledger: &Arc<Mutex<Ledger>>,
     shard: u64,
+    model: &str,
     mut records: Vec<BatchRecord>,
 ) -> Result<(), DispatchError> {
     records.sort_unstable_by_key(|record| record.line);
     let ledger = ledger.clone();
+    let model = model.to_string();
     tokio::task::spawn_blocking(move || {
         ledger
             .lock()
             .expect("the ledger lock is not poisoned")
-            .commit(shard, records)
+            .commit(shard, &model, records)
     })
     .await
     .map_err(|err| DispatchError::Internal(err.to_string()))?

@@ -20,7 +20,7 @@ pub const LEDGER_FILE: &str = "ledger.jsonl";
 pub const SHARDS_DIR: &str = "shards";
 
 /// One committed shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// The shard's number.
     pub shard: u64,
@@ -28,11 +28,22 @@ pub struct Entry {
     pub rows: u64,
 }
 
+/// One line of `ledger.jsonl`: a committed shard and the model that served it.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    shard: u64,
+    rows: u64,
+    /// Absent in ledgers written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+}
+
 /// The committed shards of a run, and the file to record more.
 pub struct Ledger {
     dir: PathBuf,
     file: File,
     committed: BTreeMap<u64, u64>,
+    model: Option<String>,
 }
 
 impl Ledger {
@@ -46,6 +57,7 @@ impl Ledger {
             .create(true)
             .open(&path)?;
         let mut committed = BTreeMap::new();
+        let mut model = None;
         let mut good_bytes = 0u64;
         let mut reader = BufReader::new(&file);
         let mut line = String::new();
@@ -56,9 +68,10 @@ impl Ledger {
                 break;
             }
             let complete = line.ends_with('\n');
-            match serde_json::from_str::<Entry>(line.trim_end()) {
+            match serde_json::from_str::<Line>(line.trim_end()) {
                 Ok(entry) if complete => {
                     committed.insert(entry.shard, entry.rows);
+                    model = entry.model.or(model);
                     good_bytes += read as u64;
                 }
                 // A line cut short by a crash mid-append: the shard was not committed.
@@ -83,6 +96,7 @@ impl Ledger {
             dir: dir.to_path_buf(),
             file,
             committed,
+            model,
         })
     }
 
@@ -103,13 +117,25 @@ impl Ledger {
         self.committed.values().sum()
     }
 
+    /// The model that served the last committed shard (none before any commit, or in a
+    /// ledger written before it was recorded).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Where `shard`'s rows are kept.
     pub fn shard_path(&self, shard: u64) -> PathBuf {
         shard_path(&self.dir, shard)
     }
 
-    /// Makes `records` (all of shard `shard`'s rows) durable, then records the shard.
-    pub fn commit(&mut self, shard: u64, records: Vec<BatchRecord>) -> std::io::Result<()> {
+    /// Makes `records` (all of shard `shard`'s rows, served by `model`) durable, then
+    /// records the shard.
+    pub fn commit(
+        &mut self,
+        shard: u64,
+        model: &str,
+        records: Vec<BatchRecord>,
+    ) -> std::io::Result<()> {
         let rows = records.len() as u64;
         let path = self.shard_path(shard);
         let mut writer = records_writer(&path).map_err(std::io::Error::other)?;
@@ -117,7 +143,12 @@ impl Ledger {
             writer.push(record).map_err(std::io::Error::other)?;
         }
         writer.finish().map_err(std::io::Error::other)?;
-        let mut line = serde_json::to_vec(&Entry { shard, rows }).map_err(std::io::Error::other)?;
+        let entry = Line {
+            shard,
+            rows,
+            model: Some(model.to_string()),
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;
@@ -125,6 +156,7 @@ impl Ledger {
             sync_parent(&self.dir.join(LEDGER_FILE))?;
         }
         self.committed.insert(shard, rows);
+        self.model = entry.model;
         Ok(())
     }
 }
@@ -144,10 +176,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(dir.path()).unwrap();
         ledger
-            .commit(0, vec![BatchRecord::fixture("a", 0, "p")])
+            .commit(0, "gemma", vec![BatchRecord::fixture("a", 0, "p")])
             .unwrap();
         ledger
-            .commit(2, vec![BatchRecord::fixture("b", 2, "p"); 3])
+            .commit(2, "gemma", vec![BatchRecord::fixture("b", 2, "p"); 3])
             .unwrap();
         drop(ledger);
         let mut file = OpenOptions::new()
@@ -163,12 +195,26 @@ mod tests {
         assert_eq!(ledger.committed_rows(), 4);
         assert_eq!(read_records(&ledger.shard_path(2)).unwrap().len(), 3);
         ledger
-            .commit(5, vec![BatchRecord::fixture("c", 5, "p")])
+            .commit(5, "gemma-2", vec![BatchRecord::fixture("c", 5, "p")])
             .unwrap();
         drop(ledger);
         let text = std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(Ledger::open(dir.path()).unwrap().is_committed(5));
+        let reopened = Ledger::open(dir.path()).unwrap();
+        assert!(reopened.is_committed(5));
+        assert_eq!(reopened.model(), Some("gemma-2"), "the last shard's model");
+    }
+
+    #[test]
+    fn a_ledger_written_before_models_were_recorded_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LEDGER_FILE),
+            "{\"shard\":0,\"rows\":2}\n{\"shard\":1,\"rows\":3}\n",
+        )
+        .unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!((ledger.committed_rows(), ledger.model()), (5, None));
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub async fn run(
     drop(events);
 
     let result = tokio::select! {
-        result = collector::collect(inbox, ledger, observer) => result,
+        result = collector::collect(inbox, ledger, &model, observer) => result,
         () = cancel.cancelled() => Err(DispatchError::Interrupted),
     };
     stop.cancel();

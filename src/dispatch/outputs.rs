@@ -282,11 +282,16 @@ mod tests {
         failed.error = Some("HTTP 503: busy".into());
         failed.http_status = Some(503);
         ledger
-            .commit(0, vec![BatchRecord::fixture("a", 0, "pod-0"), chat])
+            .commit(
+                0,
+                "gemma",
+                vec![BatchRecord::fixture("a", 0, "pod-0"), chat],
+            )
             .unwrap();
         ledger
             .commit(
                 1,
+                "gemma",
                 vec![
                     failed,
                     BatchRecord::invalid("d".into(), 9, 1, "too long".into()),
