@@ -1,7 +1,9 @@
 """gembatch's Gemma 3 against llama.cpp on the same GGUF and thread count, in one run.
 
-    pip install llama-cpp-python==0.3.36
-    cargo build --release && python3 benches/model_vs_llamacpp.py [--threads 2]
+    cargo build --release && "$(.ci/python-venv)/bin/python" benches/model_vs_llamacpp.py [--threads 2]
+
+llama.cpp is the project environment's llama-cpp-python 0.3.36 (.ci/python-venv: built for
+this CPU, -march=native, without its AMX code, which crashes on AMX CPUs).
 
 Each side runs in its own process (so peak RSS is its own) and reports: load time, prefill
 tokens/s on a 512-token prompt, single-sequence decode tokens/s; gembatch also reports

@@ -1,14 +1,21 @@
 """gembatch serve against llama.cpp's own server (llama-server), same GGUF, same threads, in
 one run: 1, 4 and 16 concurrent streaming clients, 128-token outputs.
 
-    # llama-server from the llama-cpp-python sdist (its vendored llama.cpp), ~30 min on 2 cores:
+    # llama-server from the llama-cpp-python sdist (its vendored llama.cpp), ~30 min on 2 cores,
+    # for this CPU without the AMX code that crashes 0.3.36 on AMX CPUs (as .ci/python-venv):
     pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
     tar xzf llama_cpp_python-0.3.36.tar.gz && cd llama_cpp_python-0.3.36/vendor/llama.cpp
-    cmake -B build -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release
+    CFLAGS="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="$CFLAGS" \
+      cmake -B build -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_NATIVE=OFF -DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_BMI2=OFF \
+      -DGGML_FMA=OFF -DGGML_F16C=OFF
     cmake --build build --target llama-server -j2
-    # then, from the gembatch checkout:
+    # then, from the gembatch checkout (the openai SDK from the project's environment):
     cargo build --release
-    python3 benches/serve_vs_llamacpp.py --llama-server PATH/build/bin/llama-server [--threads 2]
+    "$(.ci/python-venv)/bin/python" benches/serve_vs_llamacpp.py --llama-server PATH/build/bin/llama-server [--threads 2]
+
+A llama-server built with llama.cpp's default native flags on an AMX CPU is started with
+`--no-repack`, which keeps it off the AMX code (the crash is in ggml_backend_amx_mul_mat).
 
 Both servers batch continuously over 16 sequences (gembatch `--max-batch 16`, llama-server
 `--parallel 16`). Clients are the official openai SDK (AsyncOpenAI), one coroutine per
@@ -143,6 +150,12 @@ async def measure(name, command, pattern, requests_per_client):
         process.wait(timeout=60)
 
 
+def cpu_has_amx():
+    """Whether this CPU has AMX, where llama.cpp 0.3.36 must stay off its AMX code."""
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        return any(line.startswith("flags") and "amx_int8" in line.split() for line in cpuinfo)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llama-server", required=True, help="path to the llama-server binary")
@@ -160,9 +173,10 @@ def main():
     ours = asyncio.run(measure("gembatch", [
         gembatch, "serve", "--model", model, "--threads", threads, "--listen", "127.0.0.1:0",
         "--max-batch", "16", "--context", "1024"], r"listening on (http://\S+)", per_client))
+    no_amx = ["--no-repack"] if cpu_has_amx() else []
     theirs = asyncio.run(measure("llama.cpp", [
         args.llama_server, "-m", model, "-t", threads, "-tb", threads, "--parallel", "16",
-        "-c", str(16 * 1024), "--host", "127.0.0.1", "--port", "18089", "--no-webui"],
+        "-c", str(16 * 1024), "--host", "127.0.0.1", "--port", "18089", "--no-webui", *no_amx],
         r"listening on (http://\S+)", per_client))
 
     print("| | gembatch serve | llama-server | gembatch / llama.cpp |")

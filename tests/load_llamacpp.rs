@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::default_model_path;
+use common::python::venv_bin;
 use gembatch::results::table::Table;
 
 /// llama-cpp-python's server; killed when dropped.
@@ -19,20 +20,23 @@ struct LlamaServer {
 
 impl LlamaServer {
     fn start() -> LlamaServer {
-        let check = Command::new("python3")
+        let python = venv_bin("python");
+        let check = Command::new(&python)
             .args(["-c", "import llama_cpp.server"])
             .output()
-            .expect("run python3");
+            .expect("run the environment's python");
         assert!(
             check.status.success(),
-            "llama-cpp-python's server is missing: pip install 'llama-cpp-python[server]==0.3.36' (.ci/setup does)"
+            "llama-cpp-python's server is missing from {}: run .ci/python-venv",
+            python.display()
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new("python3")
+        // Built without llama.cpp's AMX code (.ci/python-venv), so it runs on any x86-64 CPU.
+        let mut child = Command::new(&python)
             .args([
                 "-m",
                 "llama_cpp.server",

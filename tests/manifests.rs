@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+#[path = "common/python.rs"]
+mod python;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
@@ -14,6 +17,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use python::venv_bin;
 
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -167,12 +172,12 @@ fn the_runners_role_grants_exactly_the_runners_calls() {
 
 #[test]
 fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
-    let check = Command::new("kubernetes-validate")
-        .arg("--version")
-        .output();
+    let validate = venv_bin("kubernetes-validate");
+    let check = Command::new(&validate).arg("--version").output();
     assert!(
         check.is_ok_and(|out| out.status.success()),
-        "kubernetes-validate is missing: pip install kubernetes-validate (.ci/setup does)"
+        "{} does not run: run .ci/python-venv",
+        validate.display()
     );
     // What `gembatch run` creates on a cluster, beside what an operator applies: with the
     // weights in a bucket (run 1) and on a volume claim (run 2).
@@ -210,7 +215,7 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         .collect();
     files.extend(generated);
     for version in ["1.30.0", "1.33.0"] {
-        let output = Command::new("kubernetes-validate")
+        let output = Command::new(&validate)
             .args(["--strict", "--no-warn", "-k", version])
             .args(&files)
             .output()

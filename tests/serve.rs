@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::python::venv_bin;
 use common::server::{Server, metric};
 use serde_json::{Value, json};
 
@@ -61,40 +62,16 @@ async fn started_stream(server: &Server, max_tokens: u32) -> (reqwest::Response,
     (response, String::from_utf8_lossy(&first).into_owned())
 }
 
-/// The official OpenAI Python SDK, installed from PyPI when missing, as the model is (so
-/// the README's test command works on a fresh machine).
-fn ensure_openai_sdk() {
-    let present = |python: &str| {
-        Command::new(python)
-            .args(["-c", "import openai"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if present("python3") {
-        return;
-    }
-    for extra in [&[][..], &["--break-system-packages"][..]] {
-        let installed = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "openai==3.57.0"])
-            .args(extra)
-            .status()
-            .is_ok_and(|s| s.success());
-        if installed && present("python3") {
-            return;
-        }
-    }
-    panic!("cannot install the openai SDK: run `python3 -m pip install openai`");
-}
-
 #[test]
 fn the_openai_python_sdk_works_against_the_server() {
-    ensure_openai_sdk();
+    // The official OpenAI Python SDK, from the project's environment (.ci/python-venv).
+    let python = venv_bin("python");
     let server = Server::start(&[], &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
-    let output = Command::new("python3")
+    let output = Command::new(&python)
         .args([script, &server.url])
         .output()
-        .expect("run python3");
+        .expect("run the environment's python");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
