@@ -7,7 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::load::{assert_all, assert_close, assert_success, count, load, serial, stderr};
+use common::load::{
+    LOADED_MACHINE_SLACK_S, assert_all, assert_close, assert_success, count, load, serial, stderr,
+};
 use common::stub::{Behaviour, Stub};
 use gembatch::loadgen::stats::{Latency, Stat};
 use gembatch::results::load::read_steps;
@@ -18,8 +20,8 @@ const MS: Duration = Duration::from_millis(1);
 #[test]
 fn measured_latencies_match_the_programmed_delays() {
     let _serial = serial();
-    // Delays long enough that the allowed 2 % is above this shared 2-core machine's
-    // scheduling noise (a millisecond now and then).
+    // Delays long enough that 2 % and the loaded machine's slack (assert_close) are far
+    // from the other programmed delays: a figure from the wrong instant fails.
     let ttft = 300 * MS;
     let gap = 200 * MS;
     let tokens = 4;
@@ -270,7 +272,13 @@ fn open_loop_keeps_its_rate_and_corrects_for_coordinated_omission() {
         .zip(&start)
         .map(|(i, s)| s.unwrap() - i.unwrap())
         .fold(0.0, f64::max);
-    assert!(worst_lag < 0.002, "requests left up to {worst_lag} s late");
+    // The schedule's own thread sends within ~0.3 ms on a quiet machine; a loaded one may
+    // preempt it for a scheduler tick or two. A schedule that waits for replies (coordinated
+    // omission) or sends in bursts is late by a whole interval, 50 ms at 20 req/s.
+    assert!(
+        worst_lag < LOADED_MACHINE_SLACK_S,
+        "requests left up to {worst_lag} s late"
+    );
 
     // One request at a time against a schedule of 10 req/s of 200 ms requests: the queue
     // grows. The plain figures stay at 200 ms; the corrected ones count the wait.
@@ -288,12 +296,14 @@ fn open_loop_keeps_its_rate_and_corrects_for_coordinated_omission() {
         step.latency(Latency::Ttft, Stat::P99),
         0.200,
     );
-    // The last request was due at 0.9 s and could start only after nine others of 0.2 s.
+    // The last request was due at 0.9 s and could start only after nine others of 0.2 s;
+    // each of the ten in that chain may carry the loaded machine's slack. Uncorrected, the
+    // figure would be 0.2 s.
     let corrected = step.latency(Latency::TtftCorrected, Stat::Max).unwrap();
-    assert_close(
-        "capped max ttft corrected",
-        Some(corrected),
-        1.8 - 0.9 + 0.2,
+    let expected = 1.8 - 0.9 + 0.2;
+    assert!(
+        (expected - 0.002..=expected + 10.0 * LOADED_MACHINE_SLACK_S).contains(&corrected),
+        "capped max ttft corrected: measured {corrected:.6} s, programmed {expected:.6} s"
     );
 }
 
