@@ -320,8 +320,10 @@ async fn drains_on_signal(signal: &str) {
     let mut server = Server::start(&["--drain-seconds", "60"], &[]);
     let (mut stream, mut received) = started_stream(&server, 120).await;
     server.signal(signal);
-    // The signal arrives asynchronously; from then on /ready must say 503 (within 1 s).
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // The signal arrives asynchronously; from then on /ready must say 503: at once on a quiet
+    // machine, within 5 s on a loaded one (the model's threads hold both cores), where a
+    // server that kept admitting would go on answering 200 for the whole 60 s drain.
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut ready = 200;
     while ready != 503 && Instant::now() < deadline {
         ready = client()
