@@ -8,6 +8,7 @@ mod load_model;
 mod report;
 mod reserve;
 mod run;
+mod run_finish;
 mod run_kubernetes;
 mod run_progress;
 mod serve;
