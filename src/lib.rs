@@ -24,6 +24,7 @@
 pub mod capacity;
 pub mod cli;
 pub mod commands;
+pub mod common;
 pub mod dataset;
 pub mod dispatch;
 pub mod job;

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::CapacityError;
-use crate::dispatch::Pod;
+use crate::common::Endpoint;
 
 /// How to start the local pods.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct LocalConfig {
 
 /// Started pods and their processes.
 pub struct LocalPods {
-    children: Vec<(Pod, Child)>,
+    children: Vec<(Endpoint, Child)>,
 }
 
 /// How long a pod gets to drain after SIGTERM before it is killed.
@@ -86,7 +86,7 @@ impl LocalPods {
     }
 
     /// The pods, in order.
-    pub fn pods(&self) -> Vec<Pod> {
+    pub fn pods(&self) -> Vec<Endpoint> {
         self.children.iter().map(|(pod, _)| pod.clone()).collect()
     }
 
@@ -156,7 +156,7 @@ impl Drop for LocalPods {
 }
 
 /// Starts pod `index` and reads the address it listens on from its first output line.
-async fn spawn_pod(config: &LocalConfig, index: u32) -> Result<(Pod, Child), CapacityError> {
+async fn spawn_pod(config: &LocalConfig, index: u32) -> Result<(Endpoint, Child), CapacityError> {
     let name = format!("pod-{index}");
     let fail = |why: String| CapacityError::PodFailed {
         pod: name.clone(),
@@ -209,7 +209,7 @@ async fn spawn_pod(config: &LocalConfig, index: u32) -> Result<(Pod, Child), Cap
         )));
     };
     tokio::spawn(copy_rest(lines, log_path));
-    Ok((Pod { name, url }, child))
+    Ok((Endpoint { name, url }, child))
 }
 
 /// Keeps reading a pod's stdout into its log, so it never blocks on a full pipe.

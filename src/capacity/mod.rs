@@ -7,7 +7,7 @@
 pub mod kubernetes;
 pub mod local;
 
-use crate::dispatch::Pod;
+use crate::common::Endpoint;
 use kubernetes::objects::ReservePlan;
 use kubernetes::release::{Scope, release};
 use local::LocalPods;
@@ -17,7 +17,7 @@ pub enum Reservation {
     /// Local `gembatch serve` processes.
     Local(LocalPods),
     /// Existing servers.
-    Endpoints(Vec<Pod>),
+    Endpoints(Vec<Endpoint>),
     /// A provisioned ProvisioningRequest and the serve pods on it.
     Kubernetes(Box<KubernetesPods>),
 }
@@ -29,7 +29,7 @@ pub struct KubernetesPods {
     /// What was reserved (its run id labels every object).
     pub plan: ReservePlan,
     /// The ready pods, as the runner reaches them.
-    pub pods: Vec<Pod>,
+    pub pods: Vec<Endpoint>,
     /// The port-forwards to them, when the runner is outside the cluster.
     pub forwards: Option<kubernetes::port_forward::PortForwards>,
 }
@@ -77,7 +77,7 @@ impl Reservation {
         Reservation::Endpoints(
             urls.iter()
                 .enumerate()
-                .map(|(index, url)| Pod {
+                .map(|(index, url)| Endpoint {
                     name: format!("endpoint-{index}"),
                     url: url.clone(),
                 })
@@ -95,7 +95,7 @@ impl Reservation {
     }
 
     /// The pods to send rows to.
-    pub fn pods(&self) -> Vec<Pod> {
+    pub fn pods(&self) -> Vec<Endpoint> {
         match self {
             Reservation::Local(local) => local.pods(),
             Reservation::Endpoints(pods) => pods.clone(),

@@ -12,7 +12,7 @@ use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::cli::LoadArgs;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
-use crate::loadgen::record::Outcome;
+use crate::common::Outcome;
 use crate::loadgen::slo::{self, Judgement, Slo};
 use crate::loadgen::stats::{Latency, Stat, StepRow};
 use crate::loadgen::tls::Trust;

@@ -14,6 +14,7 @@ use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
 use crate::capacity::{CapacityError, Reservation};
 use crate::cli::{LoadArgs, RunArgs};
+use crate::common::Endpoint;
 use crate::dataset::DatasetError;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::run_dir::{Fingerprint, RunManifest};
@@ -380,7 +381,7 @@ fn dispatch_plan(job: &JobSpec, api_key: Option<String>) -> DispatchPlan {
 }
 
 /// `pods.json`: each pod's name, URL and (local) process id, for operators and tests.
-fn write_pods_file(dir: &Path, pods: &[dispatch::Pod], pids: &[Option<u32>]) -> anyhow::Result<()> {
+fn write_pods_file(dir: &Path, pods: &[Endpoint], pids: &[Option<u32>]) -> anyhow::Result<()> {
     let list: Vec<serde_json::Value> = pods
         .iter()
         .zip(pids)

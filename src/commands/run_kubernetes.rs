@@ -4,8 +4,8 @@
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
-use crate::capacity::kubernetes::port_forward::PodAccess;
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
+use crate::common::PodAccess;
 use crate::job::JobSpec;
 
 /// The reservation, its retries and the pods of `job` for run `run_id`.

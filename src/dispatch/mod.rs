@@ -29,8 +29,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::{Endpoint, Retries};
 use crate::dataset::{DatasetError, Fields, Format};
-use crate::job::Retries;
 use crate::loadgen::client::Target;
 use crate::loadgen::http::HttpTarget;
 use crate::loadgen::preflight;
@@ -41,15 +41,6 @@ use feeder::FeedPlan;
 use ledger::Ledger;
 use record::Clock;
 use worker::{PodLink, PodStats, WorkerContext};
-
-/// A model server to send rows to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pod {
-    /// Its name in the results.
-    pub name: String,
-    /// Its base URL (`http://host:port`).
-    pub url: String,
-}
 
 /// How to dispatch, validated.
 #[derive(Debug, Clone)]
@@ -132,7 +123,7 @@ pub struct Dispatched {
 /// Sends every row not yet committed to `pods` until all shards are committed in `ledger`.
 pub async fn run(
     plan: &DispatchPlan,
-    pods: &[Pod],
+    pods: &[Endpoint],
     invalid: Arc<HashMap<u64, String>>,
     ledger: Arc<Mutex<Ledger>>,
     observer: &mut dyn Observer,
@@ -213,7 +204,7 @@ pub async fn run(
 }
 
 /// A link per pod, its address resolved and a connection pool of its own.
-async fn connect(plan: &DispatchPlan, pods: &[Pod]) -> Result<Vec<Arc<PodLink>>, DispatchError> {
+async fn connect(plan: &DispatchPlan, pods: &[Endpoint]) -> Result<Vec<Arc<PodLink>>, DispatchError> {
     if pods.is_empty() {
         return Err(DispatchError::Internal("no pods to dispatch to".into()));
     }

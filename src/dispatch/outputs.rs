@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::ledger::{Ledger, shard_path};
 use super::record::{BatchRecord, Status};
 use crate::loadgen::stats::micros_histogram;
-use crate::loadgen::workload::Route;
+use crate::common::Route;
 use crate::results::batch::{
     REQUESTS_FILE, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records, records_writer,
     summary_columns,

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::loadgen::record::Outcome;
-use crate::loadgen::workload::Route;
+use crate::common::Outcome;
+use crate::common::Route;
 
 /// How a row ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::Job;
 use super::collector::Event;
 use super::record::{BatchRecord, Clock, Status, Times};
-use crate::job::Retries;
+use crate::common::Retries;
 use crate::loadgen::client::{self, Target, Timed};
-use crate::loadgen::record::Outcome;
+use crate::common::Outcome;
 
 /// A pod's live figures, shared with the progress display.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{BucketPath, MODEL_MOUNT, ModelSpec};
 pub use spec::{
-    Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification, Retries,
+    Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification,
 };
 
 /// A job file that cannot be used; each names the file and, where it can, the field.

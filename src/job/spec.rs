@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::model::ModelSpec;
-use crate::capacity::kubernetes::port_forward::PodAccess;
+use crate::common::{PodAccess, Retries};
+use crate::common::units::{deserialize_duration, serialize_duration};
 use crate::dataset::{Fields, Format};
 
 /// One batch job: what to run, on what, and where the results go.
@@ -33,7 +34,7 @@ pub struct JobSpec {
     /// Longest one attempt of a request may take (`300s`, `5m`).
     #[serde(
         default = "default_request_timeout",
-        deserialize_with = "duration",
+        deserialize_with = "deserialize_duration",
         serialize_with = "serialize_duration"
     )]
     pub request_timeout: Duration,
@@ -85,10 +86,10 @@ pub struct Capacity {
     /// GPUs (pods), 1 to 10, reserved as one atomic block.
     pub gpus: u32,
     /// Longest wait for the reservation to be provisioned.
-    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
     pub provisioning_timeout: Duration,
     /// Longest wait for every pod to answer `/ready`.
-    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
     pub ready_timeout: Duration,
     /// Local backend: CPU threads per pod [default: the cores divided among the pods].
     pub threads_per_pod: Option<usize>,
@@ -111,7 +112,7 @@ pub struct KubernetesSpec {
     /// GKE accelerator of the nodes.
     pub accelerator: String,
     /// How long the nodes may run (DWS's maxRunDurationSeconds).
-    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
+    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
     pub max_run_duration: Duration,
     /// Requests in all when one fails.
     pub failed_attempts: u32,
@@ -144,31 +145,6 @@ impl Default for Capacity {
             threads_per_pod: None,
             endpoints: Vec::new(),
             kubernetes: KubernetesSpec::default(),
-        }
-    }
-}
-
-/// How failed attempts are retried: 429, 5xx, timeouts and connection errors, with
-/// exponential backoff and full jitter.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Retries {
-    /// Attempts per row, the first included.
-    pub max_attempts: u32,
-    /// Backoff ceiling before the second attempt; doubles each attempt.
-    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
-    pub initial_backoff: Duration,
-    /// Largest backoff ceiling.
-    #[serde(deserialize_with = "duration", serialize_with = "serialize_duration")]
-    pub max_backoff: Duration,
-}
-
-impl Default for Retries {
-    fn default() -> Retries {
-        Retries {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -325,25 +301,6 @@ fn default_request_timeout() -> Duration {
 
 fn default_output() -> PathBuf {
     PathBuf::from("results")
-}
-
-/// A duration written `90`, `90s`, `1500ms`, `5m` or `2h`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Seconds(f64),
-        Text(String),
-    }
-    let text = match Written::deserialize(deserializer)? {
-        Written::Seconds(seconds) => seconds.to_string(),
-        Written::Text(text) => text,
-    };
-    crate::cli::parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-fn serialize_duration<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{}ms", value.as_millis()))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use tokio::time::Instant;
 
 use super::http::HttpTarget;
 use super::preflight::error_text;
-use super::record::{Outcome, RequestRecord, TokenSource};
+use super::record::{RequestRecord, TokenSource};
+use crate::common::Outcome;
 use super::sse::{Chunk, EventSplitter, Usage, parse_chunk};
 use super::workload::WorkItem;
 

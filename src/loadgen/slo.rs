@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::stats::{Latency, Stat, StepRow};
+use crate::common::units::parse_non_negative;
 
 /// A figure a gate can check.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -260,12 +261,7 @@ fn parse_gate(text: &str) -> Result<Gate, String> {
 
 fn parse_value(figure: Figure, value: &str) -> Result<f64, String> {
     let number = |digits: &str| -> Result<f64, String> {
-        digits
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| format!("{value:?} is not a non-negative number"))
+        parse_non_negative(digits).ok_or_else(|| format!("{value:?} is not a non-negative number"))
     };
     match figure {
         Figure::Latency(..) => {
@@ -315,7 +311,7 @@ pub fn check(gates: &[Gate], row: &StepRow) -> Vec<Violation> {
 mod tests {
     use super::*;
     use crate::loadgen::health::ClientHealth;
-    use crate::loadgen::record::Outcome;
+    use crate::common::Outcome;
     use std::time::Duration;
 
     fn row(p95_ttft: Option<f64>, error_rate: f64) -> StepRow {

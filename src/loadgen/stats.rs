@@ -7,7 +7,8 @@ use hdrhistogram::Histogram;
 
 use super::health::ClientHealth;
 use super::plan::{Load, Step};
-use super::record::{Outcome, RequestRecord};
+use super::record::RequestRecord;
+use crate::common::Outcome;
 
 /// The latencies a step reports, each over its successful requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Hold, Load};
-use super::record::Outcome;
+use crate::common::Outcome;
 use super::{LoadConfig, LoadOutcome, Prompts};
 
 /// File name.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::loadgen::record::Outcome;
+use crate::common::Outcome;
 use crate::loadgen::stats::{Latency, Stat, StepRow};
 use crate::loadgen::summary::{self, Summary};
 use crate::results::load::{RequestPoint, read_request_points, read_steps};

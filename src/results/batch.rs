@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::dispatch::record::{BatchRecord, Status, Times};
-use crate::loadgen::workload::Route;
+use crate::common::Route;
 
 use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
 

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::loadgen::health::ClientHealth;
-use crate::loadgen::record::{Outcome, RequestRecord};
+use crate::common::Outcome;
+use crate::loadgen::record::RequestRecord;
 use crate::loadgen::stats::{Latency, Stat, StepRow, share};
 
 use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
@@ -298,7 +299,7 @@ mod tests {
             id,
             warmup: id == 0,
             user: Some(1),
-            route: crate::loadgen::workload::Route::Chat,
+            route: crate::common::Route::Chat,
             row_id: Some("row-7".into()),
             intended_start: ms(10 * id),
             start: ms(10 * id + 1),

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use gembatch::loadgen::record::Outcome;
+use gembatch::common::Outcome;
 use gembatch::loadgen::stats::StepRow;
 use gembatch::results::table::Table;
 

@@ -7,10 +7,11 @@ use tokio_util::sync::CancellationToken;
 use super::KubeError;
 use super::objects::ReservePlan;
 use super::pods::{PodsPlan, start_pods};
-use super::port_forward::{PodAccess, forward};
+use super::port_forward::forward;
 use super::release::{Scope, release};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
+use crate::common::PodAccess;
 
 /// Reservations made in all when bookings keep expiring before the pods are scheduled.
 const BOOKINGS: u32 = 3;

@@ -20,10 +20,9 @@ use tokio::time::Instant;
 use super::KubeError;
 use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
-use super::port_forward::PodAccess;
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
-use crate::dispatch::Pod as Endpoint;
+use crate::common::{Endpoint, PodAccess};
 
 /// The port `gembatch serve` listens on in a pod.
 pub const SERVE_PORT: i32 = 8080;

@@ -1,0 +1,11 @@
+//! A model server's address: what capacity hands out and the batch runner and load
+//! generator send to.
+
+/// A model server to send requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its name in the results.
+    pub name: String,
+    /// Its base URL (`http://host:port`).
+    pub url: String,
+}

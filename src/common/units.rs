@@ -1,0 +1,85 @@
+//! The one parser of durations and plain numbers the flags, job files and SLO gates share,
+//! and the serde adapters that let a job file write a duration as `90`, `90s` or `5m`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Parses `90`, `90s`, `1500ms`, `5m` or `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (text, 1.0)
+    };
+    parse_non_negative(number)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m or 2h"))
+}
+
+/// A finite number at least 0, or `None`.
+pub fn parse_non_negative(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// Deserializes a duration written as a number of seconds or as [`parse_duration`] text.
+pub fn deserialize_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Seconds(f64),
+        Text(String),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Seconds(seconds) => seconds.to_string(),
+        Written::Text(text) => text,
+    };
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Serializes a duration as whole milliseconds (`1500ms`), which [`parse_duration`] reads back.
+pub fn serialize_duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", value.as_millis()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn non_negative_numbers() {
+        assert_eq!(parse_non_negative(" 2.5 "), Some(2.5));
+        assert_eq!(parse_non_negative("0"), Some(0.0));
+        assert_eq!(parse_non_negative("-1"), None);
+        assert_eq!(parse_non_negative("inf"), None);
+        assert_eq!(parse_non_negative("NaN"), None);
+        assert_eq!(parse_non_negative("x"), None);
+    }
+}
