@@ -11,8 +11,8 @@ use common::load::{
     LOADED_MACHINE_SLACK_S, assert_all, assert_close, assert_success, count, load, serial, stderr,
 };
 use common::stub::{Behaviour, Stub};
-use gembatch::loadgen::stats::{Latency, Stat};
 use gembatch::results::load::read_steps;
+use gembatch::results::step::{Latency, Stat};
 use gembatch::results::table::Table;
 
 const MS: Duration = Duration::from_millis(1);

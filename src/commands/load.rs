@@ -10,16 +10,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::capacity::kubernetes;
 use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::cli::LoadArgs;
+use crate::common::Outcome;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
-use crate::common::Outcome;
 use crate::loadgen::slo::{self, Judgement, Slo};
-use crate::loadgen::stats::{Latency, Stat, StepRow};
 use crate::loadgen::tls::Trust;
 use crate::loadgen::workload::TokenLengths;
 use crate::loadgen::{self, LoadConfig, LoadError, Prompts};
 use crate::report;
 use crate::results::run_id::{is_valid_run_id, new_run_id};
+use crate::results::step::{Latency, Stat, StepRow};
 use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.

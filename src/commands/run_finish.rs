@@ -9,11 +9,12 @@ use anyhow::{Context, bail};
 
 use crate::cli::RunArgs;
 use crate::dispatch::ledger::Ledger;
-use crate::dispatch::outputs::{RunTotals, write_outputs};
+use crate::dispatch::outputs::write_outputs;
 use crate::dispatch::{DispatchError, Dispatched};
 use crate::job::JobSpec;
 use crate::loadgen::{self, LoadOutcome};
 use crate::report::batch::BatchReport;
+use crate::results::batch::RunTotals;
 
 /// A resumed run whose every shard is committed: its outputs are written again from the
 /// shards (a crash may have come between the last commit and them), with nothing reserved,

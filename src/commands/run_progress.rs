@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::dispatch::collector::Observer;
-use crate::dispatch::record::{BatchRecord, Status};
 use crate::dispatch::worker::PodLink;
 use crate::loadgen::collector::{Live, Observer as LoadObserver};
 use crate::loadgen::plan::Step;
 use crate::loadgen::slo::Judgement;
-use crate::loadgen::stats::StepRow;
+use crate::results::batch_record::{BatchRecord, Status};
+use crate::results::step::StepRow;
 
 /// How often the pod lines are redrawn.
 const POD_REFRESH: Duration = Duration::from_millis(500);

@@ -6,7 +6,8 @@
 //! - `pod_access`: how the runner reaches Kubernetes pods;
 //! - `retries`: the batch runner's retry policy;
 //! - `route`: the OpenAI route of a request;
-//! - `units`: the one duration and number parser.
+//! - `units`: the one duration and number parser;
+//! - `wall_clock`: now, as Unix seconds.
 
 pub mod endpoint;
 pub mod outcome;
@@ -14,6 +15,7 @@ pub mod pod_access;
 pub mod retries;
 pub mod route;
 pub mod units;
+pub mod wall_clock;
 
 pub use endpoint::Endpoint;
 pub use outcome::Outcome;

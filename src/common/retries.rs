@@ -14,10 +14,16 @@ pub struct Retries {
     /// Attempts per row, the first included.
     pub max_attempts: u32,
     /// Backoff ceiling before the second attempt; doubles each attempt.
-    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
     pub initial_backoff: Duration,
     /// Largest backoff ceiling.
-    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
     pub max_backoff: Duration,
 }
 

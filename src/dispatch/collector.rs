@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use super::DispatchError;
 use super::feeder::ShardPermit;
 use super::ledger::Ledger;
-use super::record::BatchRecord;
 use super::worker::PodLink;
 use crate::dataset::DatasetError;
+use crate::results::batch_record::BatchRecord;
 
 /// What the feeder and the pod workers report.
 pub enum Event {

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 
 use super::Job;
 use super::collector::Event;
-use super::record::BatchRecord;
 use crate::dataset::{DatasetError, Rows};
 use crate::loadgen::workload::row_item;
+use crate::results::batch_record::BatchRecord;
 
 /// What the feeder needs besides the rows.
 pub struct FeedPlan {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::record::BatchRecord;
 use crate::results::batch::records_writer;
+use crate::results::batch_record::BatchRecord;
 use crate::results::table::sync_parent;
 
 /// File name of the ledger in a run directory.

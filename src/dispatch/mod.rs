@@ -10,11 +10,11 @@
 //!   `summary.parquet`, `output.jsonl`, `errors.jsonl`);
 //! - `record`: one row's result.
 
+pub mod clock;
 pub mod collector;
 pub mod feeder;
 pub mod ledger;
 pub mod outputs;
-pub mod record;
 pub mod run_dir;
 pub mod validate;
 pub mod worker;
@@ -36,10 +36,10 @@ use crate::loadgen::http::HttpTarget;
 use crate::loadgen::preflight;
 use crate::loadgen::tls::Trust;
 use crate::loadgen::workload::WorkItem;
+use clock::Clock;
 use collector::{Event, Observer};
 use feeder::FeedPlan;
 use ledger::Ledger;
-use record::Clock;
 use worker::{PodLink, PodStats, WorkerContext};
 
 /// How to dispatch, validated.
@@ -204,7 +204,10 @@ pub async fn run(
 }
 
 /// A link per pod, its address resolved and a connection pool of its own.
-async fn connect(plan: &DispatchPlan, pods: &[Endpoint]) -> Result<Vec<Arc<PodLink>>, DispatchError> {
+async fn connect(
+    plan: &DispatchPlan,
+    pods: &[Endpoint],
+) -> Result<Vec<Arc<PodLink>>, DispatchError> {
     if pods.is_empty() {
         return Err(DispatchError::Internal("no pods to dispatch to".into()));
     }

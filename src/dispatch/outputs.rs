@@ -11,30 +11,19 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::ledger::{Ledger, shard_path};
-use super::record::{BatchRecord, Status};
-use crate::loadgen::stats::micros_histogram;
 use crate::common::Route;
 use crate::results::batch::{
-    REQUESTS_FILE, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records, records_writer,
-    summary_columns,
+    REQUESTS_FILE, RunTotals, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records,
+    records_writer, summary_columns,
 };
+use crate::results::batch_record::{BatchRecord, Status};
+use crate::results::step::micros_histogram;
 use crate::results::table::{sync_parent, write_all};
 
 /// File name of the successful rows, Batch API output format.
 pub const OUTPUT_FILE: &str = "output.jsonl";
 /// File name of the failed and invalid rows, Batch API output format.
 pub const ERRORS_FILE: &str = "errors.jsonl";
-
-/// The figures of a whole run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunTotals {
-    /// The run as a whole (`scope` `run`).
-    pub run: SummaryRow,
-    /// Each pod.
-    pub pods: Vec<SummaryRow>,
-    /// Rows refused before they were sent.
-    pub invalid: u64,
-}
 
 /// Writes every output of the run in `dir` from the shards `ledger` lists, showing each
 /// row to `each` on the way (the report's one pass).

@@ -12,11 +12,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Job;
+use super::clock::Clock;
 use super::collector::Event;
-use super::record::{BatchRecord, Clock, Status, Times};
+use crate::common::Outcome;
 use crate::common::Retries;
 use crate::loadgen::client::{self, Target, Timed};
-use crate::common::Outcome;
+use crate::results::batch_record::{BatchRecord, Status, Times};
 
 /// A pod's live figures, shared with the progress display.
 #[derive(Debug, Default)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::ModelSpec;
-use crate::common::{PodAccess, Retries};
 use crate::common::units::{deserialize_duration, serialize_duration};
+use crate::common::{PodAccess, Retries};
 use crate::dataset::{Fields, Format};
 
 /// One batch job: what to run, on what, and where the results go.
@@ -86,10 +86,16 @@ pub struct Capacity {
     /// GPUs (pods), 1 to 10, reserved as one atomic block.
     pub gpus: u32,
     /// Longest wait for the reservation to be provisioned.
-    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
     pub provisioning_timeout: Duration,
     /// Longest wait for every pod to answer `/ready`.
-    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
     pub ready_timeout: Duration,
     /// Local backend: CPU threads per pod [default: the cores divided among the pods].
     pub threads_per_pod: Option<usize>,
@@ -112,7 +118,10 @@ pub struct KubernetesSpec {
     /// GKE accelerator of the nodes.
     pub accelerator: String,
     /// How long the nodes may run (DWS's maxRunDurationSeconds).
-    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
     pub max_run_duration: Duration,
     /// Requests in all when one fails.
     pub failed_attempts: u32,

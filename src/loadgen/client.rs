@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use super::http::HttpTarget;
 use super::preflight::error_text;
-use super::record::{RequestRecord, TokenSource};
-use crate::common::Outcome;
 use super::sse::{Chunk, EventSplitter, Usage, parse_chunk};
 use super::workload::WorkItem;
+use crate::common::Outcome;
+use crate::results::request::{RequestRecord, TokenSource};
 
 /// Where and how requests go.
 pub struct Target {

@@ -9,9 +9,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::driver::Event;
 use super::plan::Step;
-use super::record::RequestRecord;
 use super::slo::{Judgement, Slo, Unjudged, Violation};
-use super::stats::{Latency, Stat, StepRow, StepStats};
+use super::stats::StepStats;
+use crate::results::request::RequestRecord;
+use crate::results::step::{Latency, Stat, StepRow};
 use crate::results::table::TableWriter;
 
 /// How often the observer hears how the step is going.

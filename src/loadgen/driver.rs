@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{Ticket, send};
-use super::health::{ClientHealth, HealthMonitor};
+use super::health::HealthMonitor;
 use super::plan::{Arrivals, Hold, Load, Plan, Step};
-use super::record::RequestRecord;
 use super::shards::{Shard, Shards};
 use super::workload::WorkItem;
+use crate::results::request::RequestRecord;
+use crate::results::step::ClientHealth;
 
 /// What the driver tells the collector, in order.
 #[derive(Debug)]

@@ -7,49 +7,13 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::stats::micros_histogram;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::results::step::{ClientHealth, micros_histogram};
+
 /// How often the probe task asks to be woken.
 const PROBE_PERIOD: Duration = Duration::from_millis(10);
-/// A step is invalid when the client used more than this share of its CPUs ...
-pub const MAX_CPU_SHARE: f64 = 0.9;
-/// ... or its scheduler woke later than this at the 99th percentile.
-pub const MAX_LAG_P99: Duration = Duration::from_millis(20);
-
-/// What the client looked like during one window.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClientHealth {
-    /// CPU time used / (wall time x CPUs available), 0..1.
-    pub cpu_share: f64,
-    /// 99th percentile of the probe's wake-up lag.
-    pub lag_p99: Duration,
-    /// Its worst wake-up lag.
-    pub lag_max: Duration,
-}
-
-impl ClientHealth {
-    /// Why the window's figures cannot be trusted, if they cannot.
-    pub fn invalid_reason(&self) -> Option<String> {
-        if self.cpu_share > MAX_CPU_SHARE {
-            Some(format!(
-                "the load generator used {:.0}% of its CPUs (limit {:.0}%)",
-                self.cpu_share * 100.0,
-                MAX_CPU_SHARE * 100.0
-            ))
-        } else if self.lag_p99 > MAX_LAG_P99 {
-            Some(format!(
-                "the load generator's scheduler lagged {:.1} ms at p99 (limit {} ms)",
-                self.lag_p99.as_secs_f64() * 1e3,
-                MAX_LAG_P99.as_millis()
-            ))
-        } else {
-            None
-        }
-    }
-}
-
 /// A running probe; stops when `cancel` fires.
 pub struct HealthMonitor {
     lags: Arc<Mutex<Histogram<u64>>>,

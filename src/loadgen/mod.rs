@@ -22,7 +22,6 @@ pub mod health;
 pub mod http;
 pub mod plan;
 pub mod preflight;
-pub mod record;
 pub mod shards;
 pub mod slo;
 pub mod sse;

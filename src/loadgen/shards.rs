@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Target;
-use super::record::RequestRecord;
+use crate::results::request::RequestRecord;
 
 /// One client thread.
 pub struct Shard {

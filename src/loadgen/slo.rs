@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::stats::{Latency, Stat, StepRow};
 use crate::common::units::parse_non_negative;
+use crate::results::step::{Latency, Stat, StepRow};
 
 /// A figure a gate can check.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -310,8 +310,8 @@ pub fn check(gates: &[Gate], row: &StepRow) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::health::ClientHealth;
     use crate::common::Outcome;
+    use crate::results::step::ClientHealth;
     use std::time::Duration;
 
     fn row(p95_ttft: Option<f64>, error_rate: f64) -> StepRow {

@@ -1,69 +1,12 @@
-//! `summary.json`: what was run against what, and how it went, in one small file that the
-//! report and other tools read.
+//! A load run's `summary.json`, made from its configuration and outcome.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use super::plan::{Hold, Load};
-use crate::common::Outcome;
 use super::{LoadConfig, LoadOutcome, Prompts};
-
-/// File name.
-pub const SUMMARY_FILE: &str = "summary.json";
-
-/// The summary of one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// The run's id.
-    pub run_id: String,
-    /// gembatch's version.
-    pub gembatch_version: String,
-    /// Wall-clock start, seconds since the Unix epoch.
-    pub started_at_unix_s: f64,
-    /// The server's base URL.
-    pub target: String,
-    /// The model asked for.
-    pub model: String,
-    /// `ramp`, `sustained` or `rate`.
-    pub shape: String,
-    /// Each step's load, in words.
-    pub steps: Vec<String>,
-    /// How each step was held, in words.
-    pub hold: String,
-    /// Warm-up seconds (left out of the statistics).
-    pub warmup_s: f64,
-    /// Where the prompts came from.
-    pub prompts: String,
-    /// Output length draw.
-    pub output_tokens: String,
-    /// Seed.
-    pub seed: u64,
-    /// Requests recorded, warm-up included.
-    pub requests: u64,
-    /// Requests in measured steps, by outcome class.
-    pub outcomes: Vec<(String, u64)>,
-    /// SLO gates as written.
-    pub slo: Vec<String>,
-    /// Requests a step needed before the gates judged it.
-    #[serde(default = "one")]
-    pub slo_min_requests: u64,
-    /// Failed gates, one line each.
-    pub violations: Vec<String>,
-    /// Steps the gates did not judge (not run, or too few requests), one line each.
-    #[serde(default)]
-    pub unjudged: Vec<String>,
-    /// Steps whose figures are not the server's (the client was the bottleneck).
-    pub invalid_steps: Vec<String>,
-    /// Cut short by Ctrl-C or SIGTERM.
-    pub interrupted: bool,
-}
-
-/// The minimum of summaries written before it was recorded.
-fn one() -> u64 {
-    1
-}
+use crate::common::Outcome;
+use crate::results::load_summary::{Summary, write_summary};
 
 /// Writes `dir/summary.json`.
 pub fn write(
@@ -138,17 +81,7 @@ pub fn write(
             .collect(),
         interrupted: outcome.interrupted,
     };
-    let text = serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(SUMMARY_FILE), text + "\n")
-}
-
-/// Reads `dir/summary.json`.
-pub fn read(dir: &Path) -> Result<Summary, String> {
-    let path = dir.join(SUMMARY_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|err| format!("{}: not a gembatch load summary: {err}", path.display()))
+    write_summary(dir, &summary)
 }
 
 fn load_label(load: Load) -> String {

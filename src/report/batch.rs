@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::data::{Timeline, TimelinePoint, cumulative, timeline};
 use super::{CSS, ReportError, TEMPLATE, escape_html};
-use crate::dispatch::outputs::RunTotals;
-use crate::dispatch::record::{BatchRecord, Status};
+use crate::results::batch::RunTotals;
 use crate::results::batch::SummaryRow;
+use crate::results::batch_record::{BatchRecord, Status};
 
 /// File name of a batch run's report.
 pub const BATCH_REPORT_FILE: &str = "report.html";

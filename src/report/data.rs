@@ -7,10 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::common::Outcome;
-use crate::loadgen::stats::{Latency, Stat, StepRow};
-use crate::loadgen::summary::{self, Summary};
 use crate::results::load::{RequestPoint, read_request_points, read_steps};
+use crate::results::load_summary::{self, Summary};
 use crate::results::replicas::{ReplicaSample, read_replicas};
+use crate::results::step::{Latency, Stat, StepRow};
 
 /// At most this many timeline buckets, so a long run stays a light page.
 const MAX_BUCKETS: f64 = 300.0;
@@ -269,7 +269,7 @@ pub(super) fn cumulative(mut values: Vec<f64>) -> Vec<[f64; 2]> {
 
 /// Reads a run directory.
 pub fn read_run(dir: &Path) -> Result<RunData, String> {
-    let summary = summary::read(dir)?;
+    let summary = load_summary::read(dir)?;
     let rows = read_steps(dir).map_err(|err| err.to_string())?;
     let points = read_request_points(dir).map_err(|err| err.to_string())?;
     let deployment = read_replicas(dir).map_err(|err| err.to_string())?;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::dispatch::record::{BatchRecord, Status, Times};
+use super::batch_record::{BatchRecord, Status, Times};
 use crate::common::Route;
 
 use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
@@ -196,6 +196,17 @@ pub fn summary_columns() -> Vec<Column<SummaryRow>> {
         ));
     }
     columns
+}
+
+/// The figures of a whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTotals {
+    /// The run as a whole (`scope` `run`).
+    pub run: SummaryRow,
+    /// Each pod.
+    pub pods: Vec<SummaryRow>,
+    /// Rows refused before they were sent.
+    pub invalid: u64,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use gembatch::common::Outcome;
-use gembatch::loadgen::stats::StepRow;
+use gembatch::results::step::StepRow;
 use gembatch::results::table::Table;
 
 /// The tests measure time: one at a time, so they do not slow each other down.

@@ -103,4 +103,3 @@ async fn relay(mut connection: TcpStream, api: &Api<KubePod>, pod: &str) {
     }
     forwarder.abort();
 }
-

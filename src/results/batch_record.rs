@@ -1,9 +1,8 @@
-//! The result of one dataset row: exactly one per row, whatever happened to it.
+//! The result of one dataset row of a batch run: exactly one per row, whatever happened
+//! to it; a row of the run's `requests.parquet`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use crate::common::Outcome;
-use crate::common::Route;
+use crate::common::wall_clock::unix_now;
+use crate::common::{Outcome, Route};
 
 /// How a row ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +118,7 @@ impl BatchRecord {
             finish_reason: None,
             output: None,
             times: Times {
-                finished: Clock::unix_now(),
+                finished: unix_now(),
                 ..Times::default()
             },
         }
@@ -129,46 +128,6 @@ impl BatchRecord {
     pub fn outcome(&self) -> Option<Outcome> {
         let code = self.error_code.as_deref()?;
         Outcome::ALL.into_iter().find(|o| o.as_str() == code)
-    }
-}
-
-/// Turns monotonic instants into wall-clock Unix seconds, anchored once.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    instant: Instant,
-    unix: f64,
-}
-
-impl Clock {
-    /// Anchors now.
-    pub fn new() -> Clock {
-        Clock {
-            instant: Instant::now(),
-            unix: Clock::unix_now(),
-        }
-    }
-
-    /// The wall-clock time of `at`.
-    pub fn unix(&self, at: Instant) -> f64 {
-        if at >= self.instant {
-            self.unix + (at - self.instant).as_secs_f64()
-        } else {
-            self.unix - (self.instant - at).as_secs_f64()
-        }
-    }
-
-    /// Now, as Unix seconds.
-    pub fn unix_now() -> f64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs_f64()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Clock {
-        Clock::new()
     }
 }
 

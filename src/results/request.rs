@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::common::{Outcome, Route};
 
-
 /// Where the token counts of a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSource {
