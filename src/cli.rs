@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+use crate::common::REPLICA_HEADER;
 use crate::common::units::parse_duration;
 
 /// Offline LLM batch inference at scale on Kubernetes.
@@ -260,7 +261,7 @@ pub struct LoadArgs {
     #[arg(long, value_parser = parse_duration, default_value = "300s", help_heading = "Requests")]
     pub timeout: Duration,
     /// Response header that names the replica serving a request.
-    #[arg(long, default_value = "x-gembatch-replica", help_heading = "Requests")]
+    #[arg(long, default_value = REPLICA_HEADER, help_heading = "Requests")]
     pub replica_header: String,
 
     /// Gates checked on every step, e.g. `p95_ttft<=2s,error_rate<=1%`; the command exits 1

@@ -23,6 +23,7 @@
 
 pub mod capacity;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod common;
 pub mod dataset;

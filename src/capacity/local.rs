@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::CapacityError;
+use crate::client::probe;
 use crate::common::Endpoint;
 
 /// How to start the local pods.
@@ -38,6 +39,8 @@ pub struct LocalPods {
     children: Vec<(Endpoint, Child)>,
 }
 
+/// How long one `/ready` probe waits for an answer.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a pod gets to drain after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The seconds a pod itself gives in-flight requests on SIGTERM.
@@ -127,7 +130,7 @@ impl LocalPods {
                         why: format!("exited ({status}) before it was ready"),
                     });
                 }
-                if is_ready(&pod.url).await {
+                if probe::url_answers(&pod.url, "/ready", READY_PROBE_TIMEOUT).await {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -231,25 +234,6 @@ fn listening_url(line: &str) -> Option<String> {
     let rest = line.split("listening on ").nth(1)?;
     let url = rest.split_whitespace().next()?;
     url.starts_with("http://").then(|| url.to_string())
-}
-
-async fn is_ready(url: &str) -> bool {
-    let Some(authority) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
-        let request =
-            format!("GET /ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut status = String::new();
-        BufReader::new(stream).read_line(&mut status).await.ok()?;
-        Some(status.split_whitespace().nth(1) == Some("200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Some(true))
-    )
 }
 
 /// The machine's room for pods: at most one per `threads_per_pod` cores, and as many as

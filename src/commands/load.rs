@@ -14,7 +14,7 @@ use crate::common::Outcome;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
 use crate::loadgen::slo::{self, Judgement, Slo};
-use crate::loadgen::tls::Trust;
+use crate::client::tls::Trust;
 use crate::loadgen::workload::TokenLengths;
 use crate::loadgen::{self, LoadConfig, LoadError, Prompts};
 use crate::report;

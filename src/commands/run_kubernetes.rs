@@ -1,6 +1,8 @@
 //! `gembatch run --backend kubernetes`: the job's capacity as reservation and pod plans, and
 //! `--dry-run`'s YAML of every object the run would create.
 
+use std::path::Path;
+
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
@@ -27,7 +29,10 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         ..FailedRetries::default()
     };
     let pods = PodsPlan {
-        model: ModelMount::of(&job.model),
+        model: ModelMount::of(
+            job.model.path.as_deref().and_then(Path::to_str),
+            job.model.volume_claim.as_deref(),
+        ),
         served_name: job.model.name.clone(),
         max_batch: job.concurrency_per_pod,
         ready_timeout: job.capacity.ready_timeout,

@@ -1,6 +1,9 @@
 //! A model server's address: what capacity hands out and the batch runner and load
 //! generator send to.
 
+/// The response header naming the replica (the pod) that served a request.
+pub const REPLICA_HEADER: &str = "x-gembatch-replica";
+
 /// A model server to send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

@@ -2,6 +2,7 @@
 //! any module may import it without a cycle.
 //!
 //! - `endpoint`: a model server's name and URL;
+//! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
 //! - `pod_access`: how the runner reaches Kubernetes pods;
 //! - `retries`: the batch runner's retry policy;
@@ -10,6 +11,7 @@
 //! - `wall_clock`: now, as Unix seconds.
 
 pub mod endpoint;
+pub mod model_location;
 pub mod outcome;
 pub mod pod_access;
 pub mod retries;
@@ -17,7 +19,7 @@ pub mod route;
 pub mod units;
 pub mod wall_clock;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, REPLICA_HEADER};
 pub use outcome::Outcome;
 pub use pod_access::PodAccess;
 pub use retries::Retries;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::Job;
 use super::collector::Event;
 use crate::dataset::{DatasetError, Rows};
-use crate::loadgen::workload::row_item;
+use crate::client::WorkItem;
 use crate::results::batch_record::BatchRecord;
 
 /// What the feeder needs besides the rows.
@@ -84,7 +84,7 @@ fn open_shard(
                 None => jobs.push(Job {
                     shard,
                     line: row.line,
-                    item: row_item(&row, &plan.generation, &plan.model),
+                    item: WorkItem::for_row(&row, &plan.generation, &plan.model),
                     attempts: 0,
                     queued: now,
                 }),

@@ -29,13 +29,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Endpoint, Retries};
+use crate::common::{Endpoint, REPLICA_HEADER, Retries};
 use crate::dataset::{DatasetError, Fields, Format};
-use crate::loadgen::client::Target;
-use crate::loadgen::http::HttpTarget;
-use crate::loadgen::preflight;
-use crate::loadgen::tls::Trust;
-use crate::loadgen::workload::WorkItem;
+use crate::client::Target;
+use crate::client::HttpTarget;
+use crate::client::preflight;
+use crate::client::tls::Trust;
+use crate::client::WorkItem;
 use clock::Clock;
 use collector::{Event, Observer};
 use feeder::FeedPlan;
@@ -226,7 +226,7 @@ async fn connect(
             name: Arc::from(pod.name.as_str()),
             target: Target {
                 http,
-                replica_header: http::HeaderName::from_static("x-gembatch-replica"),
+                replica_header: http::HeaderName::from_static(REPLICA_HEADER),
                 timeout: plan.request_timeout,
             },
             stats: Arc::new(PodStats::default()),

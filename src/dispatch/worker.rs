@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::Job;
 use super::clock::Clock;
 use super::collector::Event;
-use crate::common::Outcome;
-use crate::common::Retries;
-use crate::loadgen::client::{self, Target, Timed};
+use crate::client::exchange::{self, Target, Timed};
+use crate::client::probe;
+use crate::common::{Outcome, Retries};
 use crate::results::batch_record::{BatchRecord, Status, Times};
 
 /// A pod's live figures, shared with the progress display.
@@ -86,7 +86,7 @@ pub async fn work(
         pod.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let timed = tokio::select! {
             () = context.cancel.cancelled() => None,
-            timed = client::exchange(&pod.target, &job.item, true) => Some(timed),
+            timed = exchange::exchange(&pod.target, &job.item, true) => Some(timed),
         };
         pod.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some(timed) = timed else { break };
@@ -141,17 +141,7 @@ fn backoff(retries: &Retries, attempts: u32) -> Duration {
 
 /// Whether the pod still answers `/health`.
 async fn pod_answers(pod: &PodLink) -> bool {
-    let probe = async {
-        // A new connection: an idle pooled one proves nothing about the pod now.
-        let mut connection = pod.target.http.connect().await.ok()?;
-        let request = pod.target.http.request("/health", None);
-        let head = connection.send(&request, "").await.ok()?;
-        Some((200..300).contains(&head.status))
-    };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Some(true))
-    )
+    probe::answers(&pod.target.http, "/health", PROBE_TIMEOUT).await
 }
 
 /// Sends the row's final result.

@@ -6,7 +6,7 @@ mod spec;
 
 use std::path::{Path, PathBuf};
 
-pub use model::{BucketPath, MODEL_MOUNT, ModelSpec};
+pub use model::ModelSpec;
 pub use spec::{
     Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification,
 };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::Backend;
+use crate::common::model_location::{BucketPath, MODEL_MOUNT};
 
 /// The model served.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -25,35 +26,11 @@ pub struct ModelSpec {
     pub context: Option<u32>,
 }
 
-/// Where the pods mount a model volume (a claim or a bucket).
-pub const MODEL_MOUNT: &str = "/models";
-
-/// A model in a Cloud Storage bucket: `gs://BUCKET/OBJECT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BucketPath {
-    /// The bucket.
-    pub bucket: String,
-    /// The file or directory in it (no leading or trailing `/`).
-    pub object: String,
-}
-
 impl ModelSpec {
     /// The bucket path, when `path` is `gs://...`; `Err` says what is wrong with it.
     pub fn bucket_path(&self) -> Option<Result<BucketPath, String>> {
         let text = self.path.as_ref()?.to_str()?;
-        let rest = text.strip_prefix("gs://")?;
-        let (bucket, object) = rest.split_once('/').unwrap_or((rest, ""));
-        let object = object.trim_matches('/');
-        Some(if bucket.is_empty() || object.is_empty() {
-            Err(format!(
-                "`{text}` needs a bucket and a file or directory in it: gs://BUCKET/PATH"
-            ))
-        } else {
-            Ok(BucketPath {
-                bucket: bucket.to_string(),
-                object: object.to_string(),
-            })
-        })
+        BucketPath::parse(text)
     }
 
     /// Range checks of the model's location; `Err` names the field.

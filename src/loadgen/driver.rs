@@ -16,11 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{Ticket, send};
+use super::send::{Ticket, send};
 use super::health::HealthMonitor;
 use super::plan::{Arrivals, Hold, Load, Plan, Step};
 use super::shards::{Shard, Shards};
-use super::workload::WorkItem;
+use crate::client::WorkItem;
 use crate::results::request::RequestRecord;
 use crate::results::step::ClientHealth;
 

@@ -2,10 +2,7 @@
 //!
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
-//! - `preflight`: is the target an OpenAI server, which model;
-//! - `http` + `tls`: the target and its pooled keep-alive connections, https by rustls;
-//! - `connection` + `framing`: one HTTP/1.1 exchange, driven by the requesting task;
-//! - `client` + `sse`: one streaming request, timed;
+//! - `send`: one request through the client (`crate::client`), recorded;
 //! - `shards`: the client threads, one single-threaded runtime per CPU;
 //! - `driver`: closed-loop users or an open-loop schedule per step, over the shards;
 //! - `collector` + `stats`: records to Parquet and per-step statistics;
@@ -13,21 +10,15 @@
 //! - `slo`: gates checked per step;
 //! - `summary`: `summary.json`.
 
-pub mod client;
 pub mod collector;
-pub mod connection;
 pub mod driver;
-pub mod framing;
 pub mod health;
-pub mod http;
 pub mod plan;
-pub mod preflight;
+pub mod send;
 pub mod shards;
 pub mod slo;
-pub mod sse;
 pub mod stats;
 pub mod summary;
-pub mod tls;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -38,14 +29,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::KubeError;
+use crate::client::tls::Trust;
+use crate::client::{ClientError, Target, WorkItem, connect, preflight};
 use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
 use crate::results::replicas::write_replicas;
-use client::Target;
 use collector::{Collected, Observer};
 use driver::Driver;
-use http::HttpTarget;
 use plan::Plan;
 use shards::Shards;
 use slo::{Slo, Unjudged, Violation};
@@ -69,7 +60,7 @@ pub struct LoadConfig {
     /// `http(s)://host:port`, as the user wrote it.
     pub url: String,
     /// Which https certificates to trust.
-    pub trust: tls::Trust,
+    pub trust: Trust,
     /// Bearer token, if the server wants one.
     pub api_key: Option<String>,
     /// The model to ask for [default: the first one the server lists].
@@ -127,54 +118,9 @@ pub enum LoadError {
     /// A flag is wrong.
     #[error("{0}")]
     Flags(String),
-    /// The URL cannot be used.
-    #[error("--url {url:?}: {why}")]
-    BadUrl {
-        /// As given.
-        url: String,
-        /// What is wrong.
-        why: String,
-    },
-    /// Nothing answers there.
-    #[error("cannot reach {url}: {why}; is the server running, and is --url right?")]
-    Unreachable {
-        /// What was asked.
-        url: String,
-        /// Why.
-        why: String,
-    },
-    /// https cannot be set up (`--cacert`, the system's roots).
+    /// The server cannot be used.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    /// The server's certificate is not trusted.
-    #[error(
-        "{url}: the server's certificate is not trusted ({why}); trust its CA with --cacert \
-         FILE, or pass --insecure for a test server"
-    )]
-    Untrusted {
-        /// What was asked.
-        url: String,
-        /// What the TLS check said.
-        why: String,
-    },
-    /// Something answers, but not as an OpenAI-compatible server.
-    #[error("{url} does not look like an OpenAI-compatible server: {why}")]
-    NotOpenAi {
-        /// What was asked.
-        url: String,
-        /// Why.
-        why: String,
-    },
-    /// The server does not serve the model asked for.
-    #[error(
-        "the server does not serve model {model:?}; it serves {served:?} (pass one with --model)"
-    )]
-    UnknownModel {
-        /// Asked for.
-        model: String,
-        /// Served.
-        served: Vec<String>,
-    },
+    Client(#[from] ClientError),
     /// The dataset cannot be used.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -234,23 +180,14 @@ pub async fn run(
     cancel: CancellationToken,
     watch: Option<DeploymentWatch>,
 ) -> Result<LoadOutcome, LoadError> {
-    let base = preflight::BaseUrl::parse(&config.url)?;
-    let http = HttpTarget::resolve(&base, config.api_key.as_deref(), &config.trust)
-        .await
-        .map_err(|err| match err {
-            http::TargetError::Tls(err) => LoadError::Tls(err),
-            err => LoadError::Unreachable {
-                url: base.text.clone(),
-                why: err.to_string(),
-            },
-        })?;
+    let (base, http) = connect(&config.url, config.api_key.as_deref(), &config.trust).await?;
     let model = preflight::check_server(&http, &base.text, config.model.as_deref()).await?;
     let options = BodyOptions {
         model: model.clone(),
         ignore_eos: config.ignore_eos,
         temperature: config.temperature,
     };
-    let work: Arc<[workload::WorkItem]> = match &config.prompts {
+    let work: Arc<[WorkItem]> = match &config.prompts {
         Prompts::Synthetic { prompt } => workload::synthetic(
             SYNTHETIC_REQUESTS,
             *prompt,

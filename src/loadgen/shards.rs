@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Target;
+use crate::client::Target;
 use crate::results::request::RequestRecord;
 
 /// One client thread.

@@ -1,27 +1,14 @@
 //! The requests a load run sends: built once, up front, from a dataset or from a seeded
 //! synthetic distribution, then cycled, so sending costs no JSON work.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde_json::{Map, Value, json};
 
+use crate::client::WorkItem;
 use crate::common::Route;
-use crate::dataset::{Row, RowRequest};
-
-/// One ready-to-send request.
-#[derive(Debug, Clone)]
-pub struct WorkItem {
-    /// Its route.
-    pub route: Route,
-    /// The serialized JSON body.
-    pub body: Bytes,
-    /// The dataset row it came from (`id`), for synthetic requests none.
-    pub row_id: Option<Arc<str>>,
-}
+use crate::dataset::Row;
 
 /// A length distribution in tokens: mean and standard deviation, at least 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,7 +212,7 @@ pub fn synthetic(
                 text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
             }
             let max_tokens = output.sample(&mut rng);
-            build(
+            WorkItem::build(
                 Route::Completions,
                 "prompt",
                 Value::String(text),
@@ -248,20 +235,9 @@ pub fn from_rows(
     rows.iter()
         .map(|row| {
             let defaults = options.fields(output.sample(&mut rng));
-            row_item(row, &defaults, &options.model)
+            WorkItem::for_row(row, &defaults, &options.model)
         })
         .collect()
-}
-
-/// The request for `row`: the generation fields `defaults` under the row's own, for `model`.
-pub fn row_item(row: &Row, defaults: &Map<String, Value>, model: &str) -> WorkItem {
-    let (route, field, value) = match &row.request {
-        RowRequest::Prompt(prompt) => (Route::Completions, "prompt", Value::String(prompt.clone())),
-        RowRequest::Messages(messages) => (Route::Chat, "messages", messages.clone()),
-    };
-    let mut item = build(route, field, value, defaults, &row.params, model);
-    item.row_id = Some(Arc::from(row.id.as_str()));
-    item
 }
 
 impl BodyOptions {
@@ -276,32 +252,6 @@ impl BodyOptions {
             fields.insert("ignore_eos".into(), json!(true));
         }
         fields
-    }
-}
-
-/// A streaming request body: `defaults`, then the row's `params` over them, then the model,
-/// the prompt and the stream options, which are the runner's own.
-fn build(
-    route: Route,
-    field: &str,
-    value: Value,
-    defaults: &Map<String, Value>,
-    params: &Map<String, Value>,
-    model: &str,
-) -> WorkItem {
-    let mut body = defaults.clone();
-    for (key, value) in params {
-        body.insert(key.clone(), value.clone());
-    }
-    body.insert("model".into(), json!(model));
-    body.insert(field.into(), value);
-    body.insert("stream".into(), json!(true));
-    body.insert("stream_options".into(), json!({"include_usage": true}));
-    let bytes = serde_json::to_vec(&Value::Object(body)).expect("a JSON map always serializes");
-    WorkItem {
-        route,
-        body: Bytes::from(bytes),
-        row_id: None,
     }
 }
 

@@ -39,8 +39,7 @@ use metrics::Metrics;
 
 use crate::model::LoadedModel;
 
-/// Response header naming the replica that served a request.
-pub const REPLICA_HEADER: &str = "x-gembatch-replica";
+pub use crate::common::REPLICA_HEADER;
 
 /// Everything the routes share.
 pub struct AppState {

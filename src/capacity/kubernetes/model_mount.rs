@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     CSIVolumeSource, PersistentVolumeClaimVolumeSource, PodSpec, Volume, VolumeMount,
 };
 
-use crate::job::{BucketPath, MODEL_MOUNT, ModelSpec};
+use crate::common::model_location::{BucketPath, MODEL_MOUNT};
 
 /// The pod volume holding the weights.
 const VOLUME: &str = "model";
@@ -34,15 +34,16 @@ pub enum ModelMount {
 }
 
 impl ModelMount {
-    /// The mount of a job's (checked) model.
-    pub fn of(model: &ModelSpec) -> ModelMount {
-        if let Some(Ok(bucket)) = model.bucket_path() {
+    /// The mount of a (checked) model at `path` (as the pods see it, or `gs://...`), on
+    /// `volume_claim` if it names one.
+    pub fn of(path: Option<&str>, volume_claim: Option<&str>) -> ModelMount {
+        if let Some(Ok(bucket)) = path.and_then(BucketPath::parse) {
             return ModelMount::Bucket(bucket);
         }
-        let path = model.path.as_ref().map(|path| path.display().to_string());
-        match (&model.volume_claim, path) {
+        let path = path.map(str::to_string);
+        match (volume_claim, path) {
             (Some(claim), Some(path)) => ModelMount::Claim {
-                claim: claim.clone(),
+                claim: claim.to_string(),
                 path,
             },
             (_, path) => ModelMount::Image(path),
@@ -128,14 +129,9 @@ fn named_volume() -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn mount(path: &str, claim: Option<&str>) -> ModelMount {
-        ModelMount::of(&ModelSpec {
-            path: Some(PathBuf::from(path)),
-            volume_claim: claim.map(str::to_string),
-            ..ModelSpec::default()
-        })
+        ModelMount::of(Some(path), claim)
     }
 
     fn applied(mount: &ModelMount) -> (PodSpec, BTreeMap<String, String>, Option<String>) {
@@ -153,7 +149,7 @@ mod tests {
         let (pod, annotations, model) = applied(&mount("/opt/gemma-3-4b-it", None));
         assert_eq!(model.as_deref(), Some("/opt/gemma-3-4b-it"));
         assert!(pod.volumes.is_none() && annotations.is_empty());
-        let (_, _, model) = applied(&ModelMount::of(&ModelSpec::default()));
+        let (_, _, model) = applied(&ModelMount::of(None, None));
         assert_eq!(model, None, "the image's default model");
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::LoadError;
+use super::error::ClientError;
 use super::http::HttpTarget;
 
 /// How long the check waits for the server.
@@ -37,10 +37,10 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     /// Parses what a user may write (`.../`, `.../v1`).
-    pub fn parse(url: &str) -> Result<BaseUrl, LoadError> {
+    pub fn parse(url: &str) -> Result<BaseUrl, ClientError> {
         let trimmed = url.trim().trim_end_matches('/');
         let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
-        let bad = || LoadError::BadUrl {
+        let bad = || ClientError::BadUrl {
             url: url.to_string(),
             why: "write it as http://HOST[:PORT] or https://HOST[:PORT]".to_string(),
         };
@@ -76,16 +76,16 @@ pub async fn check_server(
     http: &HttpTarget,
     base: &str,
     wanted: Option<&str>,
-) -> Result<String, LoadError> {
+) -> Result<String, ClientError> {
     let url = format!("{base}/v1/models");
     let unreachable = |why: String| {
         if http.is_tls() && why.contains("certificate") {
-            LoadError::Untrusted {
+            ClientError::Untrusted {
                 url: url.clone(),
                 why,
             }
         } else {
-            LoadError::Unreachable {
+            ClientError::Unreachable {
                 url: url.clone(),
                 why,
             }
@@ -105,7 +105,7 @@ pub async fn check_server(
             ))
         })?
         .map_err(unreachable)?;
-    let not_openai = |why: String| LoadError::NotOpenAi {
+    let not_openai = |why: String| ClientError::NotOpenAi {
         url: url.clone(),
         why,
     };
@@ -128,7 +128,7 @@ pub async fn check_server(
     let served: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
     match wanted {
         Some(wanted) if served.iter().any(|id| id == wanted) => Ok(wanted.to_string()),
-        Some(wanted) => Err(LoadError::UnknownModel {
+        Some(wanted) => Err(ClientError::UnknownModel {
             model: wanted.to_string(),
             served,
         }),
