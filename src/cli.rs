@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::common::REPLICA_HEADER;
 use crate::common::units::parse_duration;
+use crate::loadgen::profile::LoadProfile;
 
 /// Offline LLM batch inference at scale on Kubernetes.
 #[derive(Debug, Parser)]
@@ -176,7 +176,6 @@ pub struct ServeArgs {
 
 /// `gembatch load`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("shape").required(true).args(["max_users", "users", "rate"])))]
 pub struct LoadArgs {
     /// The server's base URL (`/v1` optional).
     #[arg(
@@ -185,107 +184,15 @@ pub struct LoadArgs {
         env = "GEMBATCH_LOAD_URL"
     )]
     pub url: String,
-    /// Bearer token for the server.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Model name to request [default: the first one the server lists].
-    #[arg(long)]
-    pub model: Option<String>,
-    /// https: trust only server certificates signed by the CA certificates in this PEM
-    /// file [default: the system's root certificates].
-    #[arg(long, value_name = "PEM")]
-    pub cacert: Option<std::path::PathBuf>,
-    /// https: accept any server certificate, unverified (self-signed test servers only).
-    #[arg(long, conflicts_with = "cacert")]
-    pub insecure: bool,
-
-    /// Ramp: step the users up to this many.
-    #[arg(long, alias = "max_users", help_heading = "Ramp (closed loop)")]
-    pub max_users: Option<u32>,
-    /// Ramp: users added per step [default: 10].
-    #[arg(long, alias = "step_size", help_heading = "Ramp (closed loop)")]
-    pub step_size: Option<u32>,
-    /// Ramp: users of the first step [default: the step size].
-    #[arg(long, alias = "start_users", help_heading = "Ramp (closed loop)")]
-    pub start_users: Option<u32>,
-    /// Ramp: how long each step lasts (`90`, `90s`, `5m`) [default: 60s].
-    #[arg(long, alias = "step_duration", value_parser = parse_duration,
-          conflicts_with = "requests_per_user", help_heading = "Ramp (closed loop)")]
-    pub step_duration: Option<Duration>,
-    /// Ramp: instead of a duration, each user sends this many requests per step.
-    #[arg(long, alias = "requests_per_user", help_heading = "Ramp (closed loop)")]
-    pub requests_per_user: Option<u32>,
-
-    /// Sustained: this many users for `--duration`.
-    #[arg(long, help_heading = "Sustained (closed loop)")]
-    pub users: Option<u32>,
-    /// Sustained and rate: how long the run lasts (`600`, `10m`) [default: 60s].
-    #[arg(long, value_parser = parse_duration, help_heading = "Sustained (closed loop)")]
-    pub duration: Option<Duration>,
-
-    /// Rate: open loop, requests per second whatever the server does.
-    #[arg(long, help_heading = "Rate (open loop)")]
-    pub rate: Option<f64>,
-    /// Rate: Poisson arrivals instead of evenly spaced ones.
-    #[arg(long, help_heading = "Rate (open loop)")]
-    pub poisson: bool,
-    /// Rate: most requests in flight [default: 1024]; the wait beyond counts in the
-    /// corrected latencies.
-    #[arg(long, help_heading = "Rate (open loop)")]
-    pub max_concurrency: Option<u32>,
-
-    /// Load at the first step's level for this long first, left out of the statistics.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    pub warmup: Duration,
-    /// Prompts from a dataset instead of synthetic ones: JSONL (`{"prompt"}` or
-    /// `{"messages"}` rows, or OpenAI Batch API input) or Parquet (a `prompt` column).
-    #[arg(long, conflicts_with = "prompt_tokens", help_heading = "Requests")]
-    pub dataset: Option<PathBuf>,
-    /// Synthetic prompt length: MEAN[,STDDEV] words (about one token each).
-    #[arg(long, default_value = "128", help_heading = "Requests")]
-    pub prompt_tokens: String,
-    /// Output length (`max_tokens`): MEAN[,STDDEV]; a dataset row's own max_tokens wins.
-    #[arg(long, default_value = "128", help_heading = "Requests")]
-    pub output_tokens: String,
-    /// Ask the server to ignore end-of-sequence so outputs have exactly max_tokens (vLLM,
-    /// gembatch serve).
-    #[arg(long, help_heading = "Requests")]
-    pub ignore_eos: bool,
-    /// Sampling temperature to send [default: the server's].
-    #[arg(long, help_heading = "Requests")]
-    pub temperature: Option<f64>,
-    /// Seed of synthetic prompts, lengths and Poisson arrivals.
-    #[arg(long, default_value_t = 0, help_heading = "Requests")]
-    pub seed: u64,
-    /// Longest a request may take before it counts as a timeout.
-    #[arg(long, value_parser = parse_duration, default_value = "300s", help_heading = "Requests")]
-    pub timeout: Duration,
-    /// Response header that names the replica serving a request.
-    #[arg(long, default_value = REPLICA_HEADER, help_heading = "Requests")]
-    pub replica_header: String,
-
-    /// Gates checked on every step, e.g. `p95_ttft<=2s,error_rate<=1%`; the command exits 1
-    /// when one fails.
-    #[arg(long)]
-    pub slo: Option<String>,
-    /// Requests a step must have measured before the gates judge it; a step with fewer is
-    /// reported as not judged (one with none as not run) instead of passing or failing.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub slo_min_requests: u64,
     /// Results directory [default: results/RUN_ID].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The run's id [default: load-YYYYMMDD-HHMMSS, UTC].
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Record this Deployment's replicas and its HorizontalPodAutoscaler's desired replicas
-    /// over the run (replicas.parquet, on the report's timeline); read through KUBECONFIG
-    /// or the in-cluster service account.
-    #[arg(long, value_name = "NAMESPACE/NAME", help_heading = "Autoscaling")]
-    pub watch_deployment: Option<String>,
-    /// How often --watch-deployment looks (`5s`, `1m`).
-    #[arg(long, value_parser = parse_duration, default_value = "5s", help_heading = "Autoscaling")]
-    pub watch_interval: Duration,
+    /// What to send and check.
+    #[command(flatten)]
+    pub profile: LoadProfile,
 }
 
 /// `gembatch run`.
@@ -406,7 +313,10 @@ mod tests {
         let Command::Load(args) = cli.command else {
             panic!("not load")
         };
-        assert_eq!((args.max_users, args.step_size), (Some(50), Some(10)));
+        assert_eq!(
+            (args.profile.max_users, args.profile.step_size),
+            (Some(50), Some(10))
+        );
         assert!(
             Cli::try_parse_from(["gembatch", "load"]).is_err(),
             "a shape is required"

@@ -60,5 +60,5 @@ fn a_bad_job_file_names_its_field_and_line() {
     .unwrap();
     let err = format!("{:#}", check_job_file(&path).unwrap_err());
     assert!(err.contains("load_verification"), "{err}");
-    assert!(err.contains("--warp"), "{err}");
+    assert!(err.contains("unknown field `warp`"), "{err}");
 }

@@ -24,7 +24,9 @@ impl WorkItem {
     /// The request for `row`: the generation fields `defaults` under the row's own, for `model`.
     pub fn for_row(row: &Row, defaults: &Map<String, Value>, model: &str) -> WorkItem {
         let (route, field, value) = match &row.request {
-            RowRequest::Prompt(prompt) => (Route::Completions, "prompt", Value::String(prompt.clone())),
+            RowRequest::Prompt(prompt) => {
+                (Route::Completions, "prompt", Value::String(prompt.clone()))
+            }
             RowRequest::Messages(messages) => (Route::Chat, "messages", messages.clone()),
         };
         let mut item = WorkItem::build(route, field, value, defaults, &row.params, model);

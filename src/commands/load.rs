@@ -1,30 +1,23 @@
 //! `gembatch load`: turns the flags into a validated run, shows live progress, writes the
 //! results and the report, and fails the command when an SLO gate fails.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::capacity::kubernetes;
-use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::cli::LoadArgs;
 use crate::common::Outcome;
+use crate::loadgen;
 use crate::loadgen::collector::{Live, Observer};
-use crate::loadgen::plan::{Arrivals, Hold, Load, Plan, Step};
-use crate::loadgen::slo::{self, Judgement, Slo};
-use crate::client::tls::Trust;
-use crate::loadgen::workload::TokenLengths;
-use crate::loadgen::{self, LoadConfig, LoadError, Prompts};
+use crate::loadgen::plan::{Hold, Load, Step};
+use crate::loadgen::slo::Judgement;
 use crate::report;
-use crate::results::run_id::{is_valid_run_id, new_run_id};
 use crate::results::step::{Latency, Stat, StepRow};
 use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let config = config(args)?;
+    let config = args.profile.config(args.url, args.out, args.run_id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -66,146 +59,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         bail!("SLO failed:\n  {}", lines.join("\n  "));
     }
     Ok(())
-}
-
-/// The flags as a validated run; nothing is sent before this passes.
-pub(super) fn config(args: LoadArgs) -> Result<LoadConfig, LoadError> {
-    let flags = LoadError::Flags;
-    check_shape_flags(&args).map_err(flags)?;
-    let warmup = (!args.warmup.is_zero()).then_some(args.warmup);
-    let duration = args.duration.unwrap_or(DEFAULT_DURATION);
-    let plan = if let Some(max_users) = args.max_users {
-        let hold = match args.requests_per_user {
-            Some(count) => Hold::RequestsPerUser(count),
-            None => Hold::For(args.step_duration.unwrap_or(DEFAULT_DURATION)),
-        };
-        let step_size = args.step_size.unwrap_or(DEFAULT_STEP_SIZE);
-        let start = args.start_users.unwrap_or(step_size.min(max_users));
-        Plan::ramp(start, step_size, max_users, hold, warmup)
-    } else if let Some(users) = args.users {
-        Plan::sustained(users, duration, warmup)
-    } else {
-        let rate = args.rate.unwrap_or(0.0);
-        let arrivals = if args.poisson {
-            Arrivals::Poisson
-        } else {
-            Arrivals::Constant
-        };
-        Plan::rate(rate, arrivals, args.max_concurrency, duration, warmup)
-    }
-    .map_err(flags)?;
-    let lengths = |flag: &str, text: &str| {
-        TokenLengths::parse(text).map_err(|why| flags(format!("--{flag}: {why}")))
-    };
-    let prompts = match args.dataset {
-        Some(path) => Prompts::Dataset(path),
-        None => Prompts::Synthetic {
-            prompt: lengths("prompt-tokens", &args.prompt_tokens)?,
-        },
-    };
-    let slo = Slo {
-        gates: args
-            .slo
-            .as_deref()
-            .map(slo::parse)
-            .transpose()
-            .map_err(flags)?
-            .unwrap_or_default(),
-        min_requests: args.slo_min_requests,
-    };
-    if args.timeout.is_zero() {
-        return Err(flags("--timeout must be above 0 s".into()));
-    }
-    let replica_header =
-        http::HeaderName::try_from(args.replica_header.as_str()).map_err(|_| {
-            flags(format!(
-                "--replica-header {:?} is not a header name",
-                args.replica_header
-            ))
-        })?;
-    let watch = args
-        .watch_deployment
-        .as_deref()
-        .map(WatchedDeployment::parse)
-        .transpose()
-        .map_err(flags)?;
-    if args.watch_interval.is_zero() {
-        return Err(flags("--watch-interval must be above 0 s".into()));
-    }
-    let run_id = args.run_id.unwrap_or_else(|| new_run_id("load"));
-    if !is_valid_run_id(&run_id) {
-        return Err(flags(format!(
-            "--run-id {run_id:?}: use letters, digits, '-', '_' and '.'"
-        )));
-    }
-    let trust = match (args.cacert, args.insecure) {
-        (_, true) => Trust::AnyCertificate,
-        (Some(path), false) => Trust::CaFile(path),
-        (None, false) => Trust::SystemRoots,
-    };
-    Ok(LoadConfig {
-        url: args.url,
-        trust,
-        api_key: args.api_key,
-        model: args.model,
-        plan,
-        prompts,
-        output: lengths("output-tokens", &args.output_tokens)?,
-        ignore_eos: args.ignore_eos,
-        temperature: args.temperature,
-        seed: args.seed,
-        timeout: args.timeout,
-        replica_header,
-        slo,
-        out_dir: args
-            .out
-            .unwrap_or_else(|| PathBuf::from("results").join(&run_id)),
-        run_id,
-        watch: watch.map(|target| (target, args.watch_interval)),
-    })
-}
-
-/// A ramp step's length and a sustained or rate run's length, unless given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(60);
-/// Users added per ramp step, unless given.
-const DEFAULT_STEP_SIZE: u32 = 10;
-
-/// Flags of one shape given to another are mistakes, not something to ignore.
-fn check_shape_flags(args: &LoadArgs) -> Result<(), String> {
-    const RAMP: &str = "a ramp (--max-users)";
-    const OPEN_LOOP: &str = "an open-loop run (--rate)";
-    let (ramp, rate) = (args.max_users.is_some(), args.rate.is_some());
-    let given = [
-        ("--step-size", args.step_size.is_some(), ramp, RAMP),
-        ("--start-users", args.start_users.is_some(), ramp, RAMP),
-        ("--step-duration", args.step_duration.is_some(), ramp, RAMP),
-        (
-            "--requests-per-user",
-            args.requests_per_user.is_some(),
-            ramp,
-            RAMP,
-        ),
-        (
-            "--duration",
-            args.duration.is_some(),
-            !ramp,
-            "--users or --rate runs; a ramp step lasts --step-duration",
-        ),
-        ("--poisson", args.poisson, rate, OPEN_LOOP),
-        (
-            "--max-concurrency",
-            args.max_concurrency.is_some(),
-            rate,
-            OPEN_LOOP,
-        ),
-    ];
-    match given
-        .iter()
-        .find(|(_, present, fits, _)| *present && !*fits)
-    {
-        Some((flag, _, _, shape)) => Err(format!("{flag} is for {shape}")),
-        None => Ok(()),
-    }
 }
 
 /// The terminal display: a bar for the running step, one line per finished step.
@@ -345,57 +198,5 @@ impl Drop for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn args(flags: &[&str]) -> LoadArgs {
-        let cli = Cli::try_parse_from([&["gembatch", "load"][..], flags].concat()).unwrap();
-        match cli.command {
-            Command::Load(args) => *args,
-            _ => unreachable!("a load command"),
-        }
-    }
-
-    #[test]
-    fn flags_of_another_shape_are_refused() {
-        let cases = [
-            (
-                &["--users", "2", "--step-size", "3"][..],
-                "--step-size is for a ramp",
-            ),
-            (
-                &["--rate", "2", "--step-duration", "5s"],
-                "--step-duration is for a ramp",
-            ),
-            (
-                &["--max-users", "4", "--duration", "5s"],
-                "--duration is for --users or --rate",
-            ),
-            (
-                &["--users", "4", "--poisson"],
-                "--poisson is for an open-loop run",
-            ),
-            (
-                &["--max-users", "4", "--max-concurrency", "3"],
-                "--max-concurrency is for an open-loop",
-            ),
-        ];
-        for (flags, expected) in cases {
-            let err = config(args(flags)).unwrap_err().to_string();
-            assert!(err.contains(expected), "{flags:?}: {err}");
-        }
-        let plan = config(args(&["--max_users", "30", "--step_size", "10"]))
-            .unwrap()
-            .plan;
-        assert_eq!(plan.steps.len(), 3);
-        assert_eq!(plan.steps[0].hold, Hold::For(DEFAULT_DURATION));
-        assert!(config(args(&["--rate", "5", "--poisson", "--duration", "2s"])).is_ok());
     }
 }

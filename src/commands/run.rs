@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
 use crate::capacity::{CapacityError, Reservation};
-use crate::cli::{LoadArgs, RunArgs};
+use crate::cli::RunArgs;
 use crate::common::Endpoint;
 use crate::dataset::DatasetError;
 use crate::dispatch::ledger::Ledger;
@@ -188,23 +187,15 @@ fn load_profile(job: &JobSpec, skip: bool) -> anyhow::Result<Option<LoadConfig>>
     let Some(profile) = job.load_verification.as_ref().filter(|_| !skip) else {
         return Ok(None);
     };
-    #[derive(Parser)]
-    struct Load {
-        #[command(flatten)]
-        args: LoadArgs,
-    }
-    let flags = profile.args().map_err(|message| JobError::Invalid {
-        path: PathBuf::from(&job.name),
-        field: "load_verification".into(),
-        message,
-    })?;
-    let load = Load::try_parse_from(std::iter::once("load_verification".to_string()).chain(flags))
+    // The URL, the directory and the id are set once the pods exist.
+    let mut config = profile
+        .clone()
+        .config(String::new(), None, None)
         .map_err(|err| JobError::Invalid {
             path: PathBuf::from(&job.name),
             field: "load_verification".into(),
-            message: err.to_string().trim().to_string(),
+            message: err.to_string(),
         })?;
-    let mut config = super::load::config(load.args)?;
     if config.model.is_none() {
         config.model = job.model.name.clone();
     }

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::Job;
 use super::collector::Event;
-use crate::dataset::{DatasetError, Rows};
 use crate::client::WorkItem;
+use crate::dataset::{DatasetError, Rows};
 use crate::results::batch_record::BatchRecord;
 
 /// What the feeder needs besides the rows.

@@ -29,13 +29,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Endpoint, REPLICA_HEADER, Retries};
-use crate::dataset::{DatasetError, Fields, Format};
-use crate::client::Target;
 use crate::client::HttpTarget;
+use crate::client::Target;
+use crate::client::WorkItem;
 use crate::client::preflight;
 use crate::client::tls::Trust;
-use crate::client::WorkItem;
+use crate::common::{Endpoint, REPLICA_HEADER, Retries};
+use crate::dataset::{DatasetError, Fields, Format};
 use clock::Clock;
 use collector::{Event, Observer};
 use feeder::FeedPlan;

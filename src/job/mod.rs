@@ -7,9 +7,7 @@ mod spec;
 use std::path::{Path, PathBuf};
 
 pub use model::ModelSpec;
-pub use spec::{
-    Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec, LoadVerification,
-};
+pub use spec::{Backend, Capacity, DatasetSpec, Generation, JobSpec, KubernetesSpec};
 
 /// A job file that cannot be used; each names the file and, where it can, the field.
 #[derive(Debug, thiserror::Error)]

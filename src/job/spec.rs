@@ -1,6 +1,5 @@
 //! The fields of a job file, their defaults and their range checks.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use super::model::ModelSpec;
 use crate::common::units::{deserialize_duration, serialize_duration};
 use crate::common::{PodAccess, Retries};
 use crate::dataset::{Fields, Format};
+use crate::loadgen::profile::LoadProfile;
 
 /// One batch job: what to run, on what, and where the results go.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -49,7 +49,7 @@ pub struct JobSpec {
     pub output: PathBuf,
     /// A `gembatch load` profile run against the same pods while the batch runs.
     #[serde(default)]
-    pub load_verification: Option<LoadVerification>,
+    pub load_verification: Option<LoadProfile>,
 }
 
 /// The dataset and how to read it.
@@ -207,39 +207,6 @@ impl Generation {
     }
 }
 
-/// A `gembatch load` profile: each key is a flag of `gembatch load` without its dashes
-/// (`users: 4`, `duration: 60s`, `slo: "p95_ttft<=2s"`, `poisson: true`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct LoadVerification {
-    /// Flag name to value.
-    pub flags: BTreeMap<String, serde_json::Value>,
-}
-
-impl LoadVerification {
-    /// The flags as `gembatch load` arguments; `--url`, `--out` and `--run-id` are the
-    /// runner's to set, so they are refused here.
-    pub fn args(&self) -> Result<Vec<String>, String> {
-        let mut args = Vec::new();
-        for (key, value) in &self.flags {
-            let flag = format!("--{}", key.replace('_', "-"));
-            if matches!(key.as_str(), "url" | "out" | "run_id" | "run-id") {
-                return Err(format!(
-                    "`{key}` is set by the runner (the pods, the run directory); remove it"
-                ));
-            }
-            match value {
-                serde_json::Value::Bool(true) => args.push(flag),
-                serde_json::Value::Bool(false) | serde_json::Value::Null => {}
-                serde_json::Value::String(text) => args.extend([flag, text.clone()]),
-                serde_json::Value::Number(number) => args.extend([flag, number.to_string()]),
-                other => return Err(format!("`{key}`: {other} is not a flag value")),
-            }
-        }
-        Ok(args)
-    }
-}
-
 impl JobSpec {
     /// Range checks the types cannot express; `Err` names the field.
     pub fn check(&self) -> Result<(), (String, String)> {
@@ -289,8 +256,10 @@ impl JobSpec {
         }
         self.model.check(self.capacity.backend)?;
         if let Some(load) = &self.load_verification {
-            load.args()
-                .map_err(|message| ("load_verification".to_string(), message))?;
+            // The URL, the directory and the id are the runner's, set once the pods exist.
+            load.clone()
+                .config(String::new(), None, None)
+                .map_err(|err| ("load_verification".to_string(), err.to_string()))?;
         }
         Ok(())
     }
@@ -360,7 +329,10 @@ mod tests {
             ("concurrency_per_pod: 0", "concurrency_per_pod"),
             ("generation: {temperature: 3}", "generation.temperature"),
             ("retries: {max_attempts: 0}", "retries.max_attempts"),
-            ("load_verification: {url: x}", "load_verification"),
+            (
+                "load_verification: {users: 2, poisson: true}",
+                "load_verification",
+            ),
         ] {
             let spec = JobSpec::parse(&format!("{MINIMAL}{extra}\n")).unwrap();
             assert_eq!(spec.check().unwrap_err().0, field, "{extra}");
@@ -368,12 +340,20 @@ mod tests {
     }
 
     #[test]
-    fn load_verification_becomes_load_flags() {
+    fn load_verification_is_a_typed_load_profile() {
         let spec = JobSpec::parse(&format!(
             "{MINIMAL}load_verification:\n  users: 2\n  duration: 30s\n  poisson: false\n  ignore_eos: true\n"
         ))
         .unwrap();
-        let args = spec.load_verification.unwrap().args().unwrap();
-        assert_eq!(args, ["--duration", "30s", "--ignore-eos", "--users", "2"]);
+        let profile = spec.load_verification.unwrap();
+        assert_eq!(profile.users, Some(2));
+        assert_eq!(profile.duration, Some(Duration::from_secs(30)));
+        assert!(profile.ignore_eos && !profile.poisson);
+        // The URL, the directory and the id are the runner's.
+        for key in ["url", "out", "run_id"] {
+            let err =
+                JobSpec::parse(&format!("{MINIMAL}load_verification: {{{key}: x}}\n")).unwrap_err();
+            assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
     }
 }

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::send::{Ticket, send};
 use super::health::HealthMonitor;
 use super::plan::{Arrivals, Hold, Load, Plan, Step};
+use super::send::{Ticket, send};
 use super::shards::{Shard, Shards};
 use crate::client::WorkItem;
 use crate::results::request::RequestRecord;

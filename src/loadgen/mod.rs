@@ -1,5 +1,6 @@
 //! `gembatch load`: online load verification of any OpenAI-compatible server.
 //!
+//! - `profile`: what a run sends and checks, from flags or a job's YAML, validated;
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
 //! - `send`: one request through the client (`crate::client`), recorded;
@@ -14,6 +15,7 @@ pub mod collector;
 pub mod driver;
 pub mod health;
 pub mod plan;
+pub mod profile;
 pub mod send;
 pub mod shards;
 pub mod slo;
@@ -29,9 +31,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::KubeError;
+use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::client::tls::Trust;
 use crate::client::{ClientError, Target, WorkItem, connect, preflight};
-use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
 use crate::results::replicas::write_replicas;

@@ -258,6 +258,7 @@ impl BodyOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataset::RowRequest;
 
     fn options() -> BodyOptions {
         BodyOptions {
