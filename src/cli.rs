@@ -9,6 +9,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::common::units::parse_duration;
 use crate::loadgen::profile::LoadProfile;
+use crate::model::choice::ModelChoice;
 
 /// Offline LLM batch inference at scale on Kubernetes.
 #[derive(Debug, Parser)]
@@ -47,31 +48,12 @@ pub enum Command {
     Release(ReleaseArgs),
 }
 
-/// Which model to load and how.
-#[derive(Debug, Args)]
-pub struct ModelArgs {
-    /// A Gemma 3 GGUF file or safetensors directory [default: the cached Gemma 3 270M,
-    /// fetched on first use].
-    #[arg(long, env = "GEMBATCH_MODEL")]
-    pub model: Option<PathBuf>,
-    /// CPU threads [default: the container's CPU limit, else all CPUs].
-    #[arg(long, env = "GEMBATCH_THREADS")]
-    pub threads: Option<usize>,
-    /// Most positions (prompt + output) per sequence [default: the model's context].
-    #[arg(long)]
-    pub context: Option<usize>,
-    /// Expand quantized weights to f32: exact arithmetic, the same logits whatever the
-    /// batch, at about four times the memory and a fraction of the speed.
-    #[arg(long)]
-    pub dense: bool,
-}
-
 /// `gembatch tokenize`.
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {
     /// The model whose tokenizer to use.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelChoice,
     /// Prepend the BOS token.
     #[arg(long)]
     pub bos: bool,
@@ -90,7 +72,7 @@ pub struct TokenizeArgs {
 pub struct GenerateArgs {
     /// The model to run.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelChoice,
     /// The prompt (a BOS token is prepended; control tokens in it are parsed).
     #[arg(long)]
     pub prompt: String,
@@ -127,7 +109,7 @@ pub struct FetchModelArgs {
 pub struct BenchModelArgs {
     /// The model to measure.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelChoice,
     /// Prompt length of the prefill measurement, in tokens.
     #[arg(long, default_value_t = 512)]
     pub prefill_tokens: usize,
@@ -147,7 +129,7 @@ pub struct BenchModelArgs {
 pub struct ServeArgs {
     /// The model to serve.
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelChoice,
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", env = "GEMBATCH_LISTEN")]
     pub listen: SocketAddr,

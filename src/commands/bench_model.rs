@@ -11,8 +11,6 @@ use crate::model::error::ModelError;
 use crate::model::kv_cache::SequenceCache;
 use crate::model::{BatchEntry, Gemma3};
 
-use super::load_model::load_model;
-
 /// Shortest prompt the measurements take.
 const MIN_PREFILL_TOKENS: usize = 32;
 
@@ -25,7 +23,7 @@ pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
     ] {
         check(name, value >= 1, "must be at least 1")?;
     }
-    let loaded = load_model(&args.model)?;
+    let loaded = args.model.load(|line| eprintln!("{line}"))?;
     let model = &loaded.model;
     // The decode measurements start from the prompt's first 16 tokens and the batch's
     // prompts from 8 tokens up: a shorter prompt leaves them nothing to vary.

@@ -8,8 +8,6 @@ use crate::model::generate::generate;
 use crate::model::sampling::{SamplingParams, random_seed};
 use crate::model::text_stream::TextStream;
 
-use super::load_model::load_model;
-
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.prompt.is_empty() {
@@ -22,7 +20,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed.unwrap_or_else(random_seed),
     };
     sampling.validate()?;
-    let loaded = load_model(&args.model)?;
+    let loaded = args.model.load(|line| eprintln!("{line}"))?;
     let tokenizer = &loaded.tokenizer;
     let prompt_ids = tokenizer.encode(&args.prompt, true, true)?;
     let mut stream = TextStream::default();

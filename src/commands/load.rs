@@ -6,13 +6,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::capacity::kubernetes;
 use crate::cli::LoadArgs;
-use crate::common::Outcome;
+use crate::common::units::format_seconds;
 use crate::loadgen;
 use crate::loadgen::collector::{Live, Observer};
 use crate::loadgen::plan::{Hold, Load, Step};
 use crate::loadgen::slo::Judgement;
+use crate::loadgen::step_line::step_line;
 use crate::report;
-use crate::results::step::{Latency, Stat, StepRow};
+use crate::results::step::StepRow;
 use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.
@@ -80,15 +81,6 @@ impl Progress {
     }
 }
 
-/// A latency for people: milliseconds below a second.
-pub(super) fn seconds(value: Option<f64>) -> String {
-    match value {
-        Some(v) if v < 1.0 => format!("{:.0} ms", v * 1e3),
-        Some(v) => format!("{v:.2} s"),
-        None => "-".into(),
-    }
-}
-
 impl Observer for Progress {
     fn step_started(&mut self, step: &Step, warmup: bool) {
         if let Some(bar) = self.bar.take() {
@@ -129,7 +121,7 @@ impl Observer for Progress {
         bar.set_message(format!(
             "| {:.1} req/s | p50 {} | errors {}",
             live.rps,
-            seconds(live.p50_e2e),
+            format_seconds(live.p50_e2e),
             live.errors
         ));
     }
@@ -137,60 +129,6 @@ impl Observer for Progress {
     fn step_finished(&mut self, row: &StepRow, judgement: &Judgement) {
         self.say(step_line(row, self.steps, judgement));
     }
-}
-
-/// The line a finished step prints: its load, counts, rates, latencies, validity and gates.
-pub(super) fn step_line(row: &StepRow, steps: usize, judgement: &Judgement) -> String {
-    if let Judgement::Unjudged(unjudged) = judgement
-        && unjudged.not_run()
-    {
-        return format!(
-            "step {}/{} ({}): not run",
-            row.step + 1,
-            steps,
-            row.load_label()
-        );
-    }
-    let empty = row.counts[Outcome::EmptyCompletion.index()];
-    let mut line = format!(
-        "step {}/{} ({}): {} requests, {} failed ({:.1}%), {}{:.2} req/s, {:.0} output tok/s, \
-         ttft p50 {} p95 {}, e2e p50 {} p95 {}",
-        row.step + 1,
-        steps,
-        row.load_label(),
-        row.requests,
-        row.requests - row.successes(),
-        row.error_rate * 100.0,
-        if empty > 0 {
-            format!("{empty} empty ({:.1}%), ", row.empty_rate * 100.0)
-        } else {
-            String::new()
-        },
-        row.ok_rate,
-        row.output_tokens_per_s,
-        seconds(row.latency(Latency::Ttft, Stat::P50)),
-        seconds(row.latency(Latency::Ttft, Stat::P95)),
-        seconds(row.latency(Latency::E2e, Stat::P50)),
-        seconds(row.latency(Latency::E2e, Stat::P95)),
-    );
-    if let Some(reason) = row.invalid_reason() {
-        line.push_str(&format!("\n  INVALID: {reason}"));
-    }
-    match judgement {
-        Judgement::Judged(violations) => {
-            for violation in violations {
-                line.push_str(&format!(
-                    "\n  SLO FAILED: {} (measured {})",
-                    violation.gate, violation.actual
-                ));
-            }
-        }
-        Judgement::Unjudged(unjudged) => line.push_str(&format!(
-            "\n  SLO NOT JUDGED: {} request(s), fewer than --slo-min-requests {}",
-            unjudged.requests, unjudged.min_requests
-        )),
-    }
-    line
 }
 
 impl Drop for Progress {

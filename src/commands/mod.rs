@@ -4,7 +4,6 @@ mod bench_model;
 mod fetch_model;
 mod generate;
 mod load;
-mod load_model;
 mod report;
 mod reserve;
 mod run;

@@ -27,7 +27,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
     };
     plan.check().map_err(KubeError::Plan)?;
     if args.dry_run {
-        print!("{}", dry_run_yaml(&plan)?);
+        print!("{}", plan.dry_run_yaml()?);
         return Ok(());
     }
     let retries = FailedRetries {
@@ -39,7 +39,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         let client = kubernetes::client().await?;
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());
-        let mut show = |progress: Progress| eprintln!("{}", progress_line(&progress));
+        let mut show = |progress: Progress| eprintln!("{progress}");
         let result = tokio::select! {
             result = reserve(&client, &plan, retries, &mut show) => result.map_err(anyhow::Error::from),
             () = cancel.cancelled() => Err(anyhow::anyhow!("interrupted")),
@@ -90,13 +90,6 @@ pub fn run_release(args: ReleaseArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The reservation's objects as one YAML stream, in the order they are created.
-pub fn dry_run_yaml(plan: &ReservePlan) -> anyhow::Result<String> {
-    let template = serde_saphyr::to_string(&plan.pod_template())?;
-    let request = serde_saphyr::to_string(&plan.provisioning_request(0))?;
-    Ok(format!("---\n{template}---\n{request}"))
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -112,66 +105,12 @@ fn released_words(deleted: &[String]) -> String {
     }
 }
 
-/// One line per step: objects created, each new condition with the time waited, retries.
-pub(super) fn progress_line(progress: &Progress) -> String {
-    match progress {
-        Progress::Created { kind, name } => format!("created {kind} {name}"),
-        Progress::Condition {
-            kind,
-            status,
-            reason,
-            message,
-            waited,
-        } => format!(
-            "[{:>6}s] {kind}={status} {reason}: {message}",
-            waited.as_secs()
-        ),
-        Progress::StartingOver {
-            request,
-            booking,
-            of,
-        } => format!(
-            "the booking of {request} expired before every pod was scheduled: deleted \
-             everything, reserving again ({booking} of {of})"
-        ),
-        Progress::PortForwarding { pods } => format!(
-            "reaching the {pods} serve pod(s) through API-server port-forwards \
-             (capacity.kubernetes.pod_access: the runner is outside the cluster)"
-        ),
-        Progress::CleanupFailed {
-            why,
-            run_id,
-            namespace,
-        } => format!(
-            "could not delete everything of the run ({why}); `gembatch release {run_id} \
-             --namespace {namespace}` removes what is left"
-        ),
-        Progress::WatchBroken { why } => {
-            format!("the watch on the ProvisioningRequest broke ({why}); resuming")
-        }
-        Progress::Retrying { why, after } => {
-            format!("request failed ({why}); a new one in {} s", after.as_secs())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn progress_lines_say_what_changed_and_how_long_it_took() {
+    fn an_empty_release_says_so() {
         assert_eq!(released_words(&[]), "nothing was left");
-        let line = progress_line(&Progress::Condition {
-            kind: "Provisioned".into(),
-            status: "False".into(),
-            reason: "ResourcePoolExhausted".into(),
-            message: "no L4 in us-east1-b".into(),
-            waited: std::time::Duration::from_secs(75),
-        });
-        assert_eq!(
-            line,
-            "[    75s] Provisioned=False ResourcePoolExhausted: no L4 in us-east1-b"
-        );
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::kubernetes::reserve::Progress;
 use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
 use crate::capacity::{CapacityError, Reservation};
@@ -325,7 +326,7 @@ async fn reserve(
                 "reserving {} GPU(s) in namespace {} ({})",
                 plan.gpus, plan.namespace, plan.class
             );
-            let mut show = |progress| eprintln!("{}", super::reserve::progress_line(&progress));
+            let mut show = |progress: Progress| eprintln!("{progress}");
             Ok(reserve_pods(client, plan, retries, &pods, &mut show, cancel).await?)
         }
         Backend::Local => {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 
 use crate::cli::RunArgs;
+use crate::common::units::format_seconds;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::outputs::write_outputs;
 use crate::dispatch::{DispatchError, Dispatched};
@@ -135,7 +136,7 @@ fn print_totals(totals: &RunTotals, dir: &Path, page: &Path) {
             pod.rows,
             pod.requests_per_s,
             pod.output_tokens_per_s,
-            super::load::seconds(pod.e2e[0])
+            format_seconds(pod.e2e[0])
         );
     }
     println!("results in {}, report {}", dir.display(), page.display());

@@ -51,7 +51,7 @@ pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String
         api_version: "autoscaling.x-k8s.io/v1".into(),
         class: plan.class.clone(),
     };
-    let mut text = super::reserve::dry_run_yaml(&plan)?;
+    let mut text = plan.dry_run_yaml()?;
     text.push_str("---\n");
     text.push_str(&serde_saphyr::to_string(&plan.serve_service())?);
     text.push_str("---\n");

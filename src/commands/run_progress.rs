@@ -12,6 +12,7 @@ use crate::dispatch::worker::PodLink;
 use crate::loadgen::collector::{Live, Observer as LoadObserver};
 use crate::loadgen::plan::Step;
 use crate::loadgen::slo::Judgement;
+use crate::loadgen::step_line::step_line;
 use crate::results::batch_record::{BatchRecord, Status};
 use crate::results::step::StepRow;
 
@@ -158,7 +159,7 @@ impl LoadObserver for LoadLines {
     fn step_finished(&mut self, row: &StepRow, judgement: &Judgement) {
         let line = format!(
             "load verification {}",
-            super::load::step_line(row, self.steps, judgement)
+            step_line(row, self.steps, judgement)
         );
         if self.printer.is_hidden() {
             eprintln!("{line}");

@@ -17,8 +17,6 @@ use crate::server::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::shutdown;
 
-use super::load_model::load_model;
-
 /// Runs the subcommand.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     for (name, value) in [
@@ -45,7 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-    let loaded = Arc::new(load_model(&args.model)?);
+    let loaded = Arc::new(args.model.load(|line| eprintln!("{line}"))?);
     let served_model = args
         .served_model_name
         .clone()

@@ -2,11 +2,9 @@
 
 use crate::cli::TokenizeArgs;
 
-use super::load_model::load_model;
-
 /// Runs the subcommand.
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
-    let loaded = load_model(&args.model)?;
+    let loaded = args.model.load(|line| eprintln!("{line}"))?;
     let ids = loaded
         .tokenizer
         .encode(&args.text, args.bos, args.special)?;

@@ -1,5 +1,6 @@
 //! The one parser of durations and plain numbers the flags, job files and SLO gates share,
-//! and the serde adapters that let a job file write a duration as `90`, `90s` or `5m`.
+//! the serde adapters that let a job file write a duration as `90`, `90s` or `5m`, and
+//! seconds written for people.
 
 use std::time::Duration;
 
@@ -52,6 +53,15 @@ pub fn deserialize_duration<'de, D: Deserializer<'de>>(
 /// Serializes a duration as whole milliseconds (`1500ms`), which [`parse_duration`] reads back.
 pub fn serialize_duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}ms", value.as_millis()))
+}
+
+/// A latency for people: milliseconds below a second.
+pub fn format_seconds(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v < 1.0 => format!("{:.0} ms", v * 1e3),
+        Some(v) => format!("{v:.2} s"),
+        None => "-".into(),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - `collector` + `stats`: records to Parquet and per-step statistics;
 //! - `health`: the client's own CPU and scheduler lag;
 //! - `slo`: gates checked per step;
+//! - `step_line`: a finished step in one line;
 //! - `summary`: `summary.json`.
 
 pub mod collector;
@@ -20,6 +21,7 @@ pub mod send;
 pub mod shards;
 pub mod slo;
 pub mod stats;
+pub mod step_line;
 pub mod summary;
 pub mod workload;
 

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod argmax;
 pub mod attention;
+pub mod choice;
 pub mod config;
 pub mod error;
 pub mod fetch;

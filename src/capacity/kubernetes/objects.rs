@@ -162,6 +162,13 @@ impl ReservePlan {
         }
     }
 
+    /// The reservation's objects as one YAML stream, in the order they are created.
+    pub fn dry_run_yaml(&self) -> Result<String, serde_saphyr::ser::Error> {
+        let template = serde_saphyr::to_string(&self.pod_template())?;
+        let request = serde_saphyr::to_string(&self.provisioning_request(0))?;
+        Ok(format!("---\n{template}---\n{request}"))
+    }
+
     /// The PodTemplate the request points at (created first).
     pub fn pod_template(&self) -> PodTemplate {
         PodTemplate {

@@ -3,6 +3,7 @@
 //! request's conditions under an overall timeout. A `Failed` request is replaced by a new one
 //! after a backoff, up to a limit.
 
+use std::fmt;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -103,6 +104,52 @@ pub enum Progress {
         /// The backoff.
         after: Duration,
     },
+}
+
+/// One line per step: objects created, each new condition with the time waited, retries.
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = match self {
+            Progress::Created { kind, name } => format!("created {kind} {name}"),
+            Progress::Condition {
+                kind,
+                status,
+                reason,
+                message,
+                waited,
+            } => format!(
+                "[{:>6}s] {kind}={status} {reason}: {message}",
+                waited.as_secs()
+            ),
+            Progress::StartingOver {
+                request,
+                booking,
+                of,
+            } => format!(
+                "the booking of {request} expired before every pod was scheduled: deleted \
+                 everything, reserving again ({booking} of {of})"
+            ),
+            Progress::PortForwarding { pods } => format!(
+                "reaching the {pods} serve pod(s) through API-server port-forwards \
+                 (capacity.kubernetes.pod_access: the runner is outside the cluster)"
+            ),
+            Progress::CleanupFailed {
+                why,
+                run_id,
+                namespace,
+            } => format!(
+                "could not delete everything of the run ({why}); `gembatch release {run_id} \
+                 --namespace {namespace}` removes what is left"
+            ),
+            Progress::WatchBroken { why } => {
+                format!("the watch on the ProvisioningRequest broke ({why}); resuming")
+            }
+            Progress::Retrying { why, after } => {
+                format!("request failed ({why}); a new one in {} s", after.as_secs())
+            }
+        };
+        f.write_str(&line)
+    }
 }
 
 /// A provisioned reservation.
@@ -407,4 +454,25 @@ fn show(
         waited: started.elapsed(),
     });
     *last_shown = Some(key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_say_what_changed_and_how_long_it_took() {
+        let line = Progress::Condition {
+            kind: "Provisioned".into(),
+            status: "False".into(),
+            reason: "ResourcePoolExhausted".into(),
+            message: "no L4 in us-east1-b".into(),
+            waited: Duration::from_secs(75),
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "[    75s] Provisioned=False ResourcePoolExhausted: no L4 in us-east1-b"
+        );
+    }
 }
