@@ -1,25 +1,24 @@
 //! gembatch: offline LLM batch inference at scale on Kubernetes.
 //!
-//! Layout (one folder per concern):
-//! - `cli`: the command line, as clap types; no logic.
-//! - `commands/`: one module per subcommand; the only layer that prints.
-//! - `model/`: the Gemma 3 model on candle (loading, tokenizer, batched forward, sampling,
-//!   generation), its CPU kernels for 8-bit weights (`model/kernels/`) and the default
-//!   model's fetcher.
-//! - `shutdown`: the process's cancellation root (SIGINT and SIGTERM).
-//! - `server/`: `gembatch serve`, the OpenAI-compatible model server with continuous
-//!   batching.
+//! Layout, by floors: a module imports only modules on its own floor or below, and never
+//! one that imports it back (`tests/layout.rs` checks this).
 //!
-//! - `dataset/`: datasets of prompts (JSONL rows, OpenAI Batch API input, Parquet), read as
-//!   streams.
-//! - `job/`: batch job files (`jobs/*.yaml`).
-//! - `dispatch/`: `gembatch run`'s heart: validation, shards, pod workers, exactly-once
-//!   commits, the run's outputs.
-//! - `capacity/`: the pods a run uses: local `gembatch serve` children, existing endpoints,
-//!   or a Kubernetes ProvisioningRequest and the serve pods on it (`capacity/kubernetes/`).
-//! - `loadgen/`: `gembatch load`, online load verification of an OpenAI-compatible server.
-//! - `results/`: typed tables to Parquet and back; the tables of each command.
-//! - `report/`: the self-contained interactive HTML reports of load and batch runs.
+//! - floor 4, the command line: `cli` (clap types), `exit_code` (errors to exit codes and
+//!   words), `commands/` (one module per subcommand: parse, call the domain, print; the
+//!   only layer that prints; no command imports another).
+//! - floor 3, the run: `dispatch/` (`gembatch run`'s batch: validation, shards, pod workers,
+//!   exactly-once commits, the run's outputs), `report/` (the HTML reports of load and
+//!   batch runs, from result files), `job/` (job files, `jobs/*.yaml`, into a checked spec).
+//! - floor 2, the parts a run is made of: `loadgen/` (`gembatch load`: profiles, driver,
+//!   statistics, SLO gates), `capacity/` (the pods: local `gembatch serve` children,
+//!   existing endpoints, or a Kubernetes ProvisioningRequest and its serve pods), `server/`
+//!   (`gembatch serve`, the OpenAI-compatible model server with continuous batching).
+//! - floor 1, the tools: `client/` (the one OpenAI-compatible HTTP client: TLS, pooled
+//!   HTTP/1.1, SSE, timed streams, preflight, probes), `results/` (result files and the
+//!   row types they hold), `dataset/` (prompt datasets read as streams), `model/` (Gemma 3
+//!   on candle, its kernels, tokenizer and fetcher), `shutdown` (SIGINT and SIGTERM).
+//! - floor 0: `common/`, the words every floor shares (endpoint, outcome, route, retries,
+//!   pod access, units, blame); it imports nothing else in the crate.
 
 pub mod capacity;
 pub mod cli;
@@ -28,6 +27,7 @@ pub mod commands;
 pub mod common;
 pub mod dataset;
 pub mod dispatch;
+pub mod exit_code;
 pub mod job;
 pub mod loadgen;
 pub mod model;
@@ -37,7 +37,4 @@ pub mod server;
 pub mod shutdown;
 
 pub use commands::run;
-
-/// The exit status of a mistake the user can fix (a bad path, file, job, dataset, prompt or
-/// flag); other failures exit with 1.
-pub const USER_ERROR_EXIT_CODE: u8 = 2;
+pub use common::blame::USER_ERROR_EXIT_CODE;

@@ -261,6 +261,30 @@ impl MachineRoom {
     }
 }
 
+/// How many local pods a run gets and their threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSizing {
+    /// Pods to start.
+    pub pods: u32,
+    /// Threads of each.
+    pub threads_per_pod: usize,
+    /// Why fewer pods than asked for start, when they do.
+    pub capped: Option<String>,
+}
+
+/// Sizes `wanted` pods of the model at `model` on this machine: `threads_per_pod` each
+/// [default: the cores shared out], capped to what its cores and memory hold.
+pub fn size_pods(wanted: u32, threads_per_pod: Option<usize>, model: &Path) -> PodSizing {
+    let room = MachineRoom::of_this_machine(model_bytes(model));
+    let threads = threads_per_pod.unwrap_or_else(|| (room.cores / wanted.max(1) as usize).max(1));
+    let (pods, capped) = fit_pods(wanted, threads, room);
+    PodSizing {
+        pods,
+        threads_per_pod: threads,
+        capped,
+    }
+}
+
 /// Caps `requested` pods to what `room` holds; the message says why when it caps.
 pub fn fit_pods(
     requested: u32,

@@ -8,6 +8,7 @@ pub mod kubernetes;
 pub mod local;
 
 use crate::common::Endpoint;
+use crate::common::blame::Blame;
 use kubernetes::objects::ReservePlan;
 use kubernetes::release::{Scope, release};
 use local::LocalPods;
@@ -59,10 +60,9 @@ pub enum CapacityError {
     Kubernetes(#[from] kubernetes::KubeError),
 }
 
-impl CapacityError {
-    /// Whether the user can fix it (exit code 2): a backend that cannot serve this job as
-    /// configured.
-    pub fn is_user_error(&self) -> bool {
+impl Blame for CapacityError {
+    /// A backend that cannot serve this job as configured.
+    fn is_user_error(&self) -> bool {
         match self {
             CapacityError::Local { .. } => true,
             CapacityError::Kubernetes(err) => err.is_user_error(),

@@ -5,7 +5,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::objects::ReservePlan;
-use crate::capacity::kubernetes::release::{Scope, release};
+use crate::capacity::kubernetes::release::{Scope, release, release_after_failure};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::kubernetes::{self, KubeError};
 use crate::cli::{ReleaseArgs, ReserveArgs};
@@ -54,18 +54,11 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
                 Ok(())
             }
             Err(err) => {
-                let scope = Scope::Run {
-                    run_id: plan.run_id.clone(),
-                    namespace: plan.namespace.clone(),
-                };
                 // The reservation's error is the one to report, whatever the cleanup does.
-                match release(&client, &scope).await {
-                    Ok(deleted) => eprintln!("released: {}", released_words(&deleted)),
-                    Err(cleanup) => show(Progress::CleanupFailed {
-                        why: cleanup.to_string(),
-                        run_id: plan.run_id.clone(),
-                        namespace: plan.namespace.clone(),
-                    }),
+                let released =
+                    release_after_failure(&client, &plan.run_id, &plan.namespace, &mut show).await;
+                if let Some(deleted) = released {
+                    eprintln!("released: {}", released_words(&deleted));
                 }
                 Err(err)
             }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::reserve::Progress;
 use crate::capacity::kubernetes::{self, backend::reserve_pods};
-use crate::capacity::local::{LocalConfig, LocalPods, MachineRoom, fit_pods, model_bytes};
+use crate::capacity::local::{LocalConfig, LocalPods, size_pods};
 use crate::capacity::{CapacityError, Reservation};
 use crate::cli::RunArgs;
 use crate::common::Endpoint;
@@ -331,21 +331,17 @@ async fn reserve(
         }
         Backend::Local => {
             let model = local_model.expect("the local backend always has a model file");
-            let room = MachineRoom::of_this_machine(model_bytes(&model));
-            let cores = room.cores;
-            let pods_wanted = job.capacity.gpus;
-            let threads = job
-                .capacity
-                .threads_per_pod
-                .unwrap_or_else(|| (cores / pods_wanted as usize).max(1));
-            let (pods, why) = fit_pods(pods_wanted, threads, room);
-            if let Some(why) = why {
+            let sizing = size_pods(job.capacity.gpus, job.capacity.threads_per_pod, &model);
+            if let Some(why) = &sizing.capped {
                 eprintln!("note: {why}");
             }
-            eprintln!("starting {pods} local pod(s), {threads} thread(s) each");
+            eprintln!(
+                "starting {} local pod(s), {} thread(s) each",
+                sizing.pods, sizing.threads_per_pod
+            );
             let config = LocalConfig {
-                pods,
-                threads_per_pod: threads,
+                pods: sizing.pods,
+                threads_per_pod: sizing.threads_per_pod,
                 model,
                 served_name: job.model.name.clone(),
                 max_batch: job.concurrency_per_pod,

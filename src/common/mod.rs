@@ -1,6 +1,7 @@
 //! The words every other module shares. This module imports nothing else in the crate, so
 //! any module may import it without a cycle.
 //!
+//! - `blame`: whose mistake an error is, and the user-error exit code;
 //! - `endpoint`: a model server's name and URL;
 //! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
@@ -10,6 +11,7 @@
 //! - `units`: the one duration and number parser;
 //! - `wall_clock`: now, as Unix seconds.
 
+pub mod blame;
 pub mod endpoint;
 pub mod model_location;
 pub mod outcome;

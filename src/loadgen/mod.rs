@@ -36,6 +36,7 @@ use crate::capacity::kubernetes::KubeError;
 use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::client::tls::Trust;
 use crate::client::{ClientError, Target, WorkItem, connect, preflight};
+use crate::common::blame::Blame;
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
 use crate::results::replicas::write_replicas;
@@ -141,9 +142,8 @@ pub enum LoadError {
     },
 }
 
-impl LoadError {
-    /// Whether the user can fix it (exit code 2).
-    pub fn is_user_error(&self) -> bool {
+impl Blame for LoadError {
+    fn is_user_error(&self) -> bool {
         match self {
             LoadError::Output { .. } => false,
             LoadError::Kube(err) => err.is_user_error(),

@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::common::blame::Blame;
+
 /// Errors of the model layer. The variants a user can fix (bad path, wrong file, bad
 /// prompt) carry the offending file or value and say what to do.
 #[derive(Debug, Error)]
@@ -63,12 +65,14 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 }
 
-impl ModelError {
-    /// Whether the user caused this error and can fix it (bad path, file, prompt or flag).
-    pub fn is_user_error(&self) -> bool {
+impl Blame for ModelError {
+    /// A bad path, file, prompt or flag; not candle's or the tokenizer's failures.
+    fn is_user_error(&self) -> bool {
         !matches!(self, Self::Candle(_) | Self::Tokenizer(_))
     }
+}
 
+impl ModelError {
     /// The flag or field an [`InvalidParameter`](Self::InvalidParameter) error is about.
     pub fn parameter(&self) -> Option<&'static str> {
         match self {

@@ -7,6 +7,8 @@ mod data;
 
 use std::path::{Path, PathBuf};
 
+use crate::common::blame::Blame;
+
 pub use data::{RunData, read_run};
 
 /// File name of a run's report.
@@ -41,9 +43,9 @@ pub enum ReportError {
     },
 }
 
-impl ReportError {
-    /// Whether the user can fix it (exit code 2): a directory that is not a run.
-    pub fn is_user_error(&self) -> bool {
+impl Blame for ReportError {
+    /// A directory that is not a run.
+    fn is_user_error(&self) -> bool {
         matches!(self, ReportError::Run { .. })
     }
 }

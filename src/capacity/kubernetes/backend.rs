@@ -8,7 +8,7 @@ use super::KubeError;
 use super::objects::ReservePlan;
 use super::pods::{PodsPlan, start_pods};
 use super::port_forward::forward;
-use super::release::{Scope, release};
+use super::release::{Scope, release, release_after_failure};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
 use crate::common::PodAccess;
@@ -73,15 +73,7 @@ pub async fn reserve_pods(
             forwards,
         }))),
         Err(err) => {
-            // The error that stopped the run is the one to report; leftovers are found by
-            // `gembatch release` later, and the run says so.
-            if let Err(cleanup) = release(&client, &scope).await {
-                progress(Progress::CleanupFailed {
-                    why: cleanup.to_string(),
-                    run_id: plan.run_id.clone(),
-                    namespace: plan.namespace.clone(),
-                });
-            }
+            release_after_failure(&client, &plan.run_id, &plan.namespace, progress).await;
             Err(err)
         }
     }

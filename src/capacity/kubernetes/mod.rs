@@ -23,6 +23,8 @@ pub mod reserve;
 
 use std::time::Duration;
 
+use crate::common::blame::Blame;
+
 /// Every API call the runner makes, as RBAC rules (API group, resource, verbs): `reserve`
 /// (PodTemplate create and patch, ProvisioningRequest create and watch), `pods` (Service and
 /// Job create, Pod list), `release` (list and delete of all five). The Role in
@@ -128,10 +130,9 @@ pub enum KubeError {
     Watch(String),
 }
 
-impl KubeError {
-    /// Whether the user can fix it (exit code 2): the flags, the configuration, the cluster's
-    /// API.
-    pub fn is_user_error(&self) -> bool {
+impl Blame for KubeError {
+    /// The flags, the configuration, the cluster's API.
+    fn is_user_error(&self) -> bool {
         matches!(
             self,
             KubeError::Plan(_)
@@ -141,7 +142,9 @@ impl KubeError {
                 | KubeError::PortForward { .. }
         )
     }
+}
 
+impl KubeError {
     /// Maps a client error to what was being done.
     pub fn api(what: &'static str) -> impl Fn(kube::Error) -> KubeError {
         move |err| KubeError::Api {

@@ -22,6 +22,7 @@ use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
+use crate::common::blame::USER_ERROR_EXIT_CODE;
 use crate::common::{Endpoint, PodAccess};
 
 /// The port `gembatch serve` listens on in a pod.
@@ -157,7 +158,7 @@ fn serve_failure_policy() -> PodFailurePolicy {
                 on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                     container_name: Some(SERVE_CONTAINER.into()),
                     operator: "In".into(),
-                    values: vec![crate::USER_ERROR_EXIT_CODE.into()],
+                    values: vec![USER_ERROR_EXIT_CODE.into()],
                 }),
                 ..PodFailurePolicyRule::default()
             },

@@ -9,7 +9,7 @@ use kube::{Client, ResourceExt};
 
 use super::KubeError;
 use super::objects::{MANAGED_BY, RUN_LABEL};
-use super::reserve::request_resource;
+use super::reserve::{Progress, request_resource};
 
 /// Which objects to release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,32 @@ impl Scope {
         (list, move |namespace: &str| {
             Api::namespaced_with(client.clone(), namespace, &resource)
         })
+    }
+}
+
+/// Deletes what the failed run `run_id` created in `namespace`. The run's own error stays
+/// the one to report, so a cleanup that fails only tells `progress` (with how to finish it
+/// by hand); the names deleted when it succeeds.
+pub async fn release_after_failure(
+    client: &Client,
+    run_id: &str,
+    namespace: &str,
+    mut progress: impl FnMut(Progress),
+) -> Option<Vec<String>> {
+    let scope = Scope::Run {
+        run_id: run_id.to_string(),
+        namespace: namespace.to_string(),
+    };
+    match release(client, &scope).await {
+        Ok(deleted) => Some(deleted),
+        Err(cleanup) => {
+            progress(Progress::CleanupFailed {
+                why: cleanup.to_string(),
+                run_id: run_id.to_string(),
+                namespace: namespace.to_string(),
+            });
+            None
+        }
     }
 }
 

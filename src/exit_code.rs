@@ -1,0 +1,82 @@
+//! Errors to exit codes and words, in one place: 2 for a mistake the user can fix (a bad
+//! path, file, job, dataset, prompt or flag), 1 for everything else (a failed run, an
+//! interruption, an SLO that failed).
+
+use std::error::Error;
+
+use crate::capacity::CapacityError;
+use crate::capacity::kubernetes::KubeError;
+use crate::common::blame::{USER_ERROR_EXIT_CODE, blames_user};
+use crate::dataset::DatasetError;
+use crate::dispatch::run_dir::RunDirError;
+use crate::job::JobError;
+use crate::loadgen::LoadError;
+use crate::model::ModelError;
+use crate::report::ReportError;
+
+/// The error types that may be the user's to fix.
+const USER_ERRORS: [fn(&(dyn Error + 'static)) -> bool; 8] = [
+    blames_user::<CapacityError>,
+    blames_user::<DatasetError>,
+    blames_user::<JobError>,
+    blames_user::<KubeError>,
+    blames_user::<LoadError>,
+    blames_user::<ModelError>,
+    blames_user::<ReportError>,
+    blames_user::<RunDirError>,
+];
+
+/// The process's exit code for `err`: 2 when any cause is the user's to fix, else 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let user_error = err
+        .chain()
+        .any(|cause| USER_ERRORS.iter().any(|blames| blames(cause)));
+    if user_error { USER_ERROR_EXIT_CODE } else { 1 }
+}
+
+/// The error and its causes, each said once: a cause whose words its parent's message
+/// already holds (`cannot read X: No such file`) is not repeated.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let line = cause.to_string();
+        if text.contains(&line) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&line);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_mistakes_exit_2_anywhere_in_the_chain_and_failures_exit_1() {
+        let job = anyhow::Error::new(JobError::Invalid {
+            path: "jobs/x.yaml".into(),
+            field: "shard_size".into(),
+            message: "must be at least 1 row".into(),
+        });
+        assert_eq!(exit_code(&job), USER_ERROR_EXIT_CODE);
+        assert_eq!(
+            exit_code(&job.context("cannot start the run")),
+            USER_ERROR_EXIT_CODE
+        );
+        let failed = anyhow::Error::new(CapacityError::Interrupted);
+        assert_eq!(exit_code(&failed), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("SLO failed")), 1);
+    }
+
+    #[test]
+    fn causes_already_said_are_not_repeated() {
+        let err = anyhow::anyhow!("No such file").context("cannot read x: No such file");
+        assert_eq!(error_text(&err), "cannot read x: No such file");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&err), "outer: inner");
+    }
+}
