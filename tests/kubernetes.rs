@@ -9,7 +9,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
 use common::kube_fixtures::*;
 use common::run::text;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -19,8 +18,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 
 #[test]
 fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let child = reserve(&cluster, 3, "r1", "60s", &[]);
@@ -111,8 +109,7 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
 
 #[test]
 fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() {
-    let _serial = common::load::serial();
-    let mut cluster = Cluster::start();
+    let mut cluster = TestCluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let child = reserve(&cluster, 1, "watch", "120s", &[]);
@@ -161,8 +158,7 @@ fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() 
 
 #[test]
 fn a_failed_request_is_replaced_and_the_template_survives() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let child = reserve(
@@ -231,8 +227,7 @@ fn a_failed_request_is_replaced_and_the_template_survives() {
 
 #[test]
 fn a_timeout_or_an_interruption_leaves_nothing_behind() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let output = reserve(&cluster, 1, "slow", "2s", &[])
@@ -279,8 +274,7 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
 
 #[test]
 fn the_runner_works_under_exactly_the_manifests_role() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 4, 1, "namespace: gembatch");
     runtime().block_on(async {
@@ -367,8 +361,7 @@ async fn deployment_with_autoscaler(
 
 #[test]
 fn load_records_the_watched_deployment_and_its_autoscaler_over_the_run() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let stub = common::stub::Stub::start(|_| common::stub::Behaviour::Stream {
         ttft: Duration::from_millis(5),
         gap: Duration::from_millis(1),
@@ -441,8 +434,7 @@ fn load_records_the_watched_deployment_and_its_autoscaler_over_the_run() {
 
 #[test]
 fn load_refuses_a_deployment_that_does_not_exist_before_sending_anything() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let stub = common::stub::Stub::start(|_| common::stub::Behaviour::Status(500));
     let out = tempfile::tempdir().unwrap();
     let output = gembatch(

@@ -15,8 +15,7 @@ use kube::api::Api;
 
 #[test]
 fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 12, 2, "");
     runtime().block_on(async {
@@ -37,8 +36,7 @@ fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
 
 #[test]
 fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 12, 2, "");
     through_port_forwards(&job);
@@ -116,8 +114,7 @@ async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
 
 #[test]
 fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 400, 2, "");
     runtime().block_on(async {
@@ -156,8 +153,7 @@ fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
 
 #[test]
 fn a_booking_that_expires_before_the_pods_are_scheduled_starts_over_and_the_run_finishes() {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 6, 2, "");
     runtime().block_on(async {
@@ -220,8 +216,7 @@ fn a_pod_lost_behind_a_port_forward_sends_its_rows_to_the_others() {
 /// `CapacityRevoked` and one pod's process dies: every row must still be done once, on the
 /// pods reached by IP or, with `port_forwarded`, through the API server's port-forward.
 fn capacity_revoked_mid_run(port_forwarded: bool) {
-    let _serial = common::load::serial();
-    let cluster = Cluster::start();
+    let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 300, 2, "");
     if port_forwarded {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::CapacityError;
 use crate::client::probe;
 use crate::common::Endpoint;
+use crate::common::proc_file::proc_bytes;
 
 /// How to start the local pods.
 #[derive(Debug, Clone)]
@@ -319,12 +320,7 @@ pub fn fit_pods(
 
 /// `MemAvailable` from `/proc/meminfo`.
 fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text
-        .lines()
-        .find(|line| line.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    proc_bytes(Path::new("/proc/meminfo"), "MemAvailable")
 }
 
 /// The size of a model file, or of a model directory's files.

@@ -1,11 +1,13 @@
 //! `gembatch bench-model`: the model's speed and memory as one JSON object, the figures
 //! `benches/model_vs_llamacpp.py` sets beside llama.cpp's.
 
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::IndexOp;
 
 use crate::cli::BenchModelArgs;
+use crate::common::proc_file::proc_bytes;
 use crate::model::argmax::top2;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::SequenceCache;
@@ -127,8 +129,5 @@ fn best_of(repeat: usize, mut run: impl FnMut() -> anyhow::Result<f64>) -> anyho
 
 /// Peak resident memory of this process (`VmHWM`), where Linux reports it.
 fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    proc_bytes(Path::new("/proc/self/status"), "VmHWM")
 }

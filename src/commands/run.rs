@@ -3,6 +3,7 @@
 //! load verification alongside), capacity is released whatever happened, and the run's
 //! files and report are written.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +22,7 @@ use crate::dispatch::run_dir::{Fingerprint, RunManifest};
 use crate::dispatch::validate::{LengthLimit, Validation, validate};
 use crate::dispatch::{self, DispatchPlan};
 use crate::job::{Backend, JobError, JobSpec};
-use crate::loadgen::{self, LoadConfig};
+use crate::loadgen::{self, LoadConfig, LoadError, LoadOutcome};
 use crate::model::fetch::ensure_default_model;
 use crate::results::run_id::{is_valid_run_id, new_run_id};
 use crate::shutdown::cancel_on_signals;
@@ -32,10 +33,33 @@ use super::run_progress::{LoadLines, RunProgress};
 /// Invalid rows listed before the run stops.
 const PROBLEMS_SHOWN: usize = 10;
 
+/// What one run shares between its steps: the job, the flags, its id, directory and ledger.
+struct RunContext<'a> {
+    job: &'a JobSpec,
+    args: &'a RunArgs,
+    run_id: &'a str,
+    dir: &'a Path,
+    ledger: &'a Arc<Mutex<Ledger>>,
+}
+
+/// The work a run has left once its dataset is checked.
+struct Remaining {
+    /// Rows in the dataset.
+    rows: u64,
+    /// Rows an earlier attempt committed.
+    committed: u64,
+    /// Invalid rows: line to reason.
+    invalid: HashMap<u64, String>,
+    /// The load verification, when the job has one.
+    load: Option<LoadConfig>,
+    /// The model file local pods serve.
+    local_model: Option<PathBuf>,
+}
+
 /// Runs the job.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let job = job_with_flags(&args)?;
-    let load_config = load_profile(&job, args.no_load_verification)?;
+    let load = load_profile(&job, args.no_load_verification)?;
     if args.dry_run {
         return dry_run(&job, &args);
     }
@@ -49,82 +73,113 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
     let (run_id, dir) = run_dir(&job, &args, &dataset, validation.rows)?;
     let ledger = Ledger::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    let already = ledger.committed_rows();
-    if already == validation.rows {
+    let committed = ledger.committed_rows();
+    if committed == validation.rows {
         return rebuild_finished(&job, &args, &run_id, &dir, ledger);
     }
     let ledger = Arc::new(Mutex::new(ledger));
-
+    let context = RunContext {
+        job: &job,
+        args: &args,
+        run_id: &run_id,
+        dir: &dir,
+        ledger: &ledger,
+    };
+    let remaining = Remaining {
+        rows: validation.rows,
+        committed,
+        invalid: validation.invalid,
+        load,
+        local_model,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        cancel_on_signals(cancel.clone());
-        let mut reservation = reserve(&job, &run_id, local_model, &dir, &cancel).await?;
-        let pods = reservation.pods();
-        write_pods_file(&dir, &pods, &reservation.pids())?;
-        eprintln!(
-            "{} pod(s) ready: {}",
-            pods.len(),
-            pods.iter()
-                .map(|pod| format!("{} {}", pod.name, pod.url))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let plan = dispatch_plan(&job, args.api_key.clone());
-        let invalid = Arc::new(validation.invalid);
-        let mut progress = RunProgress::new(validation.rows, already);
-        let printer = progress.printer();
-        let load_dir = load_config.as_ref().map(|_| free_load_dir(&dir));
-        let batch = async {
-            let result = dispatch::run(
-                &plan,
-                &pods,
-                invalid,
-                ledger.clone(),
-                &mut progress,
-                cancel.clone(),
-            )
-            .await;
-            progress.finish();
-            result
-        };
-        let (batch, load) = match (load_config, &load_dir) {
-            (Some(mut config), Some(load_dir)) => {
-                config.url = pods[0].url.clone();
-                config.out_dir = load_dir.clone();
-                config.run_id = format!("{run_id}-load");
-                let load_cancel = cancel.child_token();
-                let mut lines = LoadLines::new(printer, config.plan.steps.len());
-                let load = async {
-                    let result = match loadgen::connect_watch(&config, kubernetes::client).await {
-                        Ok(watch) => {
-                            loadgen::run(&config, &mut lines, load_cancel.clone(), watch).await
-                        }
-                        Err(err) => Err(err.into()),
-                    };
-                    Some(result)
-                };
-                let batch = async {
-                    let result = batch.await;
-                    // The load check measures the service while the batch runs, no longer.
-                    load_cancel.cancel();
-                    result
-                };
-                tokio::join!(batch, load)
-            }
-            _ => (batch.await, None),
-        };
-        let released = reservation.release().await;
-        eprintln!("released: {released}");
-        Ok::<_, anyhow::Error>(Ended {
-            batch,
-            load,
-            load_dir,
-        })
-    })?;
-    finish(&job, &args, &run_id, &dir, &ledger, outcome)
+    let ended = runtime.block_on(run_on_capacity(&context, remaining))?;
+    finish(&job, &args, &run_id, &dir, &ledger, ended)
+}
+
+/// Reserves the capacity, runs the batch on it, and releases it whatever happened there.
+async fn run_on_capacity(context: &RunContext<'_>, remaining: Remaining) -> anyhow::Result<Ended> {
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone());
+    let local_model = remaining.local_model.clone();
+    let mut reservation = reserve(context, local_model, &cancel).await?;
+    let ended = run_on_pods(context, remaining, &reservation, &cancel).await;
+    let released = reservation.release().await;
+    eprintln!("released: {released}");
+    ended
+}
+
+/// Dispatches the remaining rows to the reserved pods, with the load verification alongside.
+async fn run_on_pods(
+    context: &RunContext<'_>,
+    remaining: Remaining,
+    reservation: &Reservation,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Ended> {
+    let pods = reservation.pods();
+    write_pods_file(context.dir, &pods, &reservation.pids())?;
+    eprintln!(
+        "{} pod(s) ready: {}",
+        pods.len(),
+        pods.iter()
+            .map(|pod| format!("{} {}", pod.name, pod.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let plan = dispatch_plan(context.job, context.args.api_key.clone());
+    let invalid = Arc::new(remaining.invalid);
+    let mut progress = RunProgress::new(remaining.rows, remaining.committed);
+    let printer = progress.printer();
+    let load_dir = remaining.load.as_ref().map(|_| free_load_dir(context.dir));
+    let batch = async {
+        let ledger = context.ledger.clone();
+        let result =
+            dispatch::run(&plan, &pods, invalid, ledger, &mut progress, cancel.clone()).await;
+        progress.finish();
+        result
+    };
+    let (batch, load) = match (remaining.load, &load_dir) {
+        (Some(config), Some(load_dir)) => {
+            let config = LoadConfig {
+                url: pods[0].url.clone(),
+                out_dir: load_dir.clone(),
+                run_id: format!("{}-load", context.run_id),
+                ..config
+            };
+            let lines = LoadLines::new(printer, config.plan.steps.len());
+            let (batch, load) = alongside(batch, &config, lines, cancel).await;
+            (batch, Some(load))
+        }
+        _ => (batch.await, None),
+    };
+    Ok(Ended {
+        batch,
+        load,
+        load_dir,
+    })
+}
+
+/// Runs `batch` with the load verification `config` alongside, the load stopped when the
+/// batch ends: it measures the service while the batch runs, no longer.
+async fn alongside<T>(
+    batch: impl Future<Output = T>,
+    config: &LoadConfig,
+    mut lines: LoadLines,
+    cancel: &CancellationToken,
+) -> (T, Result<LoadOutcome, LoadError>) {
+    let load_cancel = cancel.child_token();
+    let load = async {
+        let watch = loadgen::connect_watch(config, kubernetes::client).await?;
+        loadgen::run(config, &mut lines, load_cancel.clone(), watch).await
+    };
+    let batch = async {
+        let result = batch.await;
+        load_cancel.cancel();
+        result
+    };
+    tokio::join!(batch, load)
 }
 
 /// `--dry-run`: the objects a Kubernetes run creates, or what the other backends would do.
@@ -307,12 +362,13 @@ fn run_dir(
 
 /// Reserves the job's capacity: existing endpoints, local pods, or Kubernetes.
 async fn reserve(
-    job: &JobSpec,
-    run_id: &str,
+    context: &RunContext<'_>,
     local_model: Option<PathBuf>,
-    dir: &Path,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Reservation> {
+    let RunContext {
+        job, run_id, dir, ..
+    } = *context;
     if !job.capacity.endpoints.is_empty() {
         return Ok(Reservation::endpoints(&job.capacity.endpoints));
     }

@@ -58,3 +58,14 @@ pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String
     text.push_str(&serde_saphyr::to_string(&plan.serve_job(&reserved, &pods))?);
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nightly_jobs_objects_are_as_reviewed() {
+        let job = JobSpec::parse(include_str!("../../jobs/nightly.yaml")).unwrap();
+        insta::assert_snapshot!(dry_run_yaml(&job, "nightly-20261204-000000").unwrap());
+    }
+}

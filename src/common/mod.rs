@@ -6,6 +6,7 @@
 //! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
 //! - `pod_access`: how the runner reaches Kubernetes pods;
+//! - `proc_file`: sizes from Linux's `/proc` files;
 //! - `retries`: the batch runner's retry policy;
 //! - `route`: the OpenAI route of a request;
 //! - `units`: the one duration and number parser;
@@ -16,6 +17,7 @@ pub mod endpoint;
 pub mod model_location;
 pub mod outcome;
 pub mod pod_access;
+pub mod proc_file;
 pub mod retries;
 pub mod route;
 pub mod units;

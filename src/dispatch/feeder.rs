@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::Job;
+use super::PendingRow;
 use super::collector::Event;
 use crate::client::WorkItem;
 use crate::dataset::{DatasetError, Rows};
@@ -38,7 +38,7 @@ pub fn feed(
     plan: &FeedPlan,
     window: Arc<Semaphore>,
     events: &mpsc::UnboundedSender<Event>,
-    queue: &async_channel::Sender<Job>,
+    queue: &async_channel::Sender<PendingRow>,
 ) -> Result<u64, DatasetError> {
     let runtime = tokio::runtime::Handle::current();
     let mut shard = 0u64;
@@ -66,7 +66,7 @@ fn open_shard(
     plan: &FeedPlan,
     permit: ShardPermit,
     events: &mpsc::UnboundedSender<Event>,
-    queue: &async_channel::Sender<Job>,
+    queue: &async_channel::Sender<PendingRow>,
 ) -> Result<bool, DatasetError> {
     let rows = chunk.len() as u64;
     let mut invalid = Vec::new();
@@ -81,7 +81,7 @@ fn open_shard(
                     shard,
                     reason.clone(),
                 )),
-                None => jobs.push(Job {
+                None => jobs.push(PendingRow {
                     shard,
                     line: row.line,
                     item: WorkItem::for_row(&row, &plan.generation, &plan.model),

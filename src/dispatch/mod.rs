@@ -69,7 +69,7 @@ pub struct DispatchPlan {
 
 /// One row on its way to a pod.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub struct PendingRow {
     /// Its shard.
     pub shard: u64,
     /// Its line in the dataset.

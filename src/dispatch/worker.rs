@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Job;
+use super::PendingRow;
 use super::clock::Clock;
 use super::collector::Event;
 use crate::client::exchange::{self, Target, Timed};
@@ -51,7 +51,7 @@ pub struct WorkerContext {
     /// Retry policy.
     pub retries: Retries,
     /// Where rows come from and go back to.
-    pub queue: async_channel::Sender<Job>,
+    pub queue: async_channel::Sender<PendingRow>,
     /// Where results go.
     pub events: mpsc::UnboundedSender<Event>,
     /// Monotonic to wall-clock.
@@ -68,7 +68,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runs one worker of `pod` until the queue closes, the run is cancelled or the pod is gone.
 pub async fn work(
     pod: Arc<PodLink>,
-    queue: async_channel::Receiver<Job>,
+    queue: async_channel::Receiver<PendingRow>,
     context: Arc<WorkerContext>,
 ) {
     loop {
@@ -100,7 +100,7 @@ pub async fn work(
 }
 
 /// Reports, retries or requeues one attempt; `false` when this pod is gone.
-async fn handle(pod: &PodLink, mut job: Job, timed: Timed, context: &WorkerContext) -> bool {
+async fn handle(pod: &PodLink, mut job: PendingRow, timed: Timed, context: &WorkerContext) -> bool {
     let Some((outcome, message)) = &timed.failure else {
         finish(pod, job, timed, context);
         return true;
@@ -145,7 +145,7 @@ async fn pod_answers(pod: &PodLink) -> bool {
 }
 
 /// Sends the row's final result.
-fn finish(pod: &PodLink, job: Job, timed: Timed, context: &WorkerContext) {
+fn finish(pod: &PodLink, job: PendingRow, timed: Timed, context: &WorkerContext) {
     let record = record_of(pod, job, timed, &context.clock);
     pod.stats.finished.fetch_add(1, Ordering::Relaxed);
     if record.status != Status::Ok {
@@ -158,7 +158,7 @@ fn finish(pod: &PodLink, job: Job, timed: Timed, context: &WorkerContext) {
     let _ = context.events.send(Event::Finished(record));
 }
 
-fn record_of(pod: &PodLink, job: Job, timed: Timed, clock: &Clock) -> BatchRecord {
+fn record_of(pod: &PodLink, job: PendingRow, timed: Timed, clock: &Clock) -> BatchRecord {
     let exchange = timed.exchange;
     let unix = |at: Instant| clock.unix(at.into_std());
     let (status, error_code, error) = match timed.failure {

@@ -1,5 +1,5 @@
 //! Runs a plan: closed-loop users or an open-loop schedule per step, requests spread over
-//! the client threads ([`Shards`]), their records batched to the collector over one bounded
+//! the client threads ([`ClientThreads`]), their records batched to the collector over one bounded
 //! channel. Every loop ends by itself: at the step's time or count, or when the run is
 //! cancelled.
 
@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client_threads::{ClientThread, ClientThreads};
 use super::health::HealthMonitor;
 use super::plan::{Arrivals, Hold, Load, Plan, Step};
 use super::send::{Ticket, send};
-use super::shards::{Shard, Shards};
 use crate::client::WorkItem;
 use crate::results::request::RequestRecord;
 use crate::results::step::ClientHealth;
@@ -56,7 +56,7 @@ const FLUSH_PERIOD: Duration = Duration::from_millis(20);
 
 /// Everything a run needs to send requests.
 pub struct Driver {
-    shards: Shards,
+    clients: ClientThreads,
     flush_lock: tokio::sync::Mutex<()>,
     work: Arc<[WorkItem]>,
     next_id: AtomicU64,
@@ -68,22 +68,22 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver sending `work` (cycled) over `shards`, reporting to `events`.
+    /// A driver sending `work` (cycled) over `clients`, reporting to `events`.
     pub fn new(
-        shards: Shards,
+        clients: ClientThreads,
         work: Arc<[WorkItem]>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
         seed: u64,
     ) -> Arc<Driver> {
         assert!(!work.is_empty(), "a workload has at least one request");
-        let handles: Vec<_> = shards
+        let handles: Vec<_> = clients
             .all()
             .iter()
-            .map(|shard| shard.handle.clone())
+            .map(|client| client.handle.clone())
             .collect();
         Arc::new(Driver {
-            shards,
+            clients,
             flush_lock: tokio::sync::Mutex::new(()),
             work,
             next_id: AtomicU64::new(0),
@@ -98,7 +98,7 @@ impl Driver {
     /// Sends the records finished so far, then `after` if given, in that order.
     async fn flush(&self, after: Option<Event>) {
         let _in_order = self.flush_lock.lock().await;
-        let finished = self.shards.take_finished();
+        let finished = self.clients.take_finished();
         if !finished.is_empty() {
             let _ = self.events.send(Event::Records(finished)).await;
         }
@@ -116,7 +116,7 @@ impl Driver {
             steps_done.cancel();
         };
         // Stops between flushes, never inside one: a flush holds records taken from the
-        // shards until the collector has them.
+        // clients until the collector has them.
         let flushing = async {
             let mut ticks = tokio::time::interval(FLUSH_PERIOD);
             loop {
@@ -185,11 +185,11 @@ impl Driver {
         let tasks = TaskTracker::new();
         for user in 0..users {
             let driver = self.clone();
-            let shard = self.shards.pick(u64::from(user)).clone();
+            let client = self.clients.pick(u64::from(user)).clone();
             let user_loop = async move {
-                // One cancellation future per user, not one per request, on the shard's
+                // One cancellation future per user, not one per request, on the client thread's
                 // own token.
-                let cancelled = shard.cancel.cancelled();
+                let cancelled = client.cancel.cancelled();
                 tokio::pin!(cancelled);
                 let mut sent = 0u32;
                 loop {
@@ -197,18 +197,18 @@ impl Driver {
                         Hold::For(duration) => began.elapsed() < duration,
                         Hold::RequestsPerUser(count) => sent < count,
                     };
-                    if !more || shard.cancel.is_cancelled() {
+                    if !more || client.cancel.is_cancelled() {
                         break;
                     }
                     let now = Instant::now();
                     let ticket = driver.ticket(step, warmup, Some(user), now);
-                    if !driver.send_one(&shard, ticket, cancelled.as_mut()).await {
+                    if !driver.send_one(&client, ticket, cancelled.as_mut()).await {
                         break;
                     }
                     sent += 1;
                 }
             };
-            tasks.spawn_on(user_loop, &self.shards.pick(u64::from(user)).handle);
+            tasks.spawn_on(user_loop, &self.clients.pick(u64::from(user)).handle);
         }
         tasks.close();
         tasks.wait().await;
@@ -259,15 +259,15 @@ impl Driver {
                 });
                 let Some(slot) = slot else { break };
                 let sender = driver.clone();
-                let shard = driver.shards.pick(count).clone();
+                let client = driver.clients.pick(count).clone();
                 count += 1;
                 let intended = Instant::from_std(intended);
-                let handle = shard.handle.clone();
+                let handle = client.handle.clone();
                 tracker.spawn_on(
                     async move {
                         let ticket = sender.ticket(step, warmup, None, intended);
                         sender
-                            .send_one(&shard, ticket, std::pin::pin!(shard.cancel.cancelled()))
+                            .send_one(&client, ticket, std::pin::pin!(client.cancel.cancelled()))
                             .await;
                         drop(slot);
                     },
@@ -302,16 +302,16 @@ impl Driver {
     /// server) or nothing collects records any more.
     async fn send_one(
         &self,
-        shard: &Shard,
+        client: &ClientThread,
         ticket: Ticket,
         cancelled: Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
         let item = &self.work[(ticket.id % self.work.len() as u64) as usize];
         let record = tokio::select! {
             () = cancelled => return false,
-            record = send(&shard.target, item, ticket, self.run_start) => record,
+            record = send(&client.target, item, ticket, self.run_start) => record,
         };
-        shard.finished(record);
+        client.finished(record);
         !self.events.is_closed()
     }
 }

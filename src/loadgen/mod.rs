@@ -4,28 +4,28 @@
 //! - `plan`: the run's shape (ramp, sustained, rate) as validated steps;
 //! - `workload`: the request bodies, from a dataset or seeded synthetic lengths;
 //! - `send`: one request through the client (`crate::client`), recorded;
-//! - `shards`: the client threads, one single-threaded runtime per CPU;
-//! - `driver`: closed-loop users or an open-loop schedule per step, over the shards;
+//! - `client_threads`: the client threads, one single-threaded runtime per CPU;
+//! - `driver`: closed-loop users or an open-loop schedule per step, over the client threads;
 //! - `collector` + `stats`: records to Parquet and per-step statistics;
 //! - `health`: the client's own CPU and scheduler lag;
 //! - `slo`: gates checked per step;
 //! - `step_line`: a finished step in one line;
 //! - `summary`: `summary.json`.
 
+pub mod client_threads;
 pub mod collector;
 pub mod driver;
 pub mod health;
 pub mod plan;
 pub mod profile;
 pub mod send;
-pub mod shards;
 pub mod slo;
 pub mod stats;
 pub mod step_line;
 pub mod summary;
 pub mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,15 +35,17 @@ use tokio_util::sync::CancellationToken;
 use crate::capacity::kubernetes::KubeError;
 use crate::capacity::kubernetes::deployment_watch::{DeploymentWatch, WatchedDeployment};
 use crate::client::tls::Trust;
-use crate::client::{ClientError, Target, WorkItem, connect, preflight};
+use crate::client::{ClientError, HttpTarget, Target, WorkItem, connect, preflight};
 use crate::common::blame::Blame;
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
 use crate::results::replicas::write_replicas;
+use crate::results::request::RequestRecord;
+use crate::results::table::TableWriter;
+use client_threads::ClientThreads;
 use collector::{Collected, Observer};
 use driver::Driver;
 use plan::Plan;
-use shards::Shards;
 use slo::{Slo, Unjudged, Violation};
 use workload::{BodyOptions, TokenLengths};
 
@@ -186,12 +188,45 @@ pub async fn run(
 ) -> Result<LoadOutcome, LoadError> {
     let (base, http) = connect(&config.url, config.api_key.as_deref(), &config.trust).await?;
     let model = preflight::check_server(&http, &base.text, config.model.as_deref()).await?;
+    let work = requests(config, &model)?;
+    let dir = &config.out_dir;
+    std::fs::create_dir_all(dir).or_output(dir, "")?;
+    let writer = tables::requests_writer(dir).or_output(dir, "")?;
+
+    let started_at = SystemTime::now();
+    let stop_watch = cancel.child_token();
+    let watching = watch
+        .zip(config.watch.as_ref())
+        .map(|(watch, (_, interval))| {
+            tokio::spawn(watch.run(Instant::now(), *interval, stop_watch.clone()))
+        });
+    let collected = drive(config, &http, work, writer, observer, &cancel).await?;
+    stop_watch.cancel();
+    if let Some(watching) = watching {
+        let samples = watching
+            .await
+            .or_output(dir, "the Deployment watch failed")?;
+        write_replicas(dir, &samples).or_output(dir, "")?;
+    }
+
+    tables::write_steps(dir, &collected.steps).or_output(dir, "")?;
+    let outcome = LoadOutcome {
+        collected,
+        model,
+        interrupted: cancel.is_cancelled(),
+    };
+    summary::write(dir, config, &base.text, started_at, &outcome).or_output(dir, "")?;
+    Ok(outcome)
+}
+
+/// The requests of the run, for `model`: synthetic ones, or one per dataset row.
+fn requests(config: &LoadConfig, model: &str) -> Result<Arc<[WorkItem]>, LoadError> {
     let options = BodyOptions {
-        model: model.clone(),
+        model: model.to_string(),
         ignore_eos: config.ignore_eos,
         temperature: config.temperature,
     };
-    let work: Arc<[WorkItem]> = match &config.prompts {
+    Ok(match &config.prompts {
         Prompts::Synthetic { prompt } => workload::synthetic(
             SYNTHETIC_REQUESTS,
             *prompt,
@@ -209,36 +244,31 @@ pub async fn run(
             }
             workload::from_rows(&rows, config.output, config.seed, &options).into()
         }
-    };
-    let output_error = |why: String| LoadError::Output {
-        dir: config.out_dir.clone(),
-        why,
-    };
-    std::fs::create_dir_all(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
-    let writer =
-        tables::requests_writer(&config.out_dir).map_err(|err| output_error(err.to_string()))?;
+    })
+}
 
-    let started_at = SystemTime::now();
-    let stop_watch = cancel.child_token();
-    let watching = watch
-        .zip(config.watch.as_ref())
-        .map(|(watch, (_, interval))| {
-            tokio::spawn(watch.run(Instant::now(), *interval, stop_watch.clone()))
-        });
+/// Sends `work` as `config.plan` says from client threads, one per CPU, and collects
+/// the records into `writer` and per-step statistics.
+async fn drive(
+    config: &LoadConfig,
+    http: &HttpTarget,
+    work: Arc<[WorkItem]>,
+    writer: TableWriter<RequestRecord>,
+    observer: &mut dyn Observer,
+    cancel: &CancellationToken,
+) -> Result<Collected, LoadError> {
+    let dir = &config.out_dir;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let stop_driver = cancel.child_token();
-    let shards = Shards::start(
-        cpus,
-        || Target {
-            http: http.new_pool(),
-            replica_header: config.replica_header.clone(),
-            timeout: config.timeout,
-        },
-        &stop_driver,
-    )
-    .map_err(|err| output_error(format!("cannot start the client threads: {err}")))?;
+    let target = || Target {
+        http: http.new_pool(),
+        replica_header: config.replica_header.clone(),
+        timeout: config.timeout,
+    };
+    let clients = ClientThreads::start(cpus, target, &stop_driver)
+        .or_output(dir, "cannot start the client threads")?;
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let driver = Driver::new(shards, work, events, stop_driver.clone(), config.seed);
+    let driver = Driver::new(clients, work, events, stop_driver.clone(), config.seed);
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });
     let collected = collector::collect(inbox, writer, &config.slo, observer).await;
@@ -246,26 +276,25 @@ pub async fn run(
         // Nothing can record what the driver would send.
         stop_driver.cancel();
     }
-    driving
-        .await
-        .map_err(|err| output_error(format!("the load driver failed: {err}")))?;
-    let collected = collected.map_err(|err| output_error(err.to_string()))?;
-    stop_watch.cancel();
-    if let Some(watching) = watching {
-        let samples = watching
-            .await
-            .map_err(|err| output_error(format!("the Deployment watch failed: {err}")))?;
-        write_replicas(&config.out_dir, &samples).map_err(|err| output_error(err.to_string()))?;
-    }
+    driving.await.or_output(dir, "the load driver failed")?;
+    collected.or_output(dir, "")
+}
 
-    tables::write_steps(&config.out_dir, &collected.steps)
-        .map_err(|err| output_error(err.to_string()))?;
-    let outcome = LoadOutcome {
-        collected,
-        model,
-        interrupted: cancel.is_cancelled(),
-    };
-    summary::write(&config.out_dir, config, &base.text, started_at, &outcome)
-        .map_err(|err| output_error(err.to_string()))?;
-    Ok(outcome)
+/// A failure to write the run's results, as [`LoadError::Output`] for its directory.
+trait OrOutput<T> {
+    /// `Err` as the output error of `dir`, its words after `what` when `what` is not empty.
+    fn or_output(self, dir: &Path, what: &str) -> Result<T, LoadError>;
+}
+
+impl<T, E: std::fmt::Display> OrOutput<T> for Result<T, E> {
+    fn or_output(self, dir: &Path, what: &str) -> Result<T, LoadError> {
+        self.map_err(|err| LoadError::Output {
+            dir: dir.to_path_buf(),
+            why: if what.is_empty() {
+                err.to_string()
+            } else {
+                format!("{what}: {err}")
+            },
+        })
+    }
 }

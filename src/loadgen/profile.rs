@@ -26,6 +26,8 @@ use crate::results::run_id::{is_valid_run_id, new_run_id};
 pub struct LoadProfile {
     /// Bearer token for the server.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    // A secret: never written into a run's manifest.
+    #[serde(skip_serializing)]
     pub api_key: Option<String>,
     /// Model name to request [default: the first one the server lists].
     #[arg(long)]

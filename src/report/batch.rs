@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::data::{Timeline, TimelinePoint, cumulative, timeline};
-use super::{CSS, ReportError, TEMPLATE, escape_html};
+use super::{ReportError, fill_page, write_file};
 use crate::results::batch::RunTotals;
 use crate::results::batch::SummaryRow;
 use crate::results::batch_record::{BatchRecord, Status};
@@ -17,8 +17,11 @@ use crate::results::batch_record::{BatchRecord, Status};
 /// File name of a batch run's report.
 pub const BATCH_REPORT_FILE: &str = "report.html";
 
-const CHARTS_JS: &str = include_str!("assets/charts.js");
-const BATCH_JS: &str = include_str!("assets/batch_view.js");
+const JS: &str = concat!(
+    include_str!("assets/charts.js"),
+    "\n",
+    include_str!("assets/batch_view.js")
+);
 
 /// Failed rows shown by id on the page.
 const ERROR_SAMPLES: usize = 20;
@@ -190,22 +193,7 @@ impl BatchReport {
             error_samples: &self.samples,
             load_report: self.load_report.as_deref(),
         };
-        let json = serde_json::to_string(&data)
-            .expect("report data always serializes")
-            .replace("</", "<\\/");
-        let page = TEMPLATE
-            .replace(
-                "{{TITLE}}",
-                &format!("gembatch run: {}", escape_html(run_id)),
-            )
-            .replace("{{CSS}}", CSS)
-            .replace("{{JS}}", &format!("{CHARTS_JS}\n{BATCH_JS}"))
-            .replace("{{DATA}}", &json);
-        let path = dir.join(BATCH_REPORT_FILE);
-        std::fs::write(&path, page).map_err(|source| ReportError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
+        let page = fill_page(&format!("gembatch run: {run_id}"), JS, &data);
+        write_file(&dir.join(BATCH_REPORT_FILE), page)
     }
 }

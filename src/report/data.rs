@@ -318,6 +318,65 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_page_data_is_as_reviewed() {
+        use crate::results::load::{requests_writer, write_steps};
+        use crate::results::load_summary::write_summary;
+        use crate::results::request::RequestRecord;
+        use crate::results::step::StepRow;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let summary = Summary {
+            run_id: "load-fixture".into(),
+            gembatch_version: "0.0.0".into(),
+            started_at_unix_s: 1_796_000_000.0,
+            target: "http://127.0.0.1:8080".into(),
+            model: "gemma".into(),
+            shape: "sustained".into(),
+            steps: vec!["3 users".into()],
+            hold: "60 s per step".into(),
+            warmup_s: 0.0,
+            prompts: "synthetic, 128 ± 0 words".into(),
+            output_tokens: "128 ± 0 tokens".into(),
+            seed: 0,
+            requests: 5,
+            outcomes: vec![("ok".into(), 4), ("http_5xx".into(), 1)],
+            slo: vec!["error_rate<=25%".into()],
+            slo_min_requests: 1,
+            violations: Vec::new(),
+            unjudged: Vec::new(),
+            invalid_steps: Vec::new(),
+            interrupted: false,
+        };
+        write_summary(dir.path(), &summary).unwrap();
+        write_steps(dir.path(), &[StepRow::fixture()]).unwrap();
+        let mut writer = requests_writer(dir.path()).unwrap();
+        let ms = Duration::from_millis;
+        for id in 0..5u64 {
+            let failed = id == 4;
+            writer
+                .push(RequestRecord {
+                    id,
+                    warmup: id == 0,
+                    start: ms(100 * id),
+                    intended_start: ms(100 * id),
+                    first_token: (!failed).then(|| ms(100 * id + 40)),
+                    end: ms(100 * id + 250),
+                    outcome: if failed {
+                        Outcome::Http5xx
+                    } else {
+                        Outcome::Ok
+                    },
+                    replica: Some(format!("pod-{}", id % 2)),
+                    ..RequestRecord::fixture()
+                })
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        insta::assert_json_snapshot!(read_run(dir.path()).unwrap());
+    }
+
+    #[test]
     fn timeline_buckets_by_end_and_counts_in_flight() {
         let points = [
             point(0.0, 0.5, "ok"),

@@ -59,21 +59,24 @@ fn read(dir: &Path) -> Result<RunData, ReportError> {
 
 /// The page for `runs` (one, or two side by side).
 pub fn render(runs: &[RunData]) -> String {
-    let data = serde_json::to_string(runs).expect("report data always serializes");
-    // Inside <script>, "</" would end the element early.
-    let data = data.replace("</", "<\\/");
     let title = runs
         .iter()
         .map(|run| run.summary.run_id.as_str())
         .collect::<Vec<_>>()
         .join(" vs ");
+    fill_page(&format!("gembatch load: {title}"), JS, runs)
+}
+
+/// A report page: the template filled with `title` (escaped here), the style, the script
+/// `js` and `data` as JSON for it.
+fn fill_page(title: &str, js: &str, data: &(impl serde::Serialize + ?Sized)) -> String {
+    let data = serde_json::to_string(data).expect("report data always serializes");
+    // Inside <script>, "</" would end the element early.
+    let data = data.replace("</", "<\\/");
     TEMPLATE
-        .replace(
-            "{{TITLE}}",
-            &format!("gembatch load: {}", escape_html(&title)),
-        )
+        .replace("{{TITLE}}", &escape_html(title))
         .replace("{{CSS}}", CSS)
-        .replace("{{JS}}", JS)
+        .replace("{{JS}}", js)
         .replace("{{DATA}}", &data)
 }
 
@@ -91,7 +94,12 @@ pub fn write_comparison(dir: &Path, other: &Path) -> Result<PathBuf, ReportError
 }
 
 fn write_page(path: &Path, runs: &[RunData]) -> Result<PathBuf, ReportError> {
-    std::fs::write(path, render(runs)).map_err(|source| ReportError::Write {
+    write_file(path, render(runs))
+}
+
+/// Writes `page` to `path`; returns the path.
+fn write_file(path: &Path, page: String) -> Result<PathBuf, ReportError> {
+    std::fs::write(path, page).map_err(|source| ReportError::Write {
         path: path.to_path_buf(),
         source,
     })?;

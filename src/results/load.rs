@@ -314,38 +314,7 @@ mod tests {
     #[test]
     fn steps_round_trip_through_parquet() {
         let dir = tempfile::tempdir().unwrap();
-        let mut counts = [0; Outcome::ALL.len()];
-        counts[Outcome::Ok.index()] = 4;
-        counts[Outcome::Http5xx.index()] = 1;
-        let latencies = Latency::ALL
-            .iter()
-            .enumerate()
-            .map(|(at, _)| {
-                Stat::ALL.map(|stat| (at != 2).then(|| 0.05 * (at + 1) as f64 + stat as u8 as f64))
-            })
-            .collect();
-        let row = StepRow {
-            step: 0,
-            users: Some(3),
-            offered_rate: None,
-            started_s: 0.0,
-            duration_s: 1.0,
-            requests: 5,
-            counts,
-            error_rate: 0.2,
-            empty_rate: 0.0,
-            achieved_rate: 5.0,
-            ok_rate: 4.0,
-            output_tokens_per_s: 44.0,
-            total_tokens_per_s: 92.0,
-            mean_concurrency: 1.5,
-            latencies,
-            health: ClientHealth {
-                cpu_share: 0.25,
-                lag_p99: Duration::from_micros(1500),
-                lag_max: Duration::from_millis(4),
-            },
-        };
+        let row = StepRow::fixture();
         write_steps(dir.path(), std::slice::from_ref(&row)).unwrap();
         assert_eq!(read_steps(dir.path()).unwrap(), vec![row]);
     }

@@ -2,7 +2,9 @@
 //! the test's part as the cluster autoscaler (request conditions), jobs for the Kubernetes
 //! backend, and the checks that nothing of a run is left.
 
+use std::ops::{Deref, DerefMut};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -12,6 +14,39 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
 use super::cluster::Cluster;
+
+/// A fresh control plane for one test. The Kubernetes tests take turns on the machine (each
+/// starts its own etcd, API server and controller manager), and a test's cluster stops
+/// before the next test's starts.
+pub struct TestCluster {
+    cluster: Cluster,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl TestCluster {
+    /// Waits for this test's turn, then starts the cluster.
+    pub fn start() -> TestCluster {
+        let turn = super::load::serial();
+        TestCluster {
+            cluster: Cluster::start(),
+            _turn: turn,
+        }
+    }
+}
+
+impl Deref for TestCluster {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
 
 /// `gembatch ARGS` as the cluster's administrator, left running.
 pub fn gembatch(cluster: &Cluster, args: &[&str]) -> Child {

@@ -253,6 +253,11 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_reservation_yaml_is_as_reviewed() {
+        insta::assert_snapshot!(plan().dry_run_yaml().unwrap());
+    }
+
+    #[test]
     fn the_request_points_at_its_template_and_both_carry_the_run_id() {
         let plan = plan();
         assert!(plan.check().is_ok());

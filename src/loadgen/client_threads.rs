@@ -13,7 +13,7 @@ use crate::client::Target;
 use crate::results::request::RequestRecord;
 
 /// One client thread.
-pub struct Shard {
+pub struct ClientThread {
     /// Its runtime, to spawn requests on.
     pub handle: Handle,
     /// Its connections to the server.
@@ -24,36 +24,36 @@ pub struct Shard {
     finished: Mutex<Vec<RequestRecord>>,
 }
 
-impl Shard {
-    /// Keeps a finished request's record until the next [`Shards::take_finished`].
+impl ClientThread {
+    /// Keeps a finished request's record until the next [`ClientThreads::take_finished`].
     pub fn finished(&self, record: RequestRecord) {
         self.finished.lock().expect("record buffer").push(record);
     }
 }
 
 /// All client threads; stopped and joined when dropped.
-pub struct Shards {
-    shards: Vec<Arc<Shard>>,
+pub struct ClientThreads {
+    clients: Vec<Arc<ClientThread>>,
     threads: Vec<JoinHandle<()>>,
     stop: CancellationToken,
 }
 
-impl Shards {
+impl ClientThreads {
     /// Starts `count` threads; `target` makes each one's connection pool; `cancel` stops
-    /// the requests of every shard.
+    /// the requests of every client.
     pub fn start(
         count: usize,
         target: impl Fn() -> Target,
         cancel: &CancellationToken,
-    ) -> std::io::Result<Shards> {
+    ) -> std::io::Result<ClientThreads> {
         let stop = CancellationToken::new();
-        let mut shards = Vec::with_capacity(count);
+        let mut clients = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            shards.push(Arc::new(Shard {
+            clients.push(Arc::new(ClientThread {
                 handle: runtime.handle().clone(),
                 target: target(),
                 cancel: cancel.child_token(),
@@ -66,34 +66,34 @@ impl Shards {
                     .spawn(move || runtime.block_on(stop.cancelled()))?,
             );
         }
-        Ok(Shards {
-            shards,
+        Ok(ClientThreads {
+            clients,
             threads,
             stop,
         })
     }
 
-    /// The shard for user or request number `n`.
-    pub fn pick(&self, n: u64) -> &Arc<Shard> {
-        &self.shards[(n % self.shards.len() as u64) as usize]
+    /// The client for user or request number `n`.
+    pub fn pick(&self, n: u64) -> &Arc<ClientThread> {
+        &self.clients[(n % self.clients.len() as u64) as usize]
     }
 
-    /// Every shard.
-    pub fn all(&self) -> &[Arc<Shard>] {
-        &self.shards
+    /// Every client.
+    pub fn all(&self) -> &[Arc<ClientThread>] {
+        &self.clients
     }
 
-    /// The records finished since the last call, from every shard.
+    /// The records finished since the last call, from every client.
     pub fn take_finished(&self) -> Vec<RequestRecord> {
         let mut all = Vec::new();
-        for shard in &self.shards {
-            all.append(&mut shard.finished.lock().expect("record buffer"));
+        for client in &self.clients {
+            all.append(&mut client.finished.lock().expect("record buffer"));
         }
         all
     }
 }
 
-impl Drop for Shards {
+impl Drop for ClientThreads {
     fn drop(&mut self) {
         self.stop.cancel();
         for thread in self.threads.drain(..) {
