@@ -36,5 +36,5 @@ pub mod results;
 pub mod server;
 pub mod shutdown;
 
-pub use commands::run;
+pub use commands::execute;
 pub use common::blame::USER_ERROR_EXIT_CODE;

@@ -32,7 +32,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         let mut progress = Progress::new(run_config.plan.steps.len());
         tokio::spawn(async move {
             let watch = loadgen::connect_watch(&run_config, kubernetes::client).await?;
-            loadgen::run(&run_config, &mut progress, cancel, watch).await
+            loadgen::run_load(&run_config, &mut progress, cancel, watch).await
         })
         .await
     })??;

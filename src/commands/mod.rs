@@ -17,8 +17,8 @@ use crate::cli::{Cli, Command};
 
 pub use run::check_job_file;
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Executes the parsed command line.
+pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),

@@ -136,7 +136,8 @@ async fn run_on_pods(
     let batch = async {
         let ledger = context.ledger.clone();
         let result =
-            dispatch::run(&plan, &pods, invalid, ledger, &mut progress, cancel.clone()).await;
+            dispatch::dispatch_rows(&plan, &pods, invalid, ledger, &mut progress, cancel.clone())
+                .await;
         progress.finish();
         result
     };
@@ -172,7 +173,7 @@ async fn alongside<T>(
     let load_cancel = cancel.child_token();
     let load = async {
         let watch = loadgen::connect_watch(config, kubernetes::client).await?;
-        loadgen::run(config, &mut lines, load_cancel.clone(), watch).await
+        loadgen::run_load(config, &mut lines, load_cancel.clone(), watch).await
     };
     let batch = async {
         let result = batch.await;

@@ -121,7 +121,7 @@ pub struct Dispatched {
 }
 
 /// Sends every row not yet committed to `pods` until all shards are committed in `ledger`.
-pub async fn run(
+pub async fn dispatch_rows(
     plan: &DispatchPlan,
     pods: &[Endpoint],
     invalid: Arc<HashMap<u64, String>>,

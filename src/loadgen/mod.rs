@@ -180,7 +180,7 @@ impl LoadOutcome {
 /// Runs `config` to the end (or until `cancel`), writing `requests.parquet`,
 /// `steps.parquet` and `summary.json` into the output directory; with `watch` (the
 /// connected watch of `config.watch`, see [`connect_watch`]), `replicas.parquet` too.
-pub async fn run(
+pub async fn run_load(
     config: &LoadConfig,
     observer: &mut dyn Observer,
     cancel: CancellationToken,

@@ -157,83 +157,37 @@ impl LoadProfile {
         out: Option<PathBuf>,
         run_id: Option<String>,
     ) -> Result<LoadConfig, LoadError> {
-        let args = self;
         let flags = LoadError::Flags;
-        if args.max_users.is_none() && args.users.is_none() && args.rate.is_none() {
-            return Err(flags(
-                "give the run a shape: --max-users (a ramp), --users (sustained) or --rate \
-                 (open loop)"
-                    .into(),
-            ));
-        }
-        check_shape_flags(&args).map_err(flags)?;
-        let warmup = (!args.warmup.is_zero()).then_some(args.warmup);
-        let duration = args.duration.unwrap_or(DEFAULT_DURATION);
-        let plan = if let Some(max_users) = args.max_users {
-            let hold = match args.requests_per_user {
-                Some(count) => Hold::RequestsPerUser(count),
-                None => Hold::For(args.step_duration.unwrap_or(DEFAULT_DURATION)),
-            };
-            let step_size = args.step_size.unwrap_or(DEFAULT_STEP_SIZE);
-            let start = args.start_users.unwrap_or(step_size.min(max_users));
-            Plan::ramp(start, step_size, max_users, hold, warmup)
-        } else if let Some(users) = args.users {
-            Plan::sustained(users, duration, warmup)
-        } else {
-            let rate = args.rate.unwrap_or(0.0);
-            let arrivals = if args.poisson {
-                Arrivals::Poisson
-            } else {
-                Arrivals::Constant
-            };
-            Plan::rate(rate, arrivals, args.max_concurrency, duration, warmup)
-        }
-        .map_err(flags)?;
+        let plan = self.plan().map_err(flags)?;
+        let slo = self.slo().map_err(flags)?;
         let lengths = |flag: &str, text: &str| {
             TokenLengths::parse(text).map_err(|why| flags(format!("--{flag}: {why}")))
         };
-        let prompts = match args.dataset {
-            Some(path) => Prompts::Dataset(path),
+        let prompts = match &self.dataset {
+            Some(path) => Prompts::Dataset(path.clone()),
             None => Prompts::Synthetic {
-                prompt: lengths("prompt-tokens", &args.prompt_tokens)?,
+                prompt: lengths("prompt-tokens", &self.prompt_tokens)?,
             },
         };
-        let slo = Slo {
-            gates: args
-                .slo
-                .as_deref()
-                .map(slo::parse)
-                .transpose()
-                .map_err(flags)?
-                .unwrap_or_default(),
-            min_requests: args.slo_min_requests,
-        };
-        if args.timeout.is_zero() {
+        let output = lengths("output-tokens", &self.output_tokens)?;
+        if self.timeout.is_zero() {
             return Err(flags("--timeout must be above 0 s".into()));
         }
         let replica_header =
-            http::HeaderName::try_from(args.replica_header.as_str()).map_err(|_| {
+            http::HeaderName::try_from(self.replica_header.as_str()).map_err(|_| {
                 flags(format!(
                     "--replica-header {:?} is not a header name",
-                    args.replica_header
+                    self.replica_header
                 ))
             })?;
-        let watch = args
-            .watch_deployment
-            .as_deref()
-            .map(WatchedDeployment::parse)
-            .transpose()
-            .map_err(flags)?;
-        if args.watch_interval.is_zero() {
-            return Err(flags("--watch-interval must be above 0 s".into()));
-        }
+        let watch = self.watch().map_err(flags)?;
         let run_id = run_id.unwrap_or_else(|| new_run_id("load"));
         if !is_valid_run_id(&run_id) {
             return Err(flags(format!(
                 "--run-id {run_id:?}: use letters, digits, '-', '_' and '.'"
             )));
         }
-        let trust = match (args.cacert, args.insecure) {
+        let trust = match (self.cacert, self.insecure) {
             (_, true) => Trust::AnyCertificate,
             (Some(path), false) => Trust::CaFile(path),
             (None, false) => Trust::SystemRoots,
@@ -241,21 +195,79 @@ impl LoadProfile {
         Ok(LoadConfig {
             url,
             trust,
-            api_key: args.api_key,
-            model: args.model,
+            api_key: self.api_key,
+            model: self.model,
             plan,
             prompts,
-            output: lengths("output-tokens", &args.output_tokens)?,
-            ignore_eos: args.ignore_eos,
-            temperature: args.temperature,
-            seed: args.seed,
-            timeout: args.timeout,
+            output,
+            ignore_eos: self.ignore_eos,
+            temperature: self.temperature,
+            seed: self.seed,
+            timeout: self.timeout,
             replica_header,
             slo,
             out_dir: out.unwrap_or_else(|| PathBuf::from("results").join(&run_id)),
             run_id,
-            watch: watch.map(|target| (target, args.watch_interval)),
+            watch,
         })
+    }
+
+    /// The steps of the profile's shape (ramp, sustained or rate).
+    fn plan(&self) -> Result<Plan, String> {
+        if self.max_users.is_none() && self.users.is_none() && self.rate.is_none() {
+            return Err(
+                "give the run a shape: --max-users (a ramp), --users (sustained) or \
+                        --rate (open loop)"
+                    .into(),
+            );
+        }
+        check_shape_flags(self)?;
+        let warmup = (!self.warmup.is_zero()).then_some(self.warmup);
+        let duration = self.duration.unwrap_or(DEFAULT_DURATION);
+        if let Some(max_users) = self.max_users {
+            let hold = match self.requests_per_user {
+                Some(count) => Hold::RequestsPerUser(count),
+                None => Hold::For(self.step_duration.unwrap_or(DEFAULT_DURATION)),
+            };
+            let step_size = self.step_size.unwrap_or(DEFAULT_STEP_SIZE);
+            let start = self.start_users.unwrap_or(step_size.min(max_users));
+            Plan::ramp(start, step_size, max_users, hold, warmup)
+        } else if let Some(users) = self.users {
+            Plan::sustained(users, duration, warmup)
+        } else {
+            let rate = self.rate.unwrap_or(0.0);
+            let arrivals = if self.poisson {
+                Arrivals::Poisson
+            } else {
+                Arrivals::Constant
+            };
+            Plan::rate(rate, arrivals, self.max_concurrency, duration, warmup)
+        }
+    }
+
+    /// The SLO gates and the requests a step needs before they judge it.
+    fn slo(&self) -> Result<Slo, String> {
+        let gates = match self.slo.as_deref() {
+            Some(text) => slo::parse(text)?,
+            None => Vec::new(),
+        };
+        Ok(Slo {
+            gates,
+            min_requests: self.slo_min_requests,
+        })
+    }
+
+    /// The Deployment to watch and how often, if any.
+    fn watch(&self) -> Result<Option<(WatchedDeployment, Duration)>, String> {
+        let target = self
+            .watch_deployment
+            .as_deref()
+            .map(WatchedDeployment::parse)
+            .transpose()?;
+        if self.watch_interval.is_zero() {
+            return Err("--watch-interval must be above 0 s".into());
+        }
+        Ok(target.map(|target| (target, self.watch_interval)))
     }
 }
 
