@@ -288,6 +288,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_help_of_every_command_is_as_reviewed() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let mut pages = vec![cli.render_long_help().to_string()];
+        for command in cli.get_subcommands_mut() {
+            pages.push(command.render_long_help().to_string());
+        }
+        // `[env: NAME=VALUE]` shows this machine's value; the snapshot keeps the name.
+        let text = pages.join("\n========\n");
+        let text: Vec<String> = text.lines().map(without_env_value).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+
+    fn without_env_value(line: &str) -> String {
+        match line
+            .find("[env: ")
+            .and_then(|at| Some((at, line[at..].find('=')?)))
+        {
+            Some((at, equals)) => {
+                let close = line[at..].find(']').map_or(line.len(), |end| at + end);
+                format!("{}{}", &line[..at + equals], &line[close..])
+            }
+            None => line.to_string(),
+        }
+    }
+
+    #[test]
     fn the_seed_spellings_parse() {
         let cli =
             Cli::try_parse_from(["gembatch", "load", "--max_users", "50", "--step_size", "10"])

@@ -14,17 +14,23 @@ use crate::loadgen::LoadError;
 use crate::model::ModelError;
 use crate::report::ReportError;
 
-/// The error types that may be the user's to fix.
+/// The error types that may be the user's to fix: those that say so, and those that always
+/// are (a dataset, a job file, a run directory).
 const USER_ERRORS: [fn(&(dyn Error + 'static)) -> bool; 8] = [
     blames_user::<CapacityError>,
-    blames_user::<DatasetError>,
-    blames_user::<JobError>,
     blames_user::<KubeError>,
     blames_user::<LoadError>,
     blames_user::<ModelError>,
     blames_user::<ReportError>,
-    blames_user::<RunDirError>,
+    always::<DatasetError>,
+    always::<JobError>,
+    always::<RunDirError>,
 ];
+
+/// Whether `cause` is an `E`, an error that is always the user's to fix.
+fn always<E: Error + 'static>(cause: &(dyn Error + 'static)) -> bool {
+    cause.is::<E>()
+}
 
 /// The process's exit code for `err`: 2 when any cause is the user's to fix, else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {

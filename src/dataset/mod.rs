@@ -136,10 +136,3 @@ pub enum DatasetError {
         path: PathBuf,
     },
 }
-
-impl crate::common::blame::Blame for DatasetError {
-    /// A dataset is always the user's to fix.
-    fn is_user_error(&self) -> bool {
-        true
-    }
-}

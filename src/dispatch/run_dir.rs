@@ -78,13 +78,6 @@ pub enum RunDirError {
     },
 }
 
-impl crate::common::blame::Blame for RunDirError {
-    /// A run directory that cannot be used is the user's to pick again.
-    fn is_user_error(&self) -> bool {
-        true
-    }
-}
-
 impl RunManifest {
     /// Creates the run directory `dir` and writes the manifest; `dir` must not exist.
     pub fn create(&self, dir: &Path) -> Result<(), RunDirError> {

@@ -40,13 +40,6 @@ pub enum JobError {
     },
 }
 
-impl crate::common::blame::Blame for JobError {
-    /// A job file is always the user's to fix.
-    fn is_user_error(&self) -> bool {
-        true
-    }
-}
-
 impl JobSpec {
     /// Reads and checks the job file at `path`.
     pub fn load(path: &Path) -> Result<JobSpec, JobError> {
