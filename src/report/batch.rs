@@ -131,6 +131,19 @@ impl BatchReport {
         model: &str,
         totals: &RunTotals,
     ) -> Result<PathBuf, ReportError> {
+        let data = self.page_data(run_id, job, model, totals);
+        let page = fill_page(&format!("gembatch run: {run_id}"), JS, &data);
+        write_file(&dir.join(BATCH_REPORT_FILE), page)
+    }
+
+    /// What the page shows, as its script reads it.
+    fn page_data<'a>(
+        &'a self,
+        run_id: &'a str,
+        job: &'a str,
+        model: &'a str,
+        totals: &'a RunTotals,
+    ) -> PageData<'a> {
         // Shards finish out of order: the earliest send is the page's time zero.
         let earliest = self
             .points
@@ -177,7 +190,7 @@ impl BatchReport {
                     .collect(),
             ),
         );
-        let data = PageData {
+        PageData {
             kind: "batch",
             run_id,
             job,
@@ -192,8 +205,55 @@ impl BatchReport {
             errors: &self.errors,
             error_samples: &self.samples,
             load_report: self.load_report.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(scope: &'static str, key: &str, rows: u64, ok: u64) -> SummaryRow {
+        SummaryRow {
+            scope,
+            key: key.into(),
+            rows,
+            ok,
+            errors: rows - ok,
+            retries: 1,
+            output_tokens: 8 * ok,
+            duration_s: 2.0,
+            requests_per_s: ok as f64 / 2.0,
+            output_tokens_per_s: 4.0 * ok as f64,
+            ttft: [Some(0.25), Some(0.25), Some(0.25)],
+            e2e: [Some(1.0), Some(1.0), Some(1.0)],
+        }
+    }
+
+    #[test]
+    fn a_runs_page_data_is_as_reviewed() {
+        let mut report = BatchReport::default();
+        for (index, pod) in ["pod-0", "pod-1", "pod-0"].into_iter().enumerate() {
+            let mut record = BatchRecord::fixture(&format!("row-{index}"), 0, pod);
+            record.line = index as u64 + 1;
+            record.times.started = Some(100.0 + index as f64);
+            record.times.first_token = Some(100.25 + index as f64);
+            record.times.finished = 101.0 + index as f64;
+            report.add(&record);
+        }
+        let mut failed = BatchRecord::fixture("row-3", 1, "pod-1");
+        failed.line = 4;
+        failed.status = Status::Failed;
+        failed.error_code = Some("http_5xx".into());
+        failed.error = Some("HTTP 500: overloaded".into());
+        report.add(&failed);
+        report.link_load_report("load/results_viewer.html".into());
+        let totals = RunTotals {
+            run: summary("run", "all", 4, 3),
+            pods: vec![summary("pod", "pod-0", 2, 2), summary("pod", "pod-1", 2, 1)],
+            invalid: 0,
         };
-        let page = fill_page(&format!("gembatch run: {run_id}"), JS, &data);
-        write_file(&dir.join(BATCH_REPORT_FILE), page)
+        let data = report.page_data("demo-1", "demo", "gemma", &totals);
+        insta::assert_json_snapshot!(data);
     }
 }
