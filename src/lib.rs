@@ -1,7 +1,7 @@
 //! gembatch: offline LLM batch inference at scale on Kubernetes.
 //!
 //! Layout, by floors: a module imports only modules on its own floor or below, and never
-//! one that imports it back (`tests/layout.rs` checks this).
+//! one that imports it back (`tests/layout.rs` checks both, with these floors).
 //!
 //! - floor 4, the command line: `cli` (clap types), `exit_code` (errors to exit codes and
 //!   words), `commands/` (one module per subcommand: parse, call the domain, print; the

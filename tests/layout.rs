@@ -1,5 +1,6 @@
-//! The crate's layout holds: the top-level modules of `src/` form a graph without cycles,
-//! `common` imports nothing else in the crate, and no command imports another command.
+//! The crate's layout holds: every top-level module of `src/` sits on a floor and imports
+//! only modules on its own floor or below, the graph has no cycles, `common` imports nothing
+//! else in the crate, and no command imports another command.
 //!
 //! The graph is read from the `crate::` and `super::` paths in the source, comments left
 //! out. `cargo test --release --test layout -- --nocapture` prints it.
@@ -9,6 +10,23 @@ use std::path::{Path, PathBuf};
 
 /// The module every other may import and that imports nothing.
 const FLOOR: &str = "common";
+
+/// The floors of `src/lib.rs`'s map, top down: a module may import its own floor and those
+/// below.
+const FLOORS: [(u8, &[&str]); 5] = [
+    (4, &["cli", "exit_code", "commands"]),
+    (3, &["dispatch", "job", "report"]),
+    (2, &["loadgen", "capacity", "server"]),
+    (1, &["client", "results", "dataset", "model", "shutdown"]),
+    (0, &["common"]),
+];
+
+fn floor_of(module: &str) -> Option<u8> {
+    FLOORS
+        .iter()
+        .find(|(_, modules)| modules.contains(&module))
+        .map(|(floor, _)| *floor)
+}
 
 /// `name -> the top-level modules it names`, for every top-level module of `src/`.
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -124,6 +142,30 @@ fn the_top_level_modules_import_each_other_without_cycles() {
         .map(|cycle| cycle.join(" -> "))
         .collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn every_module_has_a_floor_and_imports_only_its_floor_or_below() {
+    let graph = graph();
+    let mut wrong = Vec::new();
+    for (module, edges) in &graph {
+        let Some(floor) = floor_of(module) else {
+            wrong.push(format!(
+                "{module} has no floor: place it in FLOORS and src/lib.rs"
+            ));
+            continue;
+        };
+        for target in edges {
+            match floor_of(target) {
+                Some(below) if below <= floor => {}
+                Some(above) => wrong.push(format!(
+                    "{module} (floor {floor}) imports {target} (floor {above})"
+                )),
+                None => wrong.push(format!("{module} imports {target}, which has no floor")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
