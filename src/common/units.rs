@@ -37,17 +37,23 @@ pub fn parse_non_negative(text: &str) -> Option<f64> {
 pub fn deserialize_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
+    let text = deserialize_text(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Deserializes text that a YAML writer may have written as a number (`prompt_tokens: 32`,
+/// `duration: 90`), the number as Rust writes it.
+pub fn deserialize_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Written {
-        Seconds(f64),
+        Number(f64),
         Text(String),
     }
-    let text = match Written::deserialize(deserializer)? {
-        Written::Seconds(seconds) => seconds.to_string(),
+    Ok(match Written::deserialize(deserializer)? {
+        Written::Number(number) => number.to_string(),
         Written::Text(text) => text,
-    };
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    })
 }
 
 /// Serializes a duration as whole milliseconds (`1500ms`), which [`parse_duration`] reads back.

@@ -15,7 +15,9 @@ use super::{LoadConfig, LoadError, Prompts};
 use crate::capacity::kubernetes::deployment_watch::WatchedDeployment;
 use crate::client::tls::Trust;
 use crate::common::REPLICA_HEADER;
-use crate::common::units::{deserialize_duration, parse_duration, serialize_duration};
+use crate::common::units::{
+    deserialize_duration, deserialize_text, parse_duration, serialize_duration,
+};
 use crate::results::run_id::{is_valid_run_id, new_run_id};
 
 /// What a load run sends and checks, as flags or as a job's YAML map (the flags' names
@@ -339,20 +341,6 @@ fn serialize_optional_duration<S: Serializer>(
         Some(duration) => serialize_duration(duration, serializer),
         None => serializer.serialize_none(),
     }
-}
-
-/// Text a YAML writer may have written as a number (`prompt_tokens: 32`).
-fn deserialize_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Number(f64),
-        Text(String),
-    }
-    Ok(match Written::deserialize(deserializer)? {
-        Written::Number(number) => number.to_string(),
-        Written::Text(text) => text,
-    })
 }
 
 #[cfg(test)]
