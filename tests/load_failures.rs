@@ -204,11 +204,7 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // Nothing listens on a port we just freed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::ports::unused_port();
     let unreachable = format!("http://127.0.0.1:{port}");
     let not_openai = Stub::not_openai();
     let stub = Stub::start(|_| Behaviour::Empty);

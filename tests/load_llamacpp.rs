@@ -30,11 +30,7 @@ impl LlamaServer {
             "llama-cpp-python's server is missing from {}: run .ci/python-venv",
             python.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::ports::unused_port();
         // Built without llama.cpp's AMX code (.ci/python-venv), so it runs on any x86-64 CPU.
         let mut child = Command::new(&python)
             .args([

@@ -461,11 +461,7 @@ fn resuming_a_finished_run_writes_its_outputs_again_and_starts_nothing() {
     }
     let served = stub.served();
     // Nothing listens there: any request, reservation or load check would fail the run.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::ports::unused_port();
     let nowhere = format!("http://127.0.0.1:{port}");
     let output = run(&job, &["--endpoints", &nowhere, "--resume", "done"]);
     assert_success(&output);

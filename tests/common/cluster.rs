@@ -3,7 +3,7 @@
 //! the garbage collector), v1.20.2, built once by `.ci/control-plane-build.sh`. No scheduler
 //! and no kubelet: the tests play those, and the cluster autoscaler.
 
-use std::net::TcpListener;
+use super::ports::unused_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,14 +40,6 @@ fn binaries() -> PathBuf {
         "the test control plane is not built: run .ci/control-plane-build.sh (about 8 minutes, once; .ci/setup does)"
     );
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
 }
 
 /// The API server's serving certificate (see `certs`), the service-account key pair, and
@@ -109,7 +101,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("a directory for the cluster");
         let path = dir.path();
         credentials(path);
-        let (etcd_client, etcd_peer, api_port) = (free_port(), free_port(), free_port());
+        let (etcd_client, etcd_peer, api_port) = (unused_port(), unused_port(), unused_port());
         let text = |p: &str| path.join(p).display().to_string();
         let mut processes = Vec::new();
         processes.push(spawn(

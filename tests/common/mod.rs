@@ -51,6 +51,7 @@ pub mod kube_fixtures;
 pub mod kubelet;
 pub mod kubelet_port_forward;
 pub mod load;
+pub mod ports;
 pub mod python;
 pub mod run;
 pub mod server;
