@@ -1,14 +1,13 @@
 //! Gemma 3 hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
 
 use candle_core::quantized::gguf_file;
-use serde::Deserialize;
 
 use super::error::ModelError;
 
 /// Layer pattern of Gemma 3: five sliding-window layers, then one global layer.
-const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
+pub(super) const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
 /// RoPE base of the sliding-window layers; GGUF files carry only the global one.
-const DEFAULT_LOCAL_ROPE_BASE: f64 = 10_000.0;
+pub(super) const DEFAULT_LOCAL_ROPE_BASE: f64 = 10_000.0;
 
 /// The shape of one Gemma 3 text model.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,122 +114,5 @@ impl Gemma3Config {
             context_length: get_u("gemma3.context_length")?,
             query_pre_attn_scalar: head_dim as f64,
         })
-    }
-
-    /// Reads the configuration from a Hugging Face `config.json` (text-only or multimodal).
-    pub fn from_hf_json(text: &str, path: &str) -> Result<Self, ModelError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ModelError::Corrupt {
-                path: path.to_string(),
-                reason: format!("not valid JSON: {e}"),
-            })?;
-        // Multimodal checkpoints nest the language model's settings under `text_config`.
-        let text_config = value.get("text_config").cloned().unwrap_or(value);
-        let hf: HfConfig =
-            serde_json::from_value(text_config).map_err(|e| ModelError::Corrupt {
-                path: path.to_string(),
-                reason: format!("not a Gemma 3 config: {e}"),
-            })?;
-        let rope_scale_global = match hf.rope_scaling {
-            Some(HfRopeScaling { rope_type, factor }) if rope_type == "linear" => factor,
-            _ => 1.0,
-        };
-        Ok(Self {
-            vocab_size: hf.vocab_size,
-            hidden_size: hf.hidden_size,
-            intermediate_size: hf.intermediate_size,
-            num_layers: hf.num_hidden_layers,
-            num_heads: hf.num_attention_heads,
-            num_kv_heads: hf.num_key_value_heads,
-            head_dim: hf.head_dim,
-            rms_norm_eps: hf.rms_norm_eps,
-            rope_base_global: hf.rope_theta,
-            rope_base_local: hf.rope_local_base_freq,
-            rope_scale_global,
-            sliding_window: hf.sliding_window,
-            sliding_window_pattern: hf.sliding_window_pattern,
-            context_length: hf.max_position_embeddings,
-            query_pre_attn_scalar: hf.query_pre_attn_scalar,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct HfRopeScaling {
-    rope_type: String,
-    factor: f64,
-}
-
-#[derive(Deserialize)]
-struct HfConfig {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: usize,
-    head_dim: usize,
-    #[serde(default = "default_eps")]
-    rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
-    #[serde(default = "default_local_rope")]
-    rope_local_base_freq: f64,
-    rope_scaling: Option<HfRopeScaling>,
-    sliding_window: usize,
-    #[serde(default = "default_pattern")]
-    sliding_window_pattern: usize,
-    max_position_embeddings: usize,
-    query_pre_attn_scalar: f64,
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_rope_theta() -> f64 {
-    1_000_000.0
-}
-fn default_local_rope() -> f64 {
-    DEFAULT_LOCAL_ROPE_BASE
-}
-fn default_pattern() -> usize {
-    DEFAULT_SLIDING_WINDOW_PATTERN
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GEMMA3_4B_CONFIG: &str = r#"{
-        "architectures": ["Gemma3ForConditionalGeneration"],
-        "text_config": {
-            "hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
-            "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4,
-            "head_dim": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-            "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
-            "sliding_window": 1024, "sliding_window_pattern": 6, "max_position_embeddings": 131072,
-            "query_pre_attn_scalar": 256, "vocab_size": 262208
-        }
-    }"#;
-
-    #[test]
-    fn reads_nested_text_config_of_multimodal_checkpoint() {
-        let cfg = Gemma3Config::from_hf_json(GEMMA3_4B_CONFIG, "config.json").unwrap();
-        assert_eq!(cfg.num_layers, 34);
-        assert_eq!(cfg.num_kv_heads, 4);
-        assert_eq!(cfg.rope_scale_global, 8.0);
-        assert_eq!(cfg.sliding_window, 1024);
-        assert!(cfg.is_sliding(0) && cfg.is_sliding(4) && !cfg.is_sliding(5) && cfg.is_sliding(6));
-    }
-
-    #[test]
-    fn rejects_config_of_another_model_with_the_file_name() {
-        let err =
-            Gemma3Config::from_hf_json(r#"{"hidden_size": 10}"#, "/m/config.json").unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("/m/config.json") && msg.contains("missing field"),
-            "{msg}"
-        );
     }
 }

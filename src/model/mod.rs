@@ -10,6 +10,7 @@ pub mod error;
 pub mod fetch;
 pub mod gemma3;
 pub mod generate;
+pub mod hf_config;
 pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
