@@ -7,11 +7,13 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::default_model_path;
+use gembatch::model::argmax::{argmax, top2};
 use gembatch::model::generate::generate;
 use gembatch::model::sampling::SamplingParams;
-use gembatch::model::{self, LoadOptions};
+use gembatch::model::{self, BatchEntry, LoadOptions, LoadedModel};
+use std::path::Path;
 
 /// Hugging Face name of a GGUF tensor, written independently of the loader's own mapping.
 fn hugging_face_name(gguf: &str) -> String {
@@ -46,10 +48,10 @@ fn hugging_face_name(gguf: &str) -> String {
     }
 }
 
-#[test]
-fn safetensors_directory_generates_what_the_gguf_generates() {
-    let gguf_path = default_model_path();
-    let mut file = std::fs::File::open(&gguf_path).unwrap();
+/// The default model's weights as `dtype`, under Hugging Face names, with GGUF's `1 + w`
+/// norm multipliers turned back into `w`.
+fn hugging_face_tensors(dtype: DType) -> HashMap<String, Tensor> {
+    let mut file = std::fs::File::open(default_model_path()).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for name in content.tensor_infos.keys() {
@@ -58,20 +60,24 @@ fn safetensors_directory_generates_what_the_gguf_generates() {
             .unwrap()
             .dequantize(&Device::Cpu)
             .unwrap();
-        // GGUF stores Gemma's norm multipliers as 1 + w; Hugging Face stores w.
         let weight = if name.ends_with("norm.weight") {
             (weight - 1.0).unwrap()
         } else {
             weight
         };
-        tensors.insert(hugging_face_name(name), weight);
+        tensors.insert(hugging_face_name(name), weight.to_dtype(dtype).unwrap());
     }
-    let dir = tempfile::tempdir().unwrap();
-    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
-    drop(tensors);
+    tensors
+}
 
+/// Writes the default model as a Hugging Face checkpoint of `dtype` matrices (multimodal
+/// layout) into `dir`; returns the GGUF model, dense.
+fn write_checkpoint(dir: &Path, dtype: DType) -> LoadedModel {
+    let tensors = hugging_face_tensors(dtype);
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    drop(tensors);
     let gguf = model::load(
-        &gguf_path,
+        &default_model_path(),
         &LoadOptions {
             dense: true,
             ..LoadOptions::default()
@@ -90,12 +96,98 @@ fn safetensors_directory_generates_what_the_gguf_generates() {
             "sliding_window_pattern": 6, "max_position_embeddings": 32768, "query_pre_attn_scalar": 256
         }
     });
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    gguf.tokenizer
-        .save(&dir.path().join("tokenizer.json"))
-        .unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    gguf.tokenizer.save(&dir.join("tokenizer.json")).unwrap();
+    gguf
+}
 
+/// Logits after each token of `ids`, fed one at a time (teacher forcing).
+fn teacher_forced_logits(model: &model::Gemma3, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_sequence();
+    ids.iter()
+        .map(|id| {
+            let logits = model
+                .forward(&mut [BatchEntry {
+                    tokens: std::slice::from_ref(id),
+                    cache: &mut cache,
+                }])
+                .unwrap();
+            logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+        })
+        .collect()
+}
+
+/// What a GPU pod runs, run on the CPU: bf16 matrices (activations rounded to bf16 at every
+/// matmul, f32 elsewhere) and candle's tensor attention over tensor KV caches, against the
+/// same bf16 checkpoint read as f32 with the CPU's own attention. Only the arithmetic
+/// differs, so the bounds are the rounding's: bf16 keeps 8 significant bits, an input
+/// rounded by up to 2^-9 of itself at each of the 18 layers' 4 matmuls and the head moves
+/// Gemma 3 270M's logits (magnitude ~20) by tenths (0.23 at most, measured on an AMD EPYC
+/// with AVX2), never by whole units as a wrong RoPE, mask or cache would; where f32's best
+/// token leads by more than 2 % the same token must win.
+#[test]
+fn the_gpu_arithmetic_on_the_cpu_follows_f32_within_bf16_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = write_checkpoint(dir.path(), DType::BF16);
+    let load = |dtype| {
+        model::load(
+            dir.path(),
+            &LoadOptions {
+                dtype: Some(dtype),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut gpu_path = load(DType::BF16);
+    assert_eq!(gpu_path.weights, "bf16");
+    gpu_path.model.use_tensor_attention();
+    let reference = load(DType::F32);
+    assert_eq!(reference.weights, "f32");
+    drop(gguf);
+
+    let text = "Kubernetes schedules pods onto nodes; a ProvisioningRequest asks the cluster \
+                autoscaler for a block of GPUs that arrive together or not at all. The nightly \
+                batch then sends every row of its dataset to the model pods exactly once.";
+    let ids = reference.tokenizer.encode(text, true, true).unwrap();
+    assert!(ids.len() > 40, "{} tokens", ids.len());
+    let expected = teacher_forced_logits(&reference.model, &ids);
+    let actual = teacher_forced_logits(&gpu_path.model, &ids);
+    let (mut max_delta, mut agree, mut clear, mut clear_agree) = (0f32, 0, 0, 0);
+    for (want, got) in expected.iter().zip(&actual) {
+        let delta = want
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        max_delta = max_delta.max(delta);
+        let (best, gap) = top2(want);
+        let same = argmax(got) == best;
+        agree += usize::from(same);
+        if gap > 0.02 {
+            clear += 1;
+            clear_agree += usize::from(same);
+        }
+    }
+    eprintln!(
+        "bf16 + tensor attention vs f32: max |dlogit| {max_delta:.3}, top-1 {agree}/{} ({clear_agree}/{clear} where f32 leads by > 2 %)",
+        ids.len()
+    );
+    assert!(max_delta < 0.75, "max |dlogit| {max_delta}");
+    assert_eq!(clear_agree, clear, "a clear winner changed");
+    assert!(
+        agree * 10 >= ids.len() * 9,
+        "top-1 agreement {agree}/{}",
+        ids.len()
+    );
+}
+
+#[test]
+fn safetensors_directory_generates_what_the_gguf_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = write_checkpoint(dir.path(), DType::F32);
     let hf = model::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(hf.weights, "f32");
     assert_eq!(hf.model.config(), gguf.model.config());
     let prompt = "The three primary colors are";
     let ids = hf.tokenizer.encode(prompt, true, true).unwrap();

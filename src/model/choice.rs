@@ -1,12 +1,13 @@
-//! Which model a command loads and how: the `--model`, `--threads`, `--context` and
-//! `--dense` flags the model commands share, and the loading they ask for.
+//! Which model a command loads and how: the `--model`, `--device`, `--dtype`, `--threads`,
+//! `--context` and `--dense` flags the model commands share, and the loading they ask for.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{LoadOptions, LoadedModel, default_device, fetch, load, threads};
+use super::device::{DeviceChoice, WeightDtype, device_name};
+use super::{LoadOptions, LoadedModel, fetch, load, threads};
 
 /// Which model to load and how.
 #[derive(Debug, Args)]
@@ -15,6 +16,14 @@ pub struct ModelChoice {
     /// fetched on first use].
     #[arg(long, env = "GEMBATCH_MODEL")]
     pub model: Option<PathBuf>,
+    /// Where the model runs: `auto` takes the first CUDA GPU when this build has CUDA and
+    /// one is usable, else the CPU; `cuda` fails when there is none (GPU pods ask for it).
+    #[arg(long, env = "GEMBATCH_DEVICE", value_enum, default_value_t)]
+    pub device: DeviceChoice,
+    /// What a safetensors checkpoint's matrices are read as [default: f32 on the CPU, bf16
+    /// on a GPU]. GGUF files keep their own block types.
+    #[arg(long, value_enum)]
+    pub dtype: Option<WeightDtype>,
     /// CPU threads [default: the container's CPU limit, else all CPUs].
     #[arg(long, env = "GEMBATCH_THREADS")]
     pub threads: Option<usize>,
@@ -38,13 +47,25 @@ impl ModelChoice {
                 fetch::ensure_default_model(false, say).context("cannot get the default model")?
             }
         };
+        let chosen = self.device.resolve()?;
+        if let Some(reason) = &chosen.fallback {
+            tracing::warn!(%reason, "running on the CPU");
+        }
         let options = LoadOptions {
-            device: default_device(),
+            device: chosen.device,
+            dtype: self.dtype.map(WeightDtype::dtype),
             context: self.context,
             dense: self.dense,
         };
         let loaded = load(&path, &options)?;
-        tracing::info!(path = %path.display(), threads, seconds = loaded.load_seconds, "model loaded");
+        tracing::info!(
+            path = %path.display(),
+            device = %device_name(&options.device),
+            weights = %loaded.weights,
+            threads,
+            seconds = loaded.load_seconds,
+            "model loaded"
+        );
         Ok(loaded)
     }
 }

@@ -57,6 +57,12 @@ pub enum ModelError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The device asked for cannot be used.
+    #[error("--device cuda: {reason}")]
+    DeviceUnavailable {
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The tokenizer could not be built or run.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

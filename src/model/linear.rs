@@ -29,9 +29,16 @@ impl Linear {
         Ok(Self::Candle(inner))
     }
 
-    /// Applies the layer to `[..., in]` activations.
+    /// Applies the layer to `[..., in]` f32 activations, giving f32. Activations stay f32
+    /// between layers (the residual stream, norms, attention); a matrix kept in bf16 (a GPU
+    /// checkpoint) multiplies them rounded to bf16, accumulating in f32, as cuBLAS does.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
+            Self::Candle(QMatMul::Tensor(w)) if w.dtype() != xs.dtype() => {
+                QMatMul::Tensor(w.clone())
+                    .forward(&xs.to_dtype(w.dtype())?)?
+                    .to_dtype(xs.dtype())
+            }
             Self::Candle(m) => m.forward(xs),
             Self::Packed(w) => {
                 let mut dims = xs.dims().to_vec();
@@ -143,7 +150,8 @@ impl Embedding {
         match self {
             Self::Packed(w) => Ok(Linear::Packed(w.clone())),
             Self::Quantized(q) => Linear::from_qtensor(q.clone(), dense),
-            Self::Dense(w) => Ok(Linear::Candle(QMatMul::Tensor(w.to_dtype(DType::F32)?))),
+            // In its own dtype: a bf16 head stays bf16 (the forward pass rounds its input).
+            Self::Dense(w) => Ok(Linear::Candle(QMatMul::Tensor(w.clone()))),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod argmax;
 pub mod attention;
 pub mod choice;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod fetch;
 pub mod gemma3;
@@ -27,8 +28,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
 use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device};
 
 pub use config::Gemma3Config;
 pub use error::ModelError;
@@ -42,6 +43,9 @@ use weights::WeightSource;
 pub struct LoadOptions {
     /// Where to run it.
     pub device: Device,
+    /// The dtype of a safetensors checkpoint's matrices; `None`: f32 on the CPU, bf16 on a
+    /// GPU ([`device::safetensors_dtype`]). GGUF weights keep their own block types.
+    pub dtype: Option<DType>,
     /// Cap on positions per sequence; `None` means the model's trained context.
     pub context: Option<usize>,
     /// Expand quantized weights to f32: exact arithmetic, identical results whatever the
@@ -53,6 +57,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             device: Device::Cpu,
+            dtype: None,
             context: None,
             dense: false,
         }
@@ -69,6 +74,8 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Wall-clock seconds the load took.
     pub load_seconds: f64,
+    /// What the matrices are stored as (`bf16`, `f32`, `gguf`, ...), for the start-up log.
+    pub weights: String,
 }
 
 /// Loads a Gemma 3 GGUF file, or a directory with `config.json`, `tokenizer.json` and
@@ -80,10 +87,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
         return Err(ModelError::NotFound { path: shown });
     }
     let (cfg, tokenizer, mut weights) = if path.is_dir() {
-        open_safetensors_dir(path, &options.device)?
+        let dtype = options
+            .dtype
+            .unwrap_or_else(|| device::safetensors_dtype(&options.device));
+        open_safetensors_dir(path, &options.device, dtype)?
     } else {
         open_gguf(path, options.dense)?
     };
+    let weights_description = weights.describe();
     let context = options.context.unwrap_or(cfg.context_length);
     if context == 0 {
         return Err(ModelError::InvalidParameter {
@@ -108,6 +119,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> error::Result<LoadedModel> {
         tokenizer,
         path: path.to_path_buf(),
         load_seconds: started.elapsed().as_secs_f64(),
+        weights: weights_description,
     })
 }
 
@@ -120,7 +132,7 @@ pub fn load_tokenizer(path: &Path) -> error::Result<(GemmaTokenizer, usize)> {
         });
     }
     let (cfg, tokenizer, _weights) = if path.is_dir() {
-        open_safetensors_dir(path, &Device::Cpu)?
+        open_safetensors_dir(path, &Device::Cpu, DType::F32)?
     } else {
         open_gguf(path, false)?
     };
@@ -188,6 +200,7 @@ fn open_gguf(
 fn open_safetensors_dir(
     dir: &Path,
     device: &Device,
+    dtype: DType,
 ) -> error::Result<(Gemma3Config, TokenizerSource, WeightSource)> {
     let config_path = dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::Corrupt {
@@ -196,10 +209,9 @@ fn open_safetensors_dir(
     })?;
     let cfg = Gemma3Config::from_hf_json(&config_text, &config_path.display().to_string())?;
     let tokenizer = TokenizerSource::File(dir.join("tokenizer.json"));
-    Ok((cfg, tokenizer, WeightSource::open_safetensors(dir, device)?))
-}
-
-/// The device to run on: the first CUDA GPU when built with `cuda` and one is present.
-pub fn default_device() -> Device {
-    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+    Ok((
+        cfg,
+        tokenizer,
+        WeightSource::open_safetensors(dir, device, dtype)?,
+    ))
 }

@@ -44,8 +44,9 @@ pub enum WeightSource {
 }
 
 impl WeightSource {
-    /// Opens a safetensors directory (all `*.safetensors` files in it).
-    pub fn open_safetensors(dir: &Path, device: &Device) -> Result<Self> {
+    /// Opens a safetensors directory (all `*.safetensors` files in it), its matrices to be
+    /// read as `dtype`.
+    pub fn open_safetensors(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let corrupt = |reason: String| ModelError::Corrupt {
             path: dir.display().to_string(),
             reason,
@@ -59,11 +60,6 @@ impl WeightSource {
         if files.is_empty() {
             return Err(corrupt("no *.safetensors files in the directory".into()));
         }
-        let dtype = if device.is_cpu() {
-            DType::F32
-        } else {
-            DType::BF16
-        };
         // SAFETY: the files are mapped read-only; gembatch never writes to its model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(|e| corrupt(one_line(&e)))?;
@@ -77,6 +73,16 @@ impl WeightSource {
             vb,
             prefix: prefix.to_string(),
         })
+    }
+
+    /// What the matrices are stored as, for the start-up log: `bf16`, `f32`, `gguf` (its own
+    /// block types) or `gguf expanded to f32`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Gguf { dense: false, .. } => "gguf".into(),
+            Self::Gguf { dense: true, .. } => "gguf expanded to f32".into(),
+            Self::Safetensors { vb, .. } => format!("{:?}", vb.dtype()).to_lowercase(),
+        }
     }
 
     /// Whether quantized matrices are expanded to f32.
