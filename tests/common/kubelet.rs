@@ -165,9 +165,18 @@ impl Node {
             .into_iter()
             .map(|arg| arg.replace("0.0.0.0", &ip))
             .collect();
+        // A node without GPUs: the container asks for one (GEMBATCH_DEVICE=cuda), which
+        // this CPU build would refuse, so the pod runs on the CPU as a real GPU pod's
+        // `serve` runs on its GPU.
+        let env = container.env.as_deref().unwrap_or_default();
+        assert!(
+            env.iter()
+                .any(|var| var.name == "GEMBATCH_DEVICE" && var.value.as_deref() == Some("cuda")),
+            "a serve pod asks for its GPU"
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
             .args(&args)
-            .args(["--threads", "1"])
+            .args(["--threads", "1", "--device", "cpu"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

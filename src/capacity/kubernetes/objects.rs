@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, PodSpec, PodTemplate, PodTemplateSpec, ResourceRequirements, Toleration,
+    Container, EnvVar, PodSpec, PodTemplate, PodTemplateSpec, ResourceRequirements, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -150,6 +150,13 @@ impl ReservePlan {
             containers: vec![Container {
                 name: SERVE_CONTAINER.into(),
                 image: Some(self.image.clone()),
+                // On the GPU or not at all: a pod whose GPU is missing fails at start
+                // instead of serving a 4B model on its CPU.
+                env: Some(vec![EnvVar {
+                    name: "GEMBATCH_DEVICE".into(),
+                    value: Some("cuda".into()),
+                    ..EnvVar::default()
+                }]),
                 resources: Some(ResourceRequirements {
                     limits: Some(gpu.clone()),
                     requests: Some(gpu),

