@@ -31,6 +31,9 @@ pub enum Command {
     FetchModel(FetchModelArgs),
     /// Measure the model: load time, prefill, single and batched decode speed, peak memory.
     BenchModel(BenchModelArgs),
+    /// Write the model's logits after every token of a sequence (teacher forcing), to
+    /// compare with a reference implementation.
+    Logits(LogitsArgs),
     /// Serve the model over HTTP with the OpenAI API, batching requests continuously.
     Serve(ServeArgs),
     /// Load-test an OpenAI-compatible server (ramp, sustained or fixed-rate), with SLO gates,
@@ -102,6 +105,32 @@ pub struct FetchModelArgs {
     /// Download again even when the model is cached.
     #[arg(long)]
     pub force: bool,
+    /// Also write the default model's tokenizer as a `tokenizer.json` to this file (what a
+    /// safetensors checkpoint needs beside its weights).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer_json: Option<PathBuf>,
+}
+
+/// `gembatch logits`.
+#[derive(Debug, Args)]
+pub struct LogitsArgs {
+    /// The model to run.
+    #[command(flatten)]
+    pub model: ModelChoice,
+    /// The sequence as token ids, comma-separated (`2,818,5279`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "text",
+        conflicts_with = "text"
+    )]
+    pub ids: Vec<u32>,
+    /// The sequence as text (a BOS token is prepended).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Where the logits go: little-endian f32, one row of the vocabulary's size per token.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `gembatch bench-model`.

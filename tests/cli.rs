@@ -245,3 +245,92 @@ fn bench_model_refuses_a_prompt_too_short_to_measure() {
     let out = on_default_model("bench-model", &["--batch", "0"]);
     assert_user_error(&out, &["--batch"]);
 }
+
+/// The CPU build (the runner's image) asked for a GPU: exit 2, naming the CUDA build.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_the_cpu_build_for_a_gpu_names_the_cuda_build() {
+    let out = on_default_model("generate", &["--device", "cuda", "--prompt", "Hi"]);
+    assert_user_error(
+        &out,
+        &["--device cuda", "built without CUDA", "--features cuda"],
+    );
+}
+
+/// The runner's binary starts where there is no NVIDIA driver (the nightly CronJob's pod):
+/// it needs no CUDA library, and `run --dry-run` writes the GPU pods' objects, which ask
+/// for their GPU and give a 4B model time to load.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn the_runner_needs_no_gpu_library_and_writes_gpu_pods() {
+    let elf = Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_gembatch")])
+        .output()
+        .expect("readelf");
+    let dynamic = String::from_utf8_lossy(&elf.stdout);
+    assert!(dynamic.contains("(NEEDED)"), "{dynamic}");
+    for library in ["libcuda", "libcudart", "libcublas", "libnvrtc", "libcurand"] {
+        assert!(!dynamic.contains(library), "{library} in {dynamic}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["run", "jobs/nightly.yaml", "--dry-run"])
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run gembatch");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(yaml.contains("kind: ProvisioningRequest"), "{yaml}");
+    assert!(yaml.contains("name: GEMBATCH_DEVICE\n") && yaml.contains("value: cuda\n"));
+    assert!(yaml.contains("startupProbe:"), "{yaml}");
+}
+
+/// `gembatch logits` writes one row of the vocabulary per token, and the last row's best
+/// token is what greedy generation produces first.
+#[test]
+fn logits_rows_are_what_generation_picks_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.f32");
+    let prompt = "The capital of France is";
+    let run = on_default_model(
+        "logits",
+        &["--text", prompt, "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let (tokens, vocab) = (
+        summary["tokens"].as_u64().unwrap() as usize,
+        summary["vocab"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(summary["device"], "cpu");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len(), tokens * vocab * 4);
+    let last: Vec<f32> = bytes[(tokens - 1) * vocab * 4..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let best = gembatch::model::argmax::argmax(&last);
+    let generated = on_default_model(
+        "generate",
+        &["--prompt", prompt, "--max-tokens", "1", "--json"],
+    );
+    let generated: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+    assert_eq!(
+        generated["output_ids"][0].as_u64(),
+        Some(u64::from(best)),
+        "{generated}"
+    );
+
+    let outside = on_default_model(
+        "logits",
+        &["--ids", "2,999999999", "--out", out.to_str().unwrap()],
+    );
+    assert_user_error(&outside, &["--ids", "999999999", "vocabulary"]);
+}

@@ -4,6 +4,7 @@ mod bench_model;
 mod fetch_model;
 mod generate;
 mod load;
+mod logits;
 mod report;
 mod reserve;
 mod run;
@@ -24,6 +25,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::FetchModel(args) => fetch_model::run(args),
         Command::BenchModel(args) => bench_model::run(args),
+        Command::Logits(args) => logits::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Load(args) => load::run(*args),
         Command::Report(args) => report::run(args),
