@@ -6,6 +6,7 @@ pub mod argmax;
 pub mod attention;
 pub mod choice;
 pub mod config;
+pub mod control_tokens;
 pub mod device;
 pub mod error;
 pub mod fetch;

@@ -13,6 +13,7 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
+use super::control_tokens::ControlTokens;
 use super::error::{ModelError, Result};
 
 const SPACE_MARK: &str = "\u{2581}";
@@ -82,8 +83,8 @@ impl GgufVocab {
 /// Text to token ids and back, with Gemma's special tokens.
 pub struct GemmaTokenizer {
     inner: Tokenizer,
-    /// Control tokens (`<start_of_turn>`, ...) by text, matched only when asked to.
-    control: HashMap<String, u32>,
+    /// Control tokens (`<start_of_turn>`, ...), found in a text when `encode` is asked to.
+    control_tokens: ControlTokens,
     bos: u32,
     end_of_generation: Vec<u32>,
 }
@@ -174,7 +175,7 @@ impl GemmaTokenizer {
         end_of_generation.extend(control.get("<end_of_turn>"));
         Self {
             inner,
-            control,
+            control_tokens: ControlTokens::new(&control),
             bos,
             end_of_generation,
         }
@@ -209,16 +210,10 @@ impl GemmaTokenizer {
 
     /// Splits off the text before the first control token, and that token's id and length.
     fn split_at_control<'t>(&self, text: &'t str) -> (&'t str, Option<(u32, usize)>) {
-        let mut from = 0;
-        while let Some(open) = text[from..].find('<').map(|i| i + from) {
-            if let Some(close) = text[open..].find('>')
-                && let Some(&id) = self.control.get(&text[open..=open + close])
-            {
-                return (&text[..open], Some((id, close + 1)));
-            }
-            from = open + 1;
+        match self.control_tokens.first(text) {
+            Some(found) => (&text[..found.start], Some((found.id, found.len))),
+            None => (text, None),
         }
-        (text, None)
     }
 
     /// Text of `ids`, control tokens left out.
