@@ -385,3 +385,24 @@ async fn an_api_key_guards_everything_but_health() {
     let models: Value = models.json().await.unwrap();
     assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
 }
+
+/// A prompt that cannot fit the context however it tokenizes is refused before it is
+/// tokenized ("at least"); one that might fit is tokenized and refused with its count.
+#[tokio::test]
+async fn a_prompt_too_long_to_fit_is_refused_before_tokenizing() {
+    let server = Server::start(&["--context", "256"], &[]);
+    let completions = server.at("/v1/completions");
+    let (status, _, answer) = post(&completions, json!({"prompt": "<".repeat(200_000)})).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("has at least"), "{message}");
+    let (status, _, answer) = post(&completions, json!({"prompt": "word ".repeat(400)})).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the prompt has ") && !message.contains("at least"),
+        "tokenized, then counted: {message}"
+    );
+    let (status, _, body) = post(&completions, json!({"prompt": PROMPT, "max_tokens": 3})).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -67,6 +67,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone().filter(|key| !key.is_empty()),
         body_limit: args.max_body_bytes,
         replica: HeaderValue::from_str(&replica).unwrap_or(HeaderValue::from_static("gembatch")),
+        // One long prompt at a time: the engine thread keeps the other cores.
+        tokenizing: tokio::sync::Semaphore::new(1),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

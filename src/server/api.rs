@@ -124,6 +124,19 @@ pub struct Limits {
     pub context: usize,
 }
 
+/// The prompt does not leave room for one token: `tokens` says how many it has (`812`,
+/// `at least 45000`).
+pub fn prompt_too_long(tokens: &str, limits: Limits) -> ApiError {
+    ApiError::bad_param(
+        "prompt",
+        format!(
+            "the prompt has {tokens} tokens, more than this model's context of {} leaves room \
+             for; shorten it",
+            limits.context
+        ),
+    )
+}
+
 impl GenerationRequest {
     /// Validates the parameters for a prompt of `prompt_ids` (BOS included); `max_tokens`
     /// (or `max_completion_tokens`) defaults to `default_max_tokens`, else to what the
@@ -141,14 +154,7 @@ impl GenerationRequest {
         }
         let prompt_tokens = prompt_ids.len();
         if prompt_tokens >= limits.context {
-            return Err(ApiError::bad_param(
-                "prompt",
-                format!(
-                    "the prompt has {prompt_tokens} tokens, more than this model's context of {} \
-                     leaves room for; shorten it",
-                    limits.context
-                ),
-            ));
+            return Err(prompt_too_long(&prompt_tokens.to_string(), limits));
         }
         let room = limits.context - prompt_tokens;
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {

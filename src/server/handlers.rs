@@ -160,8 +160,26 @@ fn read_body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<By
     })
 }
 
-/// Tokenizes a prompt off the async threads (a long prompt takes milliseconds).
+/// Prompts longer than this wait for [`AppState::tokenizing`]'s permit; shorter ones
+/// (milliseconds of work) never queue behind them.
+const LONG_PROMPT_BYTES: usize = 64 * 1024;
+
+/// Tokenizes a prompt off the async threads, long prompts one at a time; a prompt that
+/// cannot fit the context however it tokenizes is refused before any of that.
 async fn encode(state: &Arc<AppState>, text: String, add_bos: bool) -> Result<Vec<u32>, ApiError> {
+    let fewest = state.model.tokenizer.fewest_tokens(&text) + usize::from(add_bos);
+    if fewest >= state.limits.context {
+        return Err(api::prompt_too_long(
+            &format!("at least {fewest}"),
+            state.limits,
+        ));
+    }
+    let _turn = if text.len() > LONG_PROMPT_BYTES {
+        let permit = state.tokenizing.acquire().await;
+        Some(permit.map_err(|err| ApiError::Internal(err.to_string()))?)
+    } else {
+        None
+    };
     let model = state.model.clone();
     let ids = tokio::task::spawn_blocking(move || model.tokenizer.encode(&text, add_bos, true))
         .await

@@ -55,6 +55,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// This replica's name, sent in [`REPLICA_HEADER`].
     pub replica: HeaderValue,
+    /// Long prompts tokenized at once (a permit each): a flood of them queues here instead
+    /// of taking the cores the engine thread needs.
+    pub tokenizing: tokio::sync::Semaphore,
 }
 
 impl AppState {
