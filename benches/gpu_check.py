@@ -16,8 +16,9 @@ Without a GPU the same `run` goes end to end on the CPU with the tiny shape only
 shape in f32 needs ~17 GB and hours there): `--shapes tiny` is the default then.
 
 For each shape (random weights from its config, seeded; norms perturbed so their loading
-counts) and each checkpoint layout (text-only `Gemma3ForCausalLM`, multimodal
-`Gemma3ForConditionalGeneration` with the language model under a prefix):
+counts) and checkpoint layout (text-only `Gemma3ForCausalLM` and multimodal
+`Gemma3ForConditionalGeneration`, the language model under a prefix, for the tiny shape; the
+multimodal one, as Gemma 3 4B ships, for the 4B shape):
 - transformers' logits over STEPS teacher-forced tokens in f32 (the reference) and in bf16;
 - gembatch's (`gembatch logits`, one token at a time through the serving forward pass) with
   the matrices in f32 and in bf16;
@@ -77,11 +78,16 @@ COMMON = dict(
     final_logit_softcapping=None, attn_logit_softcapping=None, layer_types=None,
     bos_token_id=2, eos_token_id=1, pad_token_id=0,
 )
+# Both layouts on the tiny shape; the 4B shape in the layout its real checkpoints have (a
+# second 4B layout would not fit the device's 10 minutes).
+LAYOUTS = {"tiny": ["text", "multimodal"], "4b": ["multimodal"]}
 LOAD_USERS = [1, 10, 50]
 LOAD_PROMPT_TOKENS = 256
 LOAD_OUTPUT_TOKENS = 128
 LOAD_SECONDS = 30
 F32_BOUND = 2e-3
+# What may travel to the GPU machine (its limit is 64 MiB for everything carried).
+CARRY_LIMIT = 60 * 2**20
 
 
 def say(line):
@@ -105,6 +111,9 @@ def prepare(out: Path, binary: Path):
     compress(tokenizer)
     for f in sorted(out.iterdir()):
         say(f"{f}: {f.stat().st_size / 2**20:.1f} MiB")
+    total = sum(f.stat().st_size for f in out.iterdir())
+    if total > CARRY_LIMIT:
+        sys.exit(f"{out} holds {total / 2**20:.0f} MiB: more than the {CARRY_LIMIT // 2**20} MiB that travel")
 
 
 def compress(path: Path):
@@ -241,33 +250,34 @@ def free_port():
 
 
 class GpuMemory:
-    """Peak GPU memory in use while it runs (nvidia-smi every 0.5 s), MiB; None without one."""
+    """Peak GPU memory of process `pid` (nvidia-smi's per-process figure every 0.5 s), MiB;
+    None without a GPU."""
 
-    def __init__(self):
-        self.peak, self.stop = None, threading.Event()
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, None, threading.Event()
         if shutil.which("nvidia-smi"):
-            self.thread = threading.Thread(target=self.poll, daemon=True)
-            self.thread.start()
+            threading.Thread(target=self.poll, daemon=True).start()
 
     def poll(self):
+        query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
         while not self.stop.is_set():
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True)
-            if out.returncode == 0 and out.stdout.strip():
-                used = int(out.stdout.split()[0])
-                self.peak = used if self.peak is None else max(self.peak, used)
+            out = subprocess.run(query, capture_output=True, text=True)
+            for line in out.stdout.splitlines() if out.returncode == 0 else []:
+                pid, used = (field.strip() for field in line.split(","))
+                if pid == str(self.pid):
+                    self.peak = max(self.peak or 0, int(used))
             self.stop.wait(0.5)
 
 
 def serve_and_load(gembatch, directory, device, out: Path, log, max_batch):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    memory = GpuMemory()
     server = subprocess.Popen(
         [gembatch, "serve", "--model", directory, "--device", device, "--listen", f"127.0.0.1:{port}",
          "--max-batch", str(max_batch)],
         stdout=log, stderr=log, env=gembatch_env(RUST_LOG="info"), start_new_session=True,
     )
+    memory = GpuMemory(server.pid)
     rows = []
     try:
         started = time.time()
@@ -369,13 +379,18 @@ def run(carry: Path, out: Path, shapes, layouts):
     torch.backends.cudnn.allow_tf32 = False
     summary = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
                "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "logits": [], "failures": []}
+
+    def save():
+        # After every step: a run cut short by the device's time limit still reports.
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "summary.md").write_text(markdown(summary))
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, open(out / "gembatch.log", "w") as log:
         work = Path(tmp)
         gembatch, tokenizer = unpack(carry, work)
         check_libraries(gembatch, log)
         served = None
         for shape in shapes:
-            for layout in layouts:
+            for layout in layouts or LAYOUTS[shape]:
                 try:
                     result, directory = check_logits(torch, transformers, gembatch, shape, layout,
                                                      device, work, tokenizer, log)
@@ -383,6 +398,7 @@ def run(carry: Path, out: Path, shapes, layouts):
                     result, directory = {"shape": shape, "layout": layout, "failures": [repr(err)]}, None
                 summary["logits"].append(result)
                 summary["failures"] += [f"{shape} {layout}: {f}" for f in result["failures"]]
+                save()
                 if directory is not None:
                     if served is not None:
                         shutil.rmtree(served[0])
@@ -397,8 +413,7 @@ def run(carry: Path, out: Path, shapes, layouts):
                 summary["serving"] = {"shape": served[1], "rows": rows, "peak_gpu_mib": peak}
             except Exception as err:
                 summary["failures"].append(f"serving: {err!r}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown(summary))
+    save()
     print(markdown(summary))
     return 1 if summary["failures"] else 0
 
@@ -438,7 +453,8 @@ def main():
     r.add_argument("carry", type=Path)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--shapes", type=lambda s: s.split(","), default=None, help="tiny,4b [default: both on a GPU, tiny on the CPU]")
-    r.add_argument("--layouts", type=lambda s: s.split(","), default=["text", "multimodal"])
+    r.add_argument("--layouts", type=lambda s: s.split(","), default=None,
+                   help="text,multimodal [default: both for tiny, multimodal (the real checkpoints') for 4b]")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.carry, args.binary)
