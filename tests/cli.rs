@@ -263,11 +263,7 @@ fn asking_the_cpu_build_for_a_gpu_names_the_cuda_build() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn the_runner_needs_no_gpu_library_and_writes_gpu_pods() {
-    let elf = Command::new("readelf")
-        .args(["-d", env!("CARGO_BIN_EXE_gembatch")])
-        .output()
-        .expect("readelf");
-    let dynamic = String::from_utf8_lossy(&elf.stdout);
+    let dynamic = common::gembatch_dynamic_section();
     assert!(dynamic.contains("(NEEDED)"), "{dynamic}");
     for library in ["libcuda", "libcudart", "libcublas", "libnvrtc", "libcurand"] {
         assert!(!dynamic.contains(library), "{library} in {dynamic}");

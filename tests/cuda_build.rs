@@ -27,11 +27,7 @@ fn gembatch(args: &[&str]) -> Output {
 /// dynamically), which is why the runner uses the CPU image: see the Dockerfile.
 #[test]
 fn the_cuda_build_needs_the_driver_library() {
-    let elf = Command::new("readelf")
-        .args(["-d", env!("CARGO_BIN_EXE_gembatch")])
-        .output()
-        .expect("readelf");
-    let dynamic = String::from_utf8_lossy(&elf.stdout);
+    let dynamic = common::gembatch_dynamic_section();
     assert!(dynamic.contains("[libcuda.so.1]"), "{dynamic}");
 }
 

@@ -23,6 +23,16 @@ pub fn default_model() -> &'static LoadedModel {
     })
 }
 
+/// The dynamic section of the gembatch binary under test, as `readelf -d` prints it (its
+/// `(NEEDED)` lines name the shared libraries it cannot start without).
+pub fn gembatch_dynamic_section() -> String {
+    let elf = std::process::Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_gembatch")])
+        .output()
+        .expect("readelf (binutils)");
+    String::from_utf8_lossy(&elf.stdout).into_owned()
+}
+
 /// One line of a golden JSONL file.
 #[derive(serde::Deserialize, Debug)]
 pub struct Golden {
