@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
 use crate::model::ModelError;
+use crate::model::device::device_name;
 use crate::server::api::Limits;
 use crate::server::engine::{self, EngineConfig};
 use crate::server::metrics::Metrics;
@@ -79,9 +80,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        // Also where the model runs: the one start-up line a pod's log always shows.
         println!(
-            "listening on http://{address} (model `{}`, replica {replica})",
-            state.served_model
+            "listening on http://{address} (model `{}` on {} with {} weights, replica {replica})",
+            state.served_model,
+            device_name(state.model.model.device()),
+            state.model.weights,
         );
         std::io::stdout().flush()?;
         let shutdown = CancellationToken::new();
