@@ -30,26 +30,23 @@ pub struct ChosenDevice {
 impl DeviceChoice {
     /// Resolves the choice: opens the GPU for `cuda` (and for `auto` in a CUDA build).
     pub fn resolve(self) -> Result<ChosenDevice> {
-        let cpu = |fallback| ChosenDevice {
-            device: Device::Cpu,
-            fallback,
+        let on = |device| ChosenDevice {
+            device,
+            fallback: None,
         };
         match self {
-            Self::Cpu => Ok(cpu(None)),
+            Self::Cpu => Ok(on(Device::Cpu)),
             Self::Cuda => open_cuda()
-                .map(|device| ChosenDevice {
-                    device,
-                    fallback: None,
-                })
+                .map(on)
                 .map_err(|reason| ModelError::DeviceUnavailable { reason }),
-            Self::Auto if !cfg!(feature = "cuda") => Ok(cpu(None)),
-            Self::Auto => Ok(match open_cuda() {
-                Ok(device) => ChosenDevice {
-                    device,
-                    fallback: None,
+            Self::Auto if !cfg!(feature = "cuda") => Ok(on(Device::Cpu)),
+            Self::Auto => Ok(open_cuda().map_or_else(
+                |reason| ChosenDevice {
+                    device: Device::Cpu,
+                    fallback: Some(reason),
                 },
-                Err(reason) => cpu(Some(reason)),
-            }),
+                on,
+            )),
         }
     }
 }
