@@ -232,8 +232,12 @@ pub struct RunArgs {
     pub skip_invalid: bool,
     /// Finish the run with this id after a crash or an interruption: only shards not yet
     /// committed are sent.
-    #[arg(long, conflicts_with = "run_id")]
+    #[arg(long, conflicts_with_all = ["run_id", "start_or_resume"])]
     pub resume: Option<String>,
+    /// Start the run with this id, or resume it when it exists: what a retried Kubernetes
+    /// Job or a rerun script passes, so no one needs to choose between --run-id and --resume.
+    #[arg(long, conflicts_with = "run_id", env = "GEMBATCH_RUN_ID")]
+    pub start_or_resume: Option<String>,
     /// The new run's id [default: JOB-NAME-YYYYMMDD-HHMMSS, UTC].
     #[arg(long)]
     pub run_id: Option<String>,

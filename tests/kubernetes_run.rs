@@ -264,3 +264,41 @@ fn capacity_revoked_mid_run(port_forwarded: bool) {
         assert_nothing_left(&client, "revoked").await;
     });
 }
+
+#[test]
+fn a_retried_runner_removes_what_the_killed_one_left_and_finishes_the_run() {
+    let cluster = TestCluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 200, 2, "");
+    let args = ["run", job.to_str().unwrap(), "--start-or-resume", "retry"];
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "retry");
+        let mut first = gembatch(&cluster, &args);
+        let killed = wait_for_request(&client, "gembatch-retry").await;
+        provision(&client, "gembatch-retry").await;
+        until_a_shard_is_committed(&space.run_dir("retry")).await;
+        first.kill().unwrap();
+        first.wait().unwrap();
+        assert!(!leftovers(&client, "default", "retry").await.is_empty());
+
+        // The same command again, as Kubernetes retries a failed runner Job.
+        let retry = gembatch(&cluster, &args);
+        let mut request = wait_for_request(&client, "gembatch-retry").await;
+        while request.metadata.uid == killed.metadata.uid {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            request = wait_for_request(&client, "gembatch-retry").await;
+        }
+        provision(&client, "gembatch-retry").await;
+        let output = retry.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(words.contains("resuming"), "{words}");
+        assert!(
+            words.contains("removed what the earlier attempt left: Job/default/gembatch-retry"),
+            "{words}"
+        );
+        assert_every_row_ok_once(&space, "retry", 200, &words);
+        assert_nothing_left(&client, "retry").await;
+    });
+}

@@ -144,3 +144,38 @@ fn a_runner_killed_with_sigkill_takes_its_pods_along() {
     // The parent-death signal is SIGTERM: each pod drains for at most 5 s, then exits.
     assert_gone_within(&pids, Duration::from_secs(15));
 }
+
+#[test]
+fn a_second_runner_on_a_run_is_refused_and_a_retry_after_a_crash_finishes_it() {
+    let _serial = common::load::serial();
+    let space = Workspace::new();
+    let job = local_job(&space, 24);
+    let mut first = common::run::spawn(&job, &["--start-or-resume", "twice"]);
+    let dir = space.run_dir("twice");
+    pod_pids(&dir);
+
+    let holder = format!("in use by another gembatch run (pid {} on", first.id());
+    for (flag, refusal) in [
+        ("--resume", holder.as_str()),
+        ("--start-or-resume", holder.as_str()),
+        ("--run-id", "exists already"),
+    ] {
+        let second = common::run::run(&job, &[flag, "twice"]);
+        let words = text(&second);
+        assert_eq!(second.status.code(), Some(2), "{flag}: {words}");
+        assert!(words.contains(refusal), "{flag}: {words}");
+    }
+    let escape = common::run::run(&job, &["--resume", "../twice"]);
+    assert_eq!(escape.status.code(), Some(2), "{}", text(&escape));
+    assert!(text(&escape).contains("--resume"), "{}", text(&escape));
+
+    // A crash, then the same command again (what a retried Kubernetes Job does): it
+    // resumes and finishes the run, every row exactly once.
+    wait_for_commit(&dir);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let retry = common::run::run(&job, &["--start-or-resume", "twice"]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    assert!(text(&retry).contains("resuming"), "{}", text(&retry));
+    assert_eq!(Requests::read(&dir).sorted_ids(), expected_ids(24));
+}

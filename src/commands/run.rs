@@ -4,12 +4,15 @@
 //! files and report are written.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::kubernetes::release::{Scope, release};
 use crate::capacity::kubernetes::reserve::Progress;
 use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, size_pods};
@@ -18,7 +21,8 @@ use crate::cli::RunArgs;
 use crate::common::Endpoint;
 use crate::dataset::DatasetError;
 use crate::dispatch::ledger::Ledger;
-use crate::dispatch::run_dir::{Fingerprint, RunManifest};
+use crate::dispatch::run_dir::{Fingerprint, MANIFEST_FILE, RunDirError, RunManifest};
+use crate::dispatch::run_lock::RunLock;
 use crate::dispatch::validate::{LengthLimit, Validation, validate};
 use crate::dispatch::{self, DispatchPlan};
 use crate::job::{Backend, JobError, JobSpec};
@@ -40,6 +44,8 @@ struct RunContext<'a> {
     run_id: &'a str,
     dir: &'a Path,
     ledger: &'a Arc<Mutex<Ledger>>,
+    /// Whether an earlier attempt ran (it may have left cluster objects behind).
+    resumed: bool,
 }
 
 /// The work a run has left once its dataset is checked.
@@ -71,7 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     eprintln!("validating {}", job.dataset.path.display());
     let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
-    let (run_id, dir) = run_dir(&job, &args, &dataset, validation.rows)?;
+    let (run_id, dir, _lock, resumed) = run_dir(&job, &args, &dataset, validation.rows)?;
     let ledger = Ledger::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
     let committed = ledger.committed_rows();
     if committed == validation.rows {
@@ -84,6 +90,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         run_id: &run_id,
         dir: &dir,
         ledger: &ledger,
+        resumed,
     };
     let remaining = Remaining {
         rows: validation.rows,
@@ -105,10 +112,13 @@ async fn run_on_capacity(context: &RunContext<'_>, remaining: Remaining) -> anyh
     cancel_on_signals(cancel.clone());
     let local_model = remaining.local_model.clone();
     let mut reservation = reserve(context, local_model, &cancel).await?;
-    let ended = run_on_pods(context, remaining, &reservation, &cancel).await;
+    // A panic while the pods run is caught, so it too releases them before it goes on.
+    let ended = AssertUnwindSafe(run_on_pods(context, remaining, &reservation, &cancel))
+        .catch_unwind()
+        .await;
     let released = reservation.release().await;
     eprintln!("released: {released}");
-    ended
+    ended.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Dispatches the remaining rows to the reserved pods, with the load verification alongside.
@@ -185,7 +195,7 @@ async fn alongside<T>(
 
 /// `--dry-run`: the objects a Kubernetes run creates, or what the other backends would do.
 fn dry_run(job: &JobSpec, args: &RunArgs) -> anyhow::Result<()> {
-    let run_id = args.run_id.clone().unwrap_or_else(|| new_run_id(&job.name));
+    let (run_id, _) = requested_run_id(job, args);
     if !job.capacity.endpoints.is_empty() {
         println!(
             "# --endpoints: nothing is created; rows go to {}",
@@ -327,38 +337,57 @@ fn check_dataset(
     Ok(validation)
 }
 
-/// The run's id and directory: a new one, or the one `--resume` names (checked).
+/// The run's id, directory, lock and whether it is resumed: a new run, the one `--resume`
+/// names (checked), or with `--start-or-resume` whichever of the two that id is.
 fn run_dir(
     job: &JobSpec,
     args: &RunArgs,
     dataset: &Fingerprint,
     rows: u64,
-) -> anyhow::Result<(String, PathBuf)> {
-    if let Some(run_id) = &args.resume {
-        let dir = job.output.join(run_id);
-        let manifest = RunManifest::read(&dir)?;
-        manifest.check_resume(&dir, job, dataset)?;
-        eprintln!("resuming {}", dir.display());
-        return Ok((run_id.clone(), dir));
-    }
-    let run_id = args.run_id.clone().unwrap_or_else(|| new_run_id(&job.name));
+) -> anyhow::Result<(String, PathBuf, RunLock, bool)> {
+    let warn = |line: String| eprintln!("warning: {line}");
+    let (run_id, flag) = requested_run_id(job, args);
     if !is_valid_run_id(&run_id) {
         return Err(JobError::Invalid {
             path: args.job.clone(),
-            field: "--run-id".into(),
+            field: flag.into(),
             message: format!("{run_id:?}: use letters, digits, '-', '_' and '.'"),
         }
         .into());
     }
     let dir = job.output.join(&run_id);
-    RunManifest {
+    let resume = |dir: PathBuf| -> anyhow::Result<(String, PathBuf, RunLock, bool)> {
+        let (manifest, lock) = RunManifest::open(&dir, warn)?;
+        manifest.check_resume(&dir, job, dataset)?;
+        eprintln!("resuming {}", dir.display());
+        Ok((run_id.clone(), dir, lock, true))
+    };
+    let start_or_resume = args.start_or_resume.is_some();
+    if args.resume.is_some() || (start_or_resume && dir.join(MANIFEST_FILE).exists()) {
+        return resume(dir);
+    }
+    let manifest = RunManifest {
         run_id: run_id.clone(),
         job: job.clone(),
         dataset: dataset.clone(),
         rows,
+    };
+    match manifest.create(&dir, warn) {
+        Ok(lock) => Ok((run_id, dir, lock, false)),
+        // Another runner created it in between: this one joins it as a resume would.
+        Err(RunDirError::Exists(_)) if start_or_resume => resume(dir),
+        Err(err) => Err(err.into()),
     }
-    .create(&dir)?;
-    Ok((run_id, dir))
+}
+
+/// The id the flags name and the flag that names it, or a new id.
+fn requested_run_id(job: &JobSpec, args: &RunArgs) -> (String, &'static str) {
+    match (&args.resume, &args.start_or_resume, &args.run_id) {
+        (Some(id), _, _) => (id.clone(), "--resume"),
+        (_, Some(id), _) => (id.clone(), "--start-or-resume"),
+        (_, _, Some(id)) => (id.clone(), "--run-id"),
+        _ => (new_run_id(&job.name), "--run-id"),
+    }
 }
 
 /// Reserves the job's capacity: existing endpoints, local pods, or Kubernetes.
@@ -379,6 +408,20 @@ async fn reserve(
                 .await
                 .map_err(CapacityError::from)?;
             let (plan, retries, pods) = super::run_kubernetes::plans(job, run_id);
+            if context.resumed {
+                // An attempt killed without its cleanup (a preempted node, SIGKILL) left
+                // its objects; this run holds the run's lock, so they are nobody's now.
+                let scope = Scope::Run {
+                    run_id: run_id.to_string(),
+                    namespace: plan.namespace.clone(),
+                };
+                let left = release(&client, &scope)
+                    .await
+                    .map_err(CapacityError::from)?;
+                if !left.is_empty() {
+                    eprintln!("removed what the earlier attempt left: {}", left.join(", "));
+                }
+            }
             eprintln!(
                 "reserving {} GPU(s) in namespace {} ({})",
                 plan.gpus, plan.namespace, plan.class

@@ -2,6 +2,7 @@
 //! any module may import it without a cycle.
 //!
 //! - `blame`: whose mistake an error is, and the user-error exit code;
+//! - `durable`: files written whole or not at all (fsync, rename);
 //! - `endpoint`: a model server's name and URL;
 //! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
@@ -13,6 +14,7 @@
 //! - `wall_clock`: now, as Unix seconds.
 
 pub mod blame;
+pub mod durable;
 pub mod endpoint;
 pub mod model_location;
 pub mod outcome;

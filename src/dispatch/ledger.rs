@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::durable::sync_parent;
 use crate::results::batch::records_writer;
 use crate::results::batch_record::BatchRecord;
-use crate::results::table::sync_parent;
 
 /// File name of the ledger in a run directory.
 pub const LEDGER_FILE: &str = "ledger.jsonl";

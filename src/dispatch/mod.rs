@@ -1,5 +1,7 @@
 //! `gembatch run`'s heart: fans a dataset's rows out to model pods, exactly once.
 //!
+//! - `run_dir` + `run_lock`: a run's directory, its manifest, and the lock one runner
+//!   holds on it;
 //! - `validate`: the dataset checked whole before any capacity is reserved;
 //! - `feeder`: the dataset cut into shards as it is read, a bounded window of them open;
 //! - `worker`: per pod, workers that take rows from one shared queue, retry with backoff,
@@ -16,6 +18,7 @@ pub mod feeder;
 pub mod ledger;
 pub mod outputs;
 pub mod run_dir;
+pub mod run_lock;
 pub mod validate;
 pub mod worker;
 

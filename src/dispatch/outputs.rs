@@ -12,13 +12,14 @@ use serde_json::{Value, json};
 
 use super::ledger::{Ledger, shard_path};
 use crate::common::Route;
+use crate::common::durable::sync_parent;
 use crate::results::batch::{
     REQUESTS_FILE, RunTotals, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records,
     records_writer, summary_columns,
 };
 use crate::results::batch_record::{BatchRecord, Status};
 use crate::results::step::micros_histogram;
-use crate::results::table::{sync_parent, write_all};
+use crate::results::table::write_all;
 
 /// File name of the successful rows, Batch API output format.
 pub const OUTPUT_FILE: &str = "output.jsonl";

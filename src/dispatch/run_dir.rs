@@ -1,11 +1,15 @@
 //! A run's directory and its `run.json`: the job as it ran and the dataset it read, so a
 //! `--resume` continues the same run and refuses one whose dataset or sharding changed.
+//! Whoever creates or resumes a run holds its lock (`run_lock`) until it ends.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
+use super::run_lock::RunLock;
+use crate::common::durable::write_atomically;
 use crate::job::JobSpec;
 
 /// File name of the run's manifest.
@@ -57,6 +61,16 @@ pub enum RunDirError {
     /// A new run's directory exists already.
     #[error("{0} exists already; pick another --run-id, or --resume that run")]
     Exists(PathBuf),
+    /// Another runner holds the run.
+    #[error(
+        "{dir} is in use by another gembatch run ({holder}); wait for it to end or stop it, then --resume"
+    )]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// Who holds it, as it wrote in the lock file.
+        holder: String,
+    },
     /// The run to resume is not there.
     #[error("no run to resume at {0} (no run.json); check --resume and --out")]
     Missing(PathBuf),
@@ -79,18 +93,49 @@ pub enum RunDirError {
 }
 
 impl RunManifest {
-    /// Creates the run directory `dir` and writes the manifest; `dir` must not exist.
-    pub fn create(&self, dir: &Path) -> Result<(), RunDirError> {
-        if dir.exists() {
-            return Err(RunDirError::Exists(dir.to_path_buf()));
-        }
+    /// Creates the run directory `dir` (readable by its owner and group only: rows may be
+    /// private), takes its lock and writes the manifest. `dir` must not hold a run already;
+    /// one left without a manifest by a runner that crashed at once is taken over.
+    pub fn create(&self, dir: &Path, warn: impl FnOnce(String)) -> Result<RunLock, RunDirError> {
         let io = |source| RunDirError::Io {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        let manifest = dir.join(MANIFEST_FILE);
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                if manifest.exists() {
+                    return Err(RunDirError::Exists(dir.to_path_buf()));
+                }
+            }
+            Err(err) => return Err(io(err)),
+        }
+        let lock = RunLock::acquire(dir, warn)?;
+        if manifest.exists() {
+            return Err(RunDirError::Exists(dir.to_path_buf()));
+        }
         let text = serde_json::to_string_pretty(self).map_err(|err| io(err.into()))?;
-        std::fs::write(dir.join(MANIFEST_FILE), text).map_err(io)
+        write_atomically(&manifest, text.as_bytes()).map_err(|source| RunDirError::Io {
+            path: manifest.clone(),
+            source,
+        })?;
+        Ok(lock)
+    }
+
+    /// Takes the lock of the run in `dir` and reads its manifest, to resume it.
+    pub fn open(
+        dir: &Path,
+        warn: impl FnOnce(String),
+    ) -> Result<(RunManifest, RunLock), RunDirError> {
+        if !dir.join(MANIFEST_FILE).exists() {
+            return Err(RunDirError::Missing(dir.to_path_buf()));
+        }
+        let lock = RunLock::acquire(dir, warn)?;
+        Ok((RunManifest::read(dir)?, lock))
     }
 
     /// Reads the manifest of the run in `dir`.
@@ -176,8 +221,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (manifest, dataset) = manifest(dir.path());
         let run = dir.path().join("t-1");
-        manifest.create(&run).unwrap();
-        assert!(matches!(manifest.create(&run), Err(RunDirError::Exists(_))));
+        let lock = manifest.create(&run, |_| {}).unwrap();
+        assert!(matches!(
+            manifest.create(&run, |_| {}),
+            Err(RunDirError::Exists(_))
+        ));
+        assert!(matches!(
+            RunManifest::open(&run, |_| {}),
+            Err(RunDirError::Locked { .. })
+        ));
+        drop(lock);
+        let (_, _lock) = RunManifest::open(&run, |_| {}).unwrap();
         let back = RunManifest::read(&run).unwrap();
         assert_eq!(back, manifest);
         let fingerprint = Fingerprint::of(&dataset).unwrap();
@@ -200,8 +254,25 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("dataset changed"), "{err}");
         assert!(matches!(
-            RunManifest::read(&dir.path().join("nope")),
+            RunManifest::open(&dir.path().join("nope"), |_| {}),
             Err(RunDirError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn a_directory_left_without_a_manifest_is_taken_over_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, _) = manifest(dir.path());
+        let run = dir.path().join("results").join("t-1");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("run.json.partial"), "{\"run_").unwrap();
+        let _lock = manifest.create(&run, |_| {}).unwrap();
+        assert_eq!(RunManifest::read(&run).unwrap(), manifest);
+
+        let fresh = dir.path().join("results").join("t-2");
+        let _lock = manifest.create(&fresh, |_| {}).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "others get nothing: {mode:o}");
     }
 }

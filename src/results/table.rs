@@ -18,6 +18,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use crate::common::durable::sync_parent;
+
 /// Rows buffered before they are encoded.
 const BATCH_ROWS: usize = 4096;
 /// Rows per row group: bounds the writer's memory.
@@ -183,15 +185,6 @@ impl<T> TableWriter<T> {
         sync_parent(&self.path)?;
         Ok(())
     }
-}
-
-/// Makes a rename or a new file in `path`'s folder durable.
-pub fn sync_parent(path: &Path) -> std::io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(parent)?.sync_all()
 }
 
 fn build_array<T>(column: &Column<T>, rows: &[T]) -> ArrayRef {
