@@ -465,3 +465,46 @@ fn load_refuses_a_deployment_that_does_not_exist_before_sending_anything() {
     );
     assert_eq!(stub.served(), 0, "no completion before the watch is set up");
 }
+
+#[test]
+fn release_all_mine_leaves_the_online_service_it_did_not_create() {
+    use k8s_openapi::api::core::v1::Service;
+    let cluster = TestCluster::start();
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        // The online Service as manifests/online_service.yaml ships it (labelled
+        // `managed-by: gembatch`), in the test's namespace.
+        let manifest = std::fs::read_to_string("manifests/online_service.yaml").unwrap();
+        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&manifest).unwrap();
+        let mut online: Service = serde_json::from_value(
+            documents
+                .into_iter()
+                .find(|doc| doc["kind"] == "Service")
+                .expect("online_service.yaml has a Service"),
+        )
+        .unwrap();
+        online.metadata.namespace = Some("default".into());
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        services.create(&Default::default(), &online).await.unwrap();
+
+        let child = reserve(&cluster, 1, "mine", "60s", &[]);
+        wait_for_request(&client, "gembatch-mine").await;
+        provision(&client, "gembatch-mine").await;
+        let reserved = child.wait_with_output().unwrap();
+        assert!(reserved.status.success(), "{}", text(&reserved));
+
+        let output = gembatch(&cluster, &["release", "--all-mine"])
+            .wait_with_output()
+            .unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("ProvisioningRequest/default/gembatch-mine"),
+            "{words}"
+        );
+        assert!(!words.contains("gembatch-serve"), "{words}");
+        assert_nothing_left(&client, "mine").await;
+        let kept = services.get("gembatch-serve").await.unwrap();
+        assert!(kept.metadata.deletion_timestamp.is_none());
+    });
+}

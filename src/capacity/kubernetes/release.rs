@@ -1,6 +1,9 @@
 //! Giving everything back: every object carrying the run's label (or, for `--all-mine`,
-//! gembatch's managed-by label) is deleted, consumers first: Jobs (with their pods),
-//! Services, ProvisioningRequests (which cancels a pending one), PodTemplates.
+//! any run's label: only gembatch's runner sets it, no shipped manifest of a long-lived
+//! object does) is deleted, consumers first: Jobs (with their pods), Services,
+//! ProvisioningRequests (which cancels a pending one), PodTemplates. A cluster without the
+//! ProvisioningRequest API has none to delete; one whose discovery fails is an error, never
+//! a release reported whole.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PodTemplate, Service};
@@ -8,7 +11,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 
 use super::KubeError;
-use super::objects::{MANAGED_BY, RUN_LABEL};
+use super::objects::RUN_LABEL;
 use super::reserve::{Progress, request_resource};
 
 /// Which objects to release.
@@ -29,7 +32,9 @@ impl Scope {
     fn selector(&self) -> String {
         match self {
             Scope::Run { run_id, .. } => format!("{RUN_LABEL}={run_id}"),
-            Scope::AllMine => format!("{}={}", MANAGED_BY.0, MANAGED_BY.1),
+            // Every run's objects, and only those: `managed-by=gembatch` is on the online
+            // service's manifests too.
+            Scope::AllMine => RUN_LABEL.to_string(),
         }
     }
 
@@ -89,8 +94,10 @@ pub async fn release(client: &Client, scope: &Scope) -> Result<Vec<String>, Kube
         ("Job", ApiResource::erase::<Job>(&())),
         ("Service", ApiResource::erase::<Service>(&())),
     ];
-    if let Ok(resource) = request_resource(client).await {
-        kinds.push(("ProvisioningRequest", resource));
+    match request_resource(client).await {
+        Ok(resource) => kinds.push(("ProvisioningRequest", resource)),
+        Err(KubeError::NoProvisioningRequests) => {}
+        Err(err) => return Err(err),
     }
     kinds.push(("PodTemplate", ApiResource::erase::<PodTemplate>(&())));
     let mut deleted = Vec::new();

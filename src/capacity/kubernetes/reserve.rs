@@ -194,7 +194,13 @@ fn request_resource_at(group: &str, version: &str) -> ApiResource {
 pub async fn request_resource(client: &Client) -> Result<ApiResource, KubeError> {
     let group = kube::discovery::group(client, GROUP)
         .await
-        .map_err(|_| KubeError::NoProvisioningRequests)?;
+        .map_err(|err| match err {
+            kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_)) => {
+                KubeError::NoProvisioningRequests
+            }
+            // The API server did not answer: whether the API exists is unknown.
+            other => KubeError::api("discover the ProvisioningRequest API")(other),
+        })?;
     let version = if group.versions().any(|v| v == "v1") {
         "v1"
     } else if group.versions().any(|v| v == "v1beta1") {
