@@ -89,6 +89,56 @@ fn every_outcome_class_is_counted_exactly() {
 }
 
 #[test]
+fn a_broken_or_hostile_stream_is_cut_off_at_its_caps_and_done_means_done() {
+    let _serial = serial();
+    let script = [
+        Behaviour::EndlessLine,
+        Behaviour::Flood,
+        Behaviour::OpenAfterDone,
+    ];
+    let stub = Stub::start(move |n| script[n as usize % script.len()]);
+    let dir = tempfile::tempdir().unwrap();
+    let output = load(
+        &stub.url,
+        dir.path(),
+        &[
+            "--max-users",
+            "1",
+            "--step-size",
+            "1",
+            "--requests-per-user",
+            "6",
+            "--output-tokens",
+            "8",
+            "--timeout",
+            "15s",
+        ],
+    );
+    assert_success(&output);
+    let classes = outcomes(dir.path());
+    let table = Table::read(&dir.path().join("requests.parquet")).unwrap();
+    let errors = table.strs("error").unwrap();
+    let starts = table.f64s("start_s").unwrap();
+    let ends = table.f64s("end_s").unwrap();
+    for (i, class) in classes.iter().enumerate() {
+        let (expected, words) = match i % 3 {
+            0 => ("stream_broken", "over 1024 KiB without ending it"),
+            1 => ("stream_broken", "more than the request's max_tokens allow"),
+            _ => ("ok", ""),
+        };
+        assert_eq!(class, expected, "request {i}: {:?}", errors[i]);
+        let error = errors[i].clone().unwrap_or_default();
+        assert!(error.contains(words), "request {i}: {error}");
+        let latency = ends[i].unwrap() - starts[i].unwrap();
+        assert!(
+            latency < 5.0,
+            "request {i} took {latency} s: cut off, not timed out"
+        );
+    }
+    assert_eq!(classes.len(), 6);
+}
+
+#[test]
 fn empty_completions_are_successes_with_a_gate_of_their_own_and_few_requests_are_not_judged() {
     let _serial = serial();
     let stub = Stub::start(|_| Behaviour::Empty);

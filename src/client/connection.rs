@@ -75,6 +75,24 @@ impl Connection {
         self.keep_alive && self.body.is_done()
     }
 
+    /// Whether an idle connection is still fit to send on: the server has neither closed
+    /// it nor sent anything unasked. Asked before a request goes out, because once its
+    /// bytes may have reached the server a request is never sent again.
+    pub fn still_open(&mut self) -> bool {
+        use std::task::{Context, Waker};
+        let mut context = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut byte);
+        let polled = tokio::io::AsyncRead::poll_read(
+            std::pin::Pin::new(&mut self.stream),
+            &mut context,
+            &mut probe,
+        );
+        // Pending: nothing to read and not closed. Anything else (end of stream, stray
+        // bytes, an error) makes the connection unfit.
+        polled.is_pending()
+    }
+
     /// Sends `request` and reads the response head, keeping the value of the header named
     /// `wanted` (lowercase). The body follows through [`Connection::body_chunk`].
     pub async fn send(&mut self, request: &Request<'_>, wanted: &str) -> io::Result<Head> {
@@ -145,17 +163,21 @@ impl Connection {
             }
             let http10 = response.version == Some(0);
             let mut framing = None;
+            let mut content_lengths = 0;
             let mut chunked = false;
             let mut close = http10;
             let mut value_wanted = None;
             for header in response.headers.iter() {
                 let name = header.name;
                 if name.eq_ignore_ascii_case("content-length") {
-                    let length = std::str::from_utf8(header.value)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<u64>().ok())
-                        .ok_or_else(|| invalid("a Content-Length that is not a number".into()))?;
+                    let length = content_length(header.value)?;
+                    // Two lengths that differ: which one frames the body is anyone's
+                    // guess (RFC 9112 section 6.3), and guessing is how responses get split.
+                    if framing.is_some_and(|seen| seen != Framing::Length(length)) {
+                        return Err(invalid("Content-Length headers that disagree".into()));
+                    }
                     framing = Some(Framing::Length(length));
+                    content_lengths += 1;
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
                     chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
                 } else if name.eq_ignore_ascii_case("connection") {
@@ -178,7 +200,10 @@ impl Connection {
             } else {
                 framing.unwrap_or(Framing::UntilClose)
             };
-            self.keep_alive = !close && framing != Framing::UntilClose;
+            // Both Transfer-Encoding and Content-Length: chunked frames this body, but the
+            // connection may be out of step with the server, so it is not reused.
+            let ambiguous = chunked && content_lengths > 0;
+            self.keep_alive = !close && !ambiguous && framing != Framing::UntilClose;
             self.body = BodyDecoder::new(framing);
             self.read.advance(length);
             return Ok(Some(Head {
@@ -240,6 +265,23 @@ impl Connection {
     }
 }
 
+/// A Content-Length value: a number, or a list of one number repeated (RFC 9110 section
+/// 8.6); anything else is refused.
+fn content_length(value: &[u8]) -> io::Result<u64> {
+    let mut lengths = value.split(|&b| b == b',').map(|part| {
+        std::str::from_utf8(part.trim_ascii())
+            .ok()
+            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|text| text.parse::<u64>().ok())
+    });
+    let first = lengths.next().flatten();
+    match first {
+        Some(length) if lengths.all(|other| other == Some(length)) => Ok(length),
+        Some(_) => Err(invalid("Content-Length headers that disagree".into())),
+        None => Err(invalid("a Content-Length that is not a number".into())),
+    }
+}
+
 /// The last comma-separated token of a header value.
 fn last_token(value: &[u8]) -> &[u8] {
     value
@@ -251,4 +293,18 @@ fn last_token(value: &[u8]) -> &[u8] {
 
 fn invalid(why: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_length_is_one_number_however_often_repeated() {
+        assert_eq!(content_length(b" 42 ").unwrap(), 42);
+        assert_eq!(content_length(b"7, 7").unwrap(), 7);
+        for bad in ["1, 2", "-1", "+2", "", "0x10"] {
+            assert!(content_length(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -86,6 +86,7 @@ pub async fn exchange(target: &Target, item: &WorkItem, keep_text: bool) -> Time
             .await
         {
             Ok(result) => result.err(),
+            Err(_) if exchange.done => None,
             Err(_) if exchange.status.is_none() => Some((
                 Outcome::Timeout,
                 "no response headers before the timeout".to_string(),
@@ -133,12 +134,13 @@ async fn run(
     }
     let mut splitter = EventSplitter::default();
     let mut failure = None;
-    while let Some(bytes) = connection.body_chunk().await.map_err(broken)? {
-        if exchange.done {
-            continue;
-        }
+    let mut output_bytes = 0usize;
+    while !exchange.done {
+        let Some(bytes) = connection.body_chunk().await.map_err(broken)? else {
+            return Err((Outcome::StreamBroken, "stream ended without [DONE]".into()));
+        };
         let now = Instant::now();
-        splitter.feed(bytes, |data| {
+        let fed = splitter.feed(bytes, |data| {
             if failure.is_some() || exchange.done {
                 return;
             }
@@ -149,6 +151,14 @@ async fn run(
                     finish_reason,
                     usage,
                 }) => {
+                    output_bytes += content.len();
+                    if output_bytes > item.output_limit {
+                        failure = Some(format!(
+                            "the server sent over {} bytes of text, more than the request's max_tokens allow",
+                            item.output_limit
+                        ));
+                        return;
+                    }
                     if !content.is_empty() {
                         exchange.content(now);
                         if let Some(text) = &mut exchange.text {
@@ -166,17 +176,34 @@ async fn run(
                 Err(message) => failure = Some(message),
             }
         });
+        if let Err(too_long) = fed {
+            return Err((Outcome::StreamBroken, too_long.to_string()));
+        }
         if let Some(message) = failure {
             return Err((Outcome::StreamBroken, message));
         }
     }
-    if exchange.done {
-        // The body was read to its end: the connection can serve the next request.
+    // `[DONE]` ends the answer. The body's own end usually follows at once; it is awaited
+    // briefly, only so the connection can carry the next request, never to finish this one.
+    let ended = tokio::time::timeout(DRAIN_AFTER_DONE, drain(&mut connection)).await;
+    if matches!(ended, Ok(Ok(()))) {
         target.http.checkin(connection);
-        Ok(())
-    } else {
-        Err((Outcome::StreamBroken, "stream ended without [DONE]".into()))
     }
+    Ok(())
+}
+
+/// How long the end of a body is awaited after `[DONE]` to reuse its connection.
+const DRAIN_AFTER_DONE: Duration = Duration::from_millis(250);
+
+/// Reads the rest of a body that should hold nothing more than its framing's end.
+async fn drain(connection: &mut super::connection::Connection) -> std::io::Result<()> {
+    let mut left = ERROR_BODY_BYTES;
+    while let Some(bytes) = connection.body_chunk().await? {
+        left = left
+            .checked_sub(bytes.len())
+            .ok_or_else(|| std::io::Error::other("more body after [DONE]"))?;
+    }
+    Ok(())
 }
 
 /// At most 200 characters of a response body.

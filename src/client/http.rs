@@ -93,12 +93,17 @@ impl HttpTarget {
         self.tls.is_some()
     }
 
-    /// An idle connection (and `true`), or a new one (and `false`).
-    async fn checkout(&self) -> std::io::Result<(Connection, bool)> {
-        let idle = self.idle.lock().expect("connection pool").pop();
-        match idle {
-            Some(connection) => Ok((connection, true)),
-            None => Ok((self.connect().await?, false)),
+    /// An idle connection the server has not closed, or a new one.
+    async fn checkout(&self) -> std::io::Result<Connection> {
+        loop {
+            let idle = self.idle.lock().expect("connection pool").pop();
+            let Some(mut connection) = idle else {
+                return self.connect().await;
+            };
+            // One the server closed meanwhile (its keep-alive timeout) is dropped.
+            if connection.still_open() {
+                return Ok(connection);
+            }
         }
     }
 
@@ -134,23 +139,17 @@ impl HttpTarget {
 
     /// Sends `request` on a pooled connection and reads the response head, keeping the
     /// header named `wanted`; the body is then read from the returned connection, which goes
-    /// back with [`HttpTarget::checkin`].
+    /// back with [`HttpTarget::checkin`]. A request is written once: after a failure its
+    /// bytes may have reached the server (a generation may be running), so resending is
+    /// the caller's decision, counted as a retry, never this layer's.
     pub async fn send(
         &self,
         request: &Request<'_>,
         wanted: &str,
     ) -> std::io::Result<(Connection, Head)> {
-        let (mut connection, reused) = self.checkout().await?;
-        match connection.send(request, wanted).await {
-            Ok(head) => Ok((connection, head)),
-            // An idle connection the server closed meanwhile: once more on a new one.
-            Err(_) if reused => {
-                let mut connection = self.connect().await?;
-                let head = connection.send(request, wanted).await?;
-                Ok((connection, head))
-            }
-            Err(err) => Err(err),
-        }
+        let mut connection = self.checkout().await?;
+        let head = connection.send(request, wanted).await?;
+        Ok((connection, head))
     }
 
     /// `GET path`: the status and at most `limit` bytes of the body.
@@ -293,7 +292,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_server_closes_is_not_reused_and_a_stale_one_is_retried() {
+    async fn a_connection_the_server_closes_is_not_reused_nor_one_it_closed_while_idle() {
         let (url, server) = scripted(vec![
             // Says it closes: the next request must go on a new connection.
             vec!["HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na"],
@@ -309,9 +308,47 @@ mod tests {
         assert_eq!(post(&target, "2").await.2, b"until close");
         assert_eq!(post(&target, "3").await.2, b"b");
         assert_eq!(target.idle.lock().unwrap().len(), 1, "kept for reuse");
-        // The pooled connection is closed by now: the request is sent again on a new one.
+        // Lets the server close the pooled connection: it is seen closed before anything is
+        // written on it, and the request goes on a new one.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(post(&target, "4").await.2, b"c");
         assert_eq!(server.await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_off_after_it_was_written_is_never_sent_again() {
+        // The second request is read, then the connection closes unanswered.
+        let (url, server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            "",
+        ]])
+        .await;
+        let target = target(&url, None).await;
+        assert_eq!(post(&target, "1").await.2, b"a");
+        let request = target.request("/v1/completions", Some(b"2"));
+        let err = target.send(&request, "x-replica").await.err().unwrap();
+        assert!(err.to_string().contains("without answering"), "{err}");
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 1, "no second connection: {seen:?}");
+        assert_eq!(seen[0].len(), 2, "each request written once: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn content_lengths_that_disagree_are_refused() {
+        let (url, _server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nabcde",
+        ]])
+        .await;
+        let err = target(&url, None).await.get("/", 16).await.unwrap_err();
+        assert!(err.to_string().contains("disagree"), "{err}");
+        let (url, _server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nab",
+        ]])
+        .await;
+        assert_eq!(
+            target(&url, None).await.get("/", 16).await.unwrap(),
+            (200, b"ab".to_vec())
+        );
     }
 
     #[tokio::test]

@@ -5,9 +5,19 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+/// Longest event (or line) accepted: an OpenAI stream event carries a few tokens and
+/// their JSON, so this is thousands of times what a sound server sends, and a server that
+/// never ends a line cannot grow the client's memory past it.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// An event over [`MAX_EVENT_BYTES`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the server sent a stream event or line over {} KiB without ending it", MAX_EVENT_BYTES / 1024)]
+pub struct EventTooLong;
+
 /// Splits a byte stream into the `data` payloads of its events, across arbitrary chunk
 /// boundaries. Complete events are read in place: only a partial line or a partial event
-/// is copied, to wait for the rest.
+/// is copied, to wait for the rest, and neither may grow past [`MAX_EVENT_BYTES`].
 #[derive(Debug, Default)]
 pub struct EventSplitter {
     /// The start of a line the last bytes did not finish.
@@ -19,7 +29,11 @@ pub struct EventSplitter {
 
 impl EventSplitter {
     /// Feeds the next bytes; calls `on_event` with each complete event's data.
-    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8])) {
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut on_event: impl FnMut(&[u8]),
+    ) -> Result<(), EventTooLong> {
         if self.pending.is_empty() {
             let consumed = self.split(bytes, &mut on_event);
             self.pending.extend_from_slice(&bytes[consumed..]);
@@ -30,6 +44,10 @@ impl EventSplitter {
             input.drain(..consumed);
             self.pending = input;
         }
+        if self.pending.len() > MAX_EVENT_BYTES || self.data.len() > MAX_EVENT_BYTES {
+            return Err(EventTooLong);
+        }
+        Ok(())
     }
 
     /// Reads the complete lines of `input`; returns how many bytes they take up.
@@ -208,11 +226,33 @@ mod tests {
         let mut splitter = EventSplitter::default();
         let mut out = Vec::new();
         for piece in stream.chunks(split_every) {
-            splitter.feed(piece, |data| {
-                out.push(String::from_utf8(data.to_vec()).unwrap())
-            });
+            splitter
+                .feed(piece, |data| {
+                    out.push(String::from_utf8(data.to_vec()).unwrap())
+                })
+                .unwrap();
         }
         out
+    }
+
+    #[test]
+    fn an_endless_line_or_event_is_refused_at_the_cap() {
+        let mut splitter = EventSplitter::default();
+        let piece = vec![b'x'; 64 * 1024];
+        let mut fed = 0;
+        let err = loop {
+            match splitter.feed(&piece, |_| panic!("no event ends")) {
+                Ok(()) => fed += piece.len(),
+                Err(err) => break err,
+            }
+            assert!(fed <= MAX_EVENT_BYTES, "never refused");
+        };
+        assert_eq!(err, EventTooLong);
+
+        let mut splitter = EventSplitter::default();
+        let line = format!("data: {}\n", "y".repeat(1000));
+        let refused = (0..2000).any(|_| splitter.feed(line.as_bytes(), |_| {}).is_err());
+        assert!(refused, "one event of many data lines is capped too");
     }
 
     #[test]

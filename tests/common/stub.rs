@@ -35,6 +35,12 @@ pub enum Behaviour {
     Empty,
     /// Waits this long before answering at all.
     Stall(Duration),
+    /// Sends `data: ` and then a line that never ends (bounded: 64 MiB, then 20 s idle).
+    EndlessLine,
+    /// Sends content chunks of 1 KiB without end (bounded: 64 MiB, then 20 s idle).
+    Flood,
+    /// Streams one token and `[DONE]`, then keeps the body open (20 s) without its end.
+    OpenAfterDone,
 }
 
 /// Chooses the behaviour of request number `n` (0-based, in arrival order) with body `body`.
@@ -179,6 +185,35 @@ async fn completion(State(state): State<Arc<StubState>>, body: Bytes) -> Respons
             (replica, sse, Body::from("data: [DONE]\n\n")).into_response()
         }
         Behaviour::Empty => (replica, sse, Body::from("data: [DONE]\n\n")).into_response(),
+        Behaviour::EndlessLine | Behaviour::Flood | Behaviour::OpenAfterDone => {
+            let (first, then): (Bytes, Bytes) = match behaviour {
+                Behaviour::EndlessLine => {
+                    (Bytes::from("data: "), Bytes::from(vec![b'x'; 64 * 1024]))
+                }
+                Behaviour::Flood => (chunk("x"), chunk(&"y".repeat(1024))),
+                _ => (
+                    Bytes::from(format!(
+                        "{}data: [DONE]\n\n",
+                        String::from_utf8_lossy(&chunk("x"))
+                    )),
+                    Bytes::new(),
+                ),
+            };
+            let pieces = if then.is_empty() {
+                0
+            } else {
+                (64 << 20) / then.len()
+            };
+            let stream = futures_util::stream::iter(
+                std::iter::once(first).chain(std::iter::repeat_n(then, pieces)),
+            )
+            .map(Ok::<Bytes, Infallible>)
+            .chain(futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                Ok(Bytes::new())
+            }));
+            (replica, sse, Body::from_stream(stream)).into_response()
+        }
         Behaviour::Cut { tokens } => {
             // The error comes after a pause, so the chunks before it are on the wire first.
             let stream = futures_util::stream::unfold(0u32, move |i| async move {
