@@ -486,7 +486,11 @@ fn prompts_longer_than_the_context_are_refused_before_anything_starts() {
     let long = "word ".repeat(200);
     let dataset = space.file(
         "data.jsonl",
-        &format!("{{\"id\": \"short\", \"prompt\": \"Hello\"}}\n{{\"id\": \"long\", \"prompt\": \"{long}\"}}\n"),
+        &format!(
+            "{{\"id\": \"short\", \"prompt\": \"Hello\"}}\n{{\"id\": \"long\", \"prompt\": \"{long}\"}}\n\
+             {{\"id\": \"wraps\", \"prompt\": \"Hi\", \"max_tokens\": 18446744073709551615}}\n\
+             {{\"id\": \"words\", \"prompt\": \"Hi\", \"max_tokens\": \"ten\"}}\n"
+        ),
     );
     let job = space.job(
         &dataset,
@@ -499,6 +503,15 @@ fn prompts_longer_than_the_context_are_refused_before_anything_starts() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let message = text(&output);
     assert!(message.contains("data.jsonl:2: prompt of 202 tokens (with BOS) plus max_tokens 32 exceeds the model's context of 64 tokens"), "{message}");
+    assert!(
+        message.contains("data.jsonl:3: prompt of ")
+            && message.contains("plus max_tokens 18446744073709551615 exceeds"),
+        "{message}"
+    );
+    assert!(
+        message.contains("data.jsonl:4: max_tokens \"ten\" is not a whole number of at least 1"),
+        "{message}"
+    );
     assert_eq!(stub.served(), 0);
 }
 

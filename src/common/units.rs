@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// Parses `90`, `90s`, `1500ms`, `5m` or `2h`.
+/// The longest duration anything takes: a year. Longer ones are typing mistakes, and
+/// would overflow the clock arithmetic of deadlines.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `90`, `90s`, `1500ms`, `5m` or `2h`, at most a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
@@ -20,9 +24,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (text, 1.0)
     };
-    parse_non_negative(number)
-        .map(|v| Duration::from_secs_f64(v * scale))
-        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m or 2h"))
+    let seconds = parse_non_negative(number).ok_or_else(|| {
+        format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m or 2h")
+    })?;
+    Duration::try_from_secs_f64(seconds * scale)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| format!("{text:?} is longer than a year; write e.g. 90s, 5m or 2h"))
 }
 
 /// A finite number at least 0, or `None`.
@@ -87,6 +95,15 @@ mod tests {
                 .contains("not a duration")
         );
         assert!(parse_duration("-1s").is_err());
+        for huge in ["1e30s", "1e300h", "366d", "8761h"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
+        assert!(
+            parse_duration("1e30s")
+                .unwrap_err()
+                .contains("longer than a year")
+        );
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
     }
 
     #[test]

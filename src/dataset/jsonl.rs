@@ -2,19 +2,32 @@
 //! memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::{DatasetError, Fields, Row, RowRequest};
 
+/// Longest line read: a row's prompt must fit a model's context, which no model's does at
+/// this size, and a file with no line ends must not be read whole into memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// Reads rows from a JSONL file in order.
 pub struct JsonlReader {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    reader: BufReader<File>,
+    buffer: Vec<u8>,
     line: u64,
     fields: Fields,
+}
+
+/// One line of the file.
+enum Line {
+    /// Its text, without the line end.
+    Text,
+    /// Over [`MAX_LINE_BYTES`]: skipped to its end.
+    TooLong,
 }
 
 impl JsonlReader {
@@ -26,7 +39,8 @@ impl JsonlReader {
         })?;
         Ok(JsonlReader {
             path: path.to_path_buf(),
-            lines: BufReader::new(file).lines(),
+            reader: BufReader::new(file),
+            buffer: Vec::new(),
             line: 0,
             fields: fields.clone(),
         })
@@ -38,8 +52,8 @@ impl Iterator for JsonlReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let text = match self.lines.next()? {
-                Ok(text) => text,
+            let read = match read_line(&mut self.reader, &mut self.buffer) {
+                Ok(read) => read?,
                 Err(source) => {
                     return Some(Err(DatasetError::Io {
                         path: self.path.clone(),
@@ -48,19 +62,74 @@ impl Iterator for JsonlReader {
                 }
             };
             self.line += 1;
+            let row_error = |message: String, id: Option<String>| DatasetError::Row {
+                path: self.path.clone(),
+                line: self.line,
+                id,
+                message,
+            };
+            let text = match (read, std::str::from_utf8(&self.buffer)) {
+                (Line::TooLong, _) => {
+                    return Some(Err(row_error(
+                        format!(
+                            "the line is over {} MiB; no model's context holds such a row: split or shorten it",
+                            MAX_LINE_BYTES >> 20
+                        ),
+                        None,
+                    )));
+                }
+                (Line::Text, Err(err)) => {
+                    return Some(Err(row_error(format!("not UTF-8 text: {err}"), None)));
+                }
+                (Line::Text, Ok(text)) => text,
+            };
             if text.trim().is_empty() {
                 continue;
             }
             return Some(
-                parse_row(&text, self.line, &self.fields).map_err(|message| DatasetError::Row {
-                    path: self.path.clone(),
-                    line: self.line,
-                    id: readable_id(&text, &self.fields),
-                    message,
-                }),
+                parse_row(text, self.line, &self.fields)
+                    .map_err(|message| row_error(message, readable_id(text, &self.fields))),
             );
         }
     }
+}
+
+/// Reads the next line into `buffer` without its line end; `None` at the end of the file.
+fn read_line(reader: &mut BufReader<File>, buffer: &mut Vec<u8>) -> std::io::Result<Option<Line>> {
+    buffer.clear();
+    let cap = MAX_LINE_BYTES as u64 + 1;
+    if reader.by_ref().take(cap).read_until(b'\n', buffer)? == 0 {
+        return Ok(None);
+    }
+    if buffer.last() == Some(&b'\n') {
+        buffer.pop();
+        if buffer.last() == Some(&b'\r') {
+            buffer.pop();
+        }
+        return Ok(Some(Line::Text));
+    }
+    if buffer.len() <= MAX_LINE_BYTES {
+        return Ok(Some(Line::Text));
+    }
+    buffer.clear();
+    // Over the cap: the rest of the line is read and dropped, never kept.
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                break;
+            }
+            None => {
+                let all = available.len();
+                reader.consume(all);
+            }
+        }
+    }
+    Ok(Some(Line::TooLong))
 }
 
 /// Reads one line in either format.
@@ -222,6 +291,30 @@ mod tests {
         assert_eq!(rows[2].line, 4);
         assert_eq!(rows[2].params["max_tokens"], 9);
         assert!(!rows[2].params.contains_key("model"));
+    }
+
+    #[test]
+    fn an_overlong_line_is_one_bad_row_and_the_rows_after_it_are_read() {
+        let long = format!("{{\"prompt\": \"{}\"}}", "a".repeat(MAX_LINE_BYTES));
+        let rows = read(&format!(
+            "{{\"prompt\": \"first\"}}\r\n{long}\n\u{ff}\n{{\"prompt\": \"last\"}}"
+        ));
+        assert_eq!(rows.len(), 4);
+        assert_eq!(
+            rows[0].as_ref().unwrap().request,
+            RowRequest::Prompt("first".into())
+        );
+        let err = rows[1].as_ref().unwrap_err();
+        assert!(
+            err.contains("rows.jsonl:2: the line is over 16 MiB"),
+            "{err}"
+        );
+        assert!(rows[2].is_err());
+        assert_eq!(rows[3].as_ref().unwrap().line, 4);
+        assert_eq!(
+            rows[3].as_ref().unwrap().request,
+            RowRequest::Prompt("last".into())
+        );
     }
 
     #[test]

@@ -105,12 +105,15 @@ impl LengthLimit {
                 self.tokens(&text, false)?
             }
         };
-        let max_tokens = row
-            .params
-            .get("max_tokens")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(u64::from(self.max_tokens)) as usize;
-        if prompt_tokens + max_tokens > self.context {
+        let max_tokens = match row.params.get("max_tokens") {
+            None => u64::from(self.max_tokens),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("max_tokens {value} is not a whole number of at least 1"))?,
+        };
+        // Saturating: a max_tokens near u64::MAX must not wrap around into "fits".
+        if (prompt_tokens as u64).saturating_add(max_tokens) > self.context as u64 {
             return Err(format!(
                 "prompt of {prompt_tokens} tokens (with BOS) plus max_tokens {max_tokens} exceeds \
                  the model's context of {} tokens; shorten the prompt or lower max_tokens",

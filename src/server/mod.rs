@@ -100,11 +100,24 @@ async fn require_api_key(
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        if presented != Some(key.as_str()) {
+        if !presented.is_some_and(|presented| same_key(presented, key)) {
             return state.reject(ApiError::Unauthorized);
         }
     }
     next.run(request).await
+}
+
+/// Whether `presented` is `key`, in time that says nothing about either: their digests
+/// (equal lengths) compared without an early exit, so timing cannot guess a key byte by
+/// byte.
+fn same_key(presented: &str, key: &str) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let (presented, key) = (
+        sha2::Sha256::digest(presented.as_bytes()),
+        sha2::Sha256::digest(key.as_bytes()),
+    );
+    presented.as_slice().ct_eq(key.as_slice()).into()
 }
 
 async fn name_replica(
