@@ -1,5 +1,6 @@
 //! Files that survive a crash whole or not at all: written beside their name, made
-//! durable (fsync), then renamed over it, the rename itself made durable.
+//! durable (fsync), then renamed over it, the rename itself made durable; and result
+//! directories that others cannot read.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,6 +18,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(file);
     std::fs::rename(partial, path)?;
     sync_parent(path)
+}
+
+/// Creates `dir` and its missing parents readable by owner and group only (`0750`, less
+/// what the umask takes): results hold rows that may be private.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
 }
 
 /// Makes a rename or a new file in `path`'s folder durable.
@@ -44,5 +55,18 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, ["run.json"]);
+    }
+
+    #[test]
+    fn result_directories_are_closed_to_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("results").join("load-1");
+        create_private_dir_all(&deep).unwrap();
+        for made in [&deep, &dir.path().join("results")] {
+            let mode = std::fs::metadata(made).unwrap().permissions().mode();
+            assert_eq!(mode & 0o007, 0, "{}: {mode:o}", made.display());
+        }
+        create_private_dir_all(&deep).unwrap();
     }
 }

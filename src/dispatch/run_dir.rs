@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use super::run_lock::RunLock;
-use crate::common::durable::write_atomically;
+use crate::common::durable::{create_private_dir_all, write_atomically};
 use crate::job::JobSpec;
 
 /// File name of the run's manifest.
@@ -103,7 +103,7 @@ impl RunManifest {
         };
         let manifest = dir.join(MANIFEST_FILE);
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
+            create_private_dir_all(parent).map_err(io)?;
         }
         match std::fs::DirBuilder::new().mode(0o750).create(dir) {
             Ok(()) => {}

@@ -190,7 +190,7 @@ pub async fn run_load(
     let model = preflight::check_server(&http, &base.text, config.model.as_deref()).await?;
     let work = requests(config, &model)?;
     let dir = &config.out_dir;
-    std::fs::create_dir_all(dir).or_output(dir, "")?;
+    crate::common::durable::create_private_dir_all(dir).or_output(dir, "")?;
     let writer = tables::requests_writer(dir).or_output(dir, "")?;
 
     let started_at = SystemTime::now();
