@@ -183,6 +183,14 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
+    /// Shut down (exit 0) when no runner heartbeat has come for this long: what a batch
+    /// pod is started with, so the GPU goes back when its runner dies without cleaning up.
+    #[arg(long, value_parser = parse_duration)]
+    pub exit_without_runner: Option<Duration>,
+    /// With --exit-without-runner: longest wait for the first heartbeat, from when serving
+    /// starts (the runner beats once every pod is ready) [default: that timeout].
+    #[arg(long, value_parser = parse_duration, requires = "exit_without_runner")]
+    pub first_heartbeat_within: Option<Duration>,
 }
 
 /// `gembatch load`.

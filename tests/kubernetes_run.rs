@@ -302,3 +302,127 @@ fn a_retried_runner_removes_what_the_killed_one_left_and_finishes_the_run() {
         assert_nothing_left(&client, "retry").await;
     });
 }
+
+#[test]
+fn a_runner_killed_mid_batch_leaves_nothing_once_its_pods_stop_hearing_it() {
+    let cluster = TestCluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 400, 2, "runner_timeout: 3s, finished_ttl: 1s");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "orphan");
+        let mut runner = run_job(&cluster, &job, "orphan");
+        wait_for_request(&client, "gembatch-orphan").await;
+        provision(&client, "gembatch-orphan").await;
+        until_a_shard_is_committed(&space.run_dir("orphan")).await;
+        // The pods take work only with the run's own key (from their Secret).
+        let pods_file = std::fs::read_to_string(space.run_dir("orphan").join("pods.json")).unwrap();
+        let pods: serde_json::Value = serde_json::from_str(&pods_file).unwrap();
+        let url = pods[0]["url"].as_str().unwrap();
+        let denied = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(format!("{url}/v1/models"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&denied.stdout), "401");
+        runner.kill().unwrap();
+        runner.wait().unwrap();
+        let killed = std::time::Instant::now();
+        assert!(!leftovers(&client, "default", "orphan").await.is_empty());
+
+        // Nothing but time: the pods stop hearing the runner (3 s) and exit, the Job
+        // completes, its TTL (1 s) deletes it and the collector what it owns.
+        until("every serve process exited", || async {
+            kubelet
+                .processes
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .all(|(_, child)| child.try_wait().is_ok_and(|status| status.is_some()))
+        })
+        .await;
+        let exited = killed.elapsed();
+        assert!(
+            exited < std::time::Duration::from_secs(20),
+            "pods exited after {exited:?}"
+        );
+        assert_nothing_left_within(
+            &client,
+            "default",
+            "orphan",
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+        until("the serve pods are deleted", || async {
+            pods.list(&kube::api::ListParams::default().labels("gembatch.dev/run-id=orphan"))
+                .await
+                .is_ok_and(|list| list.items.is_empty())
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_second_runner_elsewhere_on_a_held_run_is_refused_by_its_lease() {
+    let cluster = TestCluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 8, 1, "");
+    // The first runner must still be waiting for capacity when the second gives up (65 s).
+    let spec = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        spec.replace("provisioning_timeout: 60s", "provisioning_timeout: 5m"),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "dual");
+        let first = run_job(&cluster, &job, "dual");
+        let request = wait_for_request(&client, "gembatch-dual").await;
+        // Another machine: its own results directory, so only the Lease stands between.
+        let elsewhere = space.dir.path().join("elsewhere");
+        let second = gembatch(
+            &cluster,
+            &[
+                "run",
+                job.to_str().unwrap(),
+                "--run-id",
+                "dual",
+                "--out",
+                elsewhere.to_str().unwrap(),
+            ],
+        )
+        .wait_with_output()
+        .unwrap();
+        let words = text(&second);
+        assert_eq!(second.status.code(), Some(2), "{words}");
+        assert!(words.contains("waiting for its Lease to expire"), "{words}");
+        assert!(
+            words.contains("run dual is held by another gembatch runner ("),
+            "{words}"
+        );
+        assert!(
+            words.contains(&format!(" pid {}, Lease renewed", first.id())),
+            "{words}"
+        );
+        // The refused runner touched nothing of the first's.
+        let still = wait_for_request(&client, "gembatch-dual").await;
+        assert_eq!(still.metadata.uid, request.metadata.uid);
+
+        provision(&client, "gembatch-dual").await;
+        let output = first.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert_every_row_ok_once(&space, "dual", 8, &words);
+        assert_nothing_left(&client, "dual").await;
+    });
+}

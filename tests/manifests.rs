@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PodTemplate, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,6 +59,9 @@ fn every_manifest_is_a_valid_object_of_its_kind() {
                     round_trip::<HorizontalPodAutoscaler>(&doc, &place)
                 }
                 ("batch/v1", "CronJob") => round_trip::<CronJob>(&doc, &place),
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    round_trip::<NetworkPolicy>(&doc, &place)
+                }
                 ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(&doc, &place),
                 ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
                     round_trip::<RoleBinding>(&doc, &place)
@@ -88,6 +92,7 @@ fn every_manifest_is_a_valid_object_of_its_kind() {
             "Deployment",
             "HorizontalPodAutoscaler",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
             "PodMonitoring",
             "PodTemplate",
             "ProvisioningRequest",

@@ -149,7 +149,9 @@ fn a_runner_killed_with_sigkill_takes_its_pods_along() {
 fn a_second_runner_on_a_run_is_refused_and_a_retry_after_a_crash_finishes_it() {
     let _serial = common::load::serial();
     let space = Workspace::new();
-    let job = local_job(&space, 24);
+    // Long enough (about 30 s on 2 cores) that the first runner is still at it while the
+    // second ones try.
+    let job = local_job(&space, 200);
     let mut first = common::run::spawn(&job, &["--start-or-resume", "twice"]);
     let dir = space.run_dir("twice");
     pod_pids(&dir);
@@ -177,5 +179,5 @@ fn a_second_runner_on_a_run_is_refused_and_a_retry_after_a_crash_finishes_it() {
     let retry = common::run::run(&job, &["--start-or-resume", "twice"]);
     assert!(retry.status.success(), "{}", text(&retry));
     assert!(text(&retry).contains("resuming"), "{}", text(&retry));
-    assert_eq!(Requests::read(&dir).sorted_ids(), expected_ids(24));
+    assert_eq!(Requests::read(&dir).sorted_ids(), expected_ids(200));
 }

@@ -362,10 +362,13 @@ async fn drains_on_signal(signal: &str) {
 }
 
 #[tokio::test]
-async fn an_api_key_guards_everything_but_health() {
+async fn an_api_key_guards_everything_but_the_probes() {
     let server = Server::start(&["--api-key", "s3cret"], &[]);
     let health = client().get(server.at("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    // A kubelet's readiness probe carries no key.
+    let ready = client().get(server.at("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     let denied = client().get(server.at("/v1/models")).send().await.unwrap();
     assert_eq!(denied.status(), 401);
     let wrong = client()

@@ -2,8 +2,10 @@
 //! whatever happens. One seam, three kinds:
 //! - `local`: `gembatch serve` children on this machine (the embedded default);
 //! - endpoints: servers that already exist, nothing to reserve or release;
-//! - Kubernetes: a DWS ProvisioningRequest and Gemma pods on L4 nodes (its own issue).
+//! - Kubernetes: a DWS ProvisioningRequest and Gemma pods on L4 nodes, kept alive by the
+//!   runner's `heartbeat`.
 
+pub mod heartbeat;
 pub mod kubernetes;
 pub mod local;
 
@@ -33,6 +35,8 @@ pub struct KubernetesPods {
     pub pods: Vec<Endpoint>,
     /// The port-forwards to them, when the runner is outside the cluster.
     pub forwards: Option<kubernetes::port_forward::PortForwards>,
+    /// The pods' API key (their Secret's), sent with every request.
+    pub api_key: String,
 }
 
 /// Capacity that could not be had.
@@ -100,6 +104,14 @@ impl Reservation {
             Reservation::Local(local) => local.pods(),
             Reservation::Endpoints(pods) => pods.clone(),
             Reservation::Kubernetes(kubernetes) => kubernetes.pods.clone(),
+        }
+    }
+
+    /// The API key the pods want, when the reservation made them one.
+    pub fn api_key(&self) -> Option<&str> {
+        match self {
+            Reservation::Kubernetes(kubernetes) => Some(&kubernetes.api_key),
+            Reservation::Local(_) | Reservation::Endpoints(_) => None,
         }
     }
 

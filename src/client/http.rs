@@ -88,6 +88,14 @@ impl HttpTarget {
         }
     }
 
+    /// The same target whose every request also carries `name: value` (both header-safe
+    /// constants of the caller's).
+    pub fn with_header(mut self, name: &str, value: &str) -> HttpTarget {
+        self.headers
+            .extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        self
+    }
+
     /// Whether connections go through TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

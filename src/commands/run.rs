@@ -12,7 +12,7 @@ use anyhow::Context;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::capacity::kubernetes::release::{Scope, release};
+use crate::capacity::heartbeat;
 use crate::capacity::kubernetes::reserve::Progress;
 use crate::capacity::kubernetes::{self, backend::reserve_pods};
 use crate::capacity::local::{LocalConfig, LocalPods, size_pods};
@@ -106,14 +106,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     finish(&job, &args, &run_id, &dir, &ledger, ended)
 }
 
-/// Reserves the capacity, runs the batch on it, and releases it whatever happened there.
+/// Takes the run's Lease (Kubernetes), reserves the capacity, runs the batch on it, and
+/// releases both whatever happened there.
 async fn run_on_capacity(context: &RunContext<'_>, remaining: Remaining) -> anyhow::Result<Ended> {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
+    let lease = super::run_kubernetes::run_lease(context.job, context.run_id).await?;
+    let ended = reserve_and_run(context, remaining, &cancel).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    ended
+}
+
+/// Reserves the capacity, runs the batch on it, and releases it whatever happened there.
+async fn reserve_and_run(
+    context: &RunContext<'_>,
+    remaining: Remaining,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Ended> {
     let local_model = remaining.local_model.clone();
-    let mut reservation = reserve(context, local_model, &cancel).await?;
+    let mut reservation = reserve(context, local_model, cancel).await?;
     // A panic while the pods run is caught, so it too releases them before it goes on.
-    let ended = AssertUnwindSafe(run_on_pods(context, remaining, &reservation, &cancel))
+    let ended = AssertUnwindSafe(run_on_pods(context, remaining, &reservation, cancel))
         .catch_unwind()
         .await;
     let released = reservation.release().await;
@@ -138,7 +153,20 @@ async fn run_on_pods(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let plan = dispatch_plan(context.job, context.args.api_key.clone());
+    // Kubernetes pods exit when they stop hearing from this runner (see `heartbeat`).
+    let heartbeat = cancel.child_token();
+    let _stop_beating = heartbeat.clone().drop_guard();
+    if let Reservation::Kubernetes(_) = reservation {
+        let every = heartbeat::interval(context.job.capacity.kubernetes.runner_timeout);
+        let pods = pods.clone();
+        tokio::spawn(async move { heartbeat::beat(&pods, every, heartbeat).await });
+    }
+    // The pods' own key when the reservation made them one, else the flag's.
+    let api_key = reservation
+        .api_key()
+        .map(str::to_string)
+        .or_else(|| context.args.api_key.clone());
+    let plan = dispatch_plan(context.job, api_key.clone());
     let invalid = Arc::new(remaining.invalid);
     let mut progress = RunProgress::new(remaining.rows, remaining.committed);
     let printer = progress.printer();
@@ -157,6 +185,7 @@ async fn run_on_pods(
                 url: pods[0].url.clone(),
                 out_dir: load_dir.clone(),
                 run_id: format!("{}-load", context.run_id),
+                api_key: api_key.or(config.api_key),
                 ..config
             };
             let lines = LoadLines::new(printer, config.plan.steps.len());
@@ -409,18 +438,7 @@ async fn reserve(
                 .map_err(CapacityError::from)?;
             let (plan, retries, pods) = super::run_kubernetes::plans(job, run_id);
             if context.resumed {
-                // An attempt killed without its cleanup (a preempted node, SIGKILL) left
-                // its objects; this run holds the run's lock, so they are nobody's now.
-                let scope = Scope::Run {
-                    run_id: run_id.to_string(),
-                    namespace: plan.namespace.clone(),
-                };
-                let left = release(&client, &scope)
-                    .await
-                    .map_err(CapacityError::from)?;
-                if !left.is_empty() {
-                    eprintln!("removed what the earlier attempt left: {}", left.join(", "));
-                }
+                super::run_kubernetes::remove_earlier_attempt(&client, &plan).await?;
             }
             eprintln!(
                 "reserving {} GPU(s) in namespace {} ({})",

@@ -1,14 +1,18 @@
-//! `gembatch run --backend kubernetes`: the job's capacity as reservation and pod plans, and
-//! `--dry-run`'s YAML of every object the run would create.
+//! `gembatch run --backend kubernetes`: the job's capacity as reservation and pod plans,
+//! the run's Lease, the cleanup after a killed attempt, and `--dry-run`'s YAML of every
+//! object the run would create.
 
 use std::path::Path;
 
+use crate::capacity::CapacityError;
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
+use crate::capacity::kubernetes::release::{Scope, release_capacity};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
+use crate::capacity::kubernetes::run_lease::{RunLease, holder_identity};
 use crate::common::PodAccess;
-use crate::job::JobSpec;
+use crate::job::{Backend, JobSpec};
 
 /// The reservation, its retries and the pods of `job` for run `run_id`.
 pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries, PodsPlan) {
@@ -37,6 +41,8 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         max_batch: job.concurrency_per_pod,
         ready_timeout: job.capacity.ready_timeout,
         access: kubernetes.pod_access.resolve(PodAccess::in_cluster()),
+        runner_timeout: kubernetes.runner_timeout,
+        finished_ttl: kubernetes.finished_ttl,
     };
     (plan, retries, pods)
 }
@@ -57,6 +63,43 @@ pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String
     text.push_str("---\n");
     text.push_str(&serde_saphyr::to_string(&plan.serve_job(&reserved, &pods))?);
     Ok(text)
+}
+
+/// On Kubernetes, the run's Lease: no two runners on one run, whichever machines they are
+/// on (the run directory's lock covers one machine).
+pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Option<RunLease>> {
+    if job.capacity.backend != Backend::Kubernetes || !job.capacity.endpoints.is_empty() {
+        return Ok(None);
+    }
+    let client = crate::capacity::kubernetes::client()
+        .await
+        .map_err(CapacityError::from)?;
+    let namespace = &job.capacity.kubernetes.namespace;
+    let waiting = |holder: &str| {
+        eprintln!("run {run_id} is held by {holder}; waiting for its Lease to expire")
+    };
+    let lease = RunLease::acquire(&client, namespace, run_id, &holder_identity(), waiting)
+        .await
+        .map_err(CapacityError::from)?;
+    Ok(Some(lease))
+}
+
+/// Deletes what an attempt killed without its cleanup (a preempted node, SIGKILL) left of
+/// `plan`'s run: this runner holds the run's lock and Lease, so those objects are nobody's
+/// now.
+pub(super) async fn remove_earlier_attempt(
+    client: &kube::Client,
+    plan: &ReservePlan,
+) -> Result<(), CapacityError> {
+    let scope = Scope::Run {
+        run_id: plan.run_id.clone(),
+        namespace: plan.namespace.clone(),
+    };
+    let left = release_capacity(client, &scope).await?;
+    if !left.is_empty() {
+        eprintln!("removed what the earlier attempt left: {}", left.join(", "));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::model::device::device_name;
 use crate::server::api::Limits;
 use crate::server::engine::{self, EngineConfig};
 use crate::server::metrics::Metrics;
+use crate::server::runner_watch::RunnerWatch;
 use crate::server::{self, AppState};
 use crate::shutdown;
 
@@ -70,6 +71,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         replica: HeaderValue::from_str(&replica).unwrap_or(HeaderValue::from_static("gembatch")),
         // One long prompt at a time: the engine thread keeps the other cores.
         tokenizing: tokio::sync::Semaphore::new(1),
+        runner_watch: args.exit_without_runner.map(|timeout| {
+            let first = args.first_heartbeat_within.unwrap_or(timeout);
+            Arc::new(RunnerWatch::new(timeout, first))
+        }),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,6 +95,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         let shutdown = CancellationToken::new();
         shutdown::cancel_on_signals(shutdown.clone());
+        if let (Some(watch), Some(timeout)) = (state.runner_watch.clone(), args.exit_without_runner) {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                watch.until_silent().await;
+                eprintln!(
+                    "gembatch serve: no heartbeat from the batch runner for {:.0} s; shutting down so the GPU is released",
+                    timeout.as_secs_f64()
+                );
+                shutdown.cancel();
+            });
+        }
         server::serve(
             listener,
             state,

@@ -4,6 +4,10 @@
 /// The response header naming the replica (the pod) that served a request.
 pub const REPLICA_HEADER: &str = "x-gembatch-replica";
 
+/// The request header of a batch runner's heartbeat to its pods (see
+/// `server::runner_watch`).
+pub const HEARTBEAT_HEADER: &str = "x-gembatch-runner-heartbeat";
+
 /// A model server to send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

@@ -4,6 +4,7 @@
 //! - `blame`: whose mistake an error is, and the user-error exit code;
 //! - `durable`: files written whole or not at all (fsync, rename);
 //! - `endpoint`: a model server's name and URL;
+//! - `host`: this machine's (or pod's) name;
 //! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
 //! - `pod_access`: how the runner reaches Kubernetes pods;
@@ -16,6 +17,7 @@
 pub mod blame;
 pub mod durable;
 pub mod endpoint;
+pub mod host;
 pub mod model_location;
 pub mod outcome;
 pub mod pod_access;

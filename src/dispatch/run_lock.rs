@@ -62,7 +62,7 @@ fn write_holder(file: &mut File) -> std::io::Result<()> {
     let holder = format!(
         "pid {} on {}, since {}",
         std::process::id(),
-        host_name(),
+        crate::common::host::host_name().unwrap_or_else(|| "this host".into()),
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     file.set_len(0)?;
@@ -78,19 +78,6 @@ fn holder(file: &mut File) -> String {
         Ok(_) if !text.trim().is_empty() => text.trim().chars().take(200).collect(),
         _ => "a process that has not said who it is yet".into(),
     }
-}
-
-/// This machine's (or pod's) name.
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "this host".into())
 }
 
 #[cfg(test)]

@@ -128,6 +128,20 @@ pub struct KubernetesSpec {
     /// How the runner reaches the serve pods: `auto` (pod IPs in a cluster,
     /// port-forwarding outside), `pod_ip` or `port_forward`.
     pub pod_access: PodAccess,
+    /// Silence after which a serve pod takes its runner for dead and exits, giving its GPU
+    /// back (the runner beats four times within it).
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub runner_timeout: Duration,
+    /// How long the serve Job stays after its pods ended (their logs with it) when no
+    /// runner deleted it; Kubernetes then deletes it and what it owns.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub finished_ttl: Duration,
 }
 
 impl Default for KubernetesSpec {
@@ -140,6 +154,8 @@ impl Default for KubernetesSpec {
             max_run_duration: Duration::from_secs(8 * 3600),
             failed_attempts: 3,
             pod_access: PodAccess::Auto,
+            runner_timeout: Duration::from_secs(5 * 60),
+            finished_ttl: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -218,6 +234,12 @@ impl JobSpec {
             return fail(
                 "capacity.gpus",
                 "must be 1 to 10 (one atomic block of at most 10 GPUs)",
+            );
+        }
+        if self.capacity.kubernetes.runner_timeout < Duration::from_secs(1) {
+            return fail(
+                "capacity.kubernetes.runner_timeout",
+                "must be at least 1s (pods exit when the runner is silent this long)",
             );
         }
         if self.capacity.threads_per_pod == Some(0) {

@@ -4,22 +4,25 @@
 //!
 //! - `api`: request bodies, parsed and validated into a `GenerationSpec`.
 //! - `chat_template`: chat messages to Gemma's prompt text.
+//! - `connections`: accepting connections, bounded in number and in time to send a head.
 //! - `engine` / `sequence` / `stop`: the scheduler thread and its per-request state.
 //! - `handlers` / `responses`: routes and the OpenAI response shapes.
 //! - `error`: every failure and its HTTP mapping, in one place.
 //! - `metrics`: the Prometheus metrics.
+//! - `runner_watch`: a batch pod's watch on its runner's heartbeat.
 
 pub mod api;
 pub mod chat_template;
+pub mod connections;
 pub mod engine;
 pub mod error;
 mod handlers;
 pub mod metrics;
 pub mod responses;
+pub mod runner_watch;
 mod sequence;
 pub mod stop;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +61,8 @@ pub struct AppState {
     /// Long prompts tokenized at once (a permit each): a flood of them queues here instead
     /// of taking the cores the engine thread needs.
     pub tokenizing: tokio::sync::Semaphore,
+    /// A batch pod's watch on its runner's heartbeat, when it has one.
+    pub runner_watch: Option<Arc<runner_watch::RunnerWatch>>,
 }
 
 impl AppState {
@@ -68,21 +73,22 @@ impl AppState {
     }
 }
 
-/// The router: every route but `/health` behind the API key when one is set.
+/// The router: every route but `/health` and `/ready` behind the API key when one is set.
 pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
-        .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
+    // Probes carry no key: /health and /ready say nothing a client could use.
     Router::new()
         .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
         .merge(protected)
         .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), name_replica))
@@ -125,6 +131,13 @@ async fn name_replica(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(watch) = &state.runner_watch
+        && request
+            .headers()
+            .contains_key(runner_watch::HEARTBEAT_HEADER)
+    {
+        watch.beat();
+    }
     let mut response = next.run(request).await;
     response
         .headers_mut()
@@ -142,9 +155,13 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let stop_serving = CancellationToken::new();
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
-    let mut server = tokio::spawn(server.into_future());
+    let server = connections::serve_connections(
+        listener,
+        router(state.clone()),
+        connections::Bounds::default(),
+        stop_serving.clone(),
+    );
+    let mut server = tokio::spawn(server);
     let drainer = async {
         shutdown.cancelled().await;
         let engine = &state.engine;
@@ -162,7 +179,7 @@ pub async fn serve(
         stop_serving.cancel();
     };
     tokio::select! {
-        joined = &mut server => return joined.map_err(std::io::Error::other)?,
+        joined = &mut server => return joined.map_err(std::io::Error::other),
         () = drainer => {}
     }
     // Let the last responses flush; a connection that lingers does not hold the exit.
@@ -181,13 +198,5 @@ async fn wait_until_idle(engine: &EngineHandle, deadline: Instant) {
 
 /// This replica's name: `$POD_NAME`, else `$HOSTNAME`, else the kernel's host name.
 pub fn replica_name() -> String {
-    ["POD_NAME", "HOSTNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "gembatch".into())
+    crate::common::host::host_name().unwrap_or_else(|| "gembatch".into())
 }

@@ -133,6 +133,8 @@ impl Cluster {
             format!("--service-account-key-file={}", text("sa.pub")),
             format!("--service-account-signing-key-file={}", text("sa.key")),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // ttlSecondsAfterFinished (beta and on by default from v1.21).
+            "--feature-gates=TTLAfterFinished=true".into(),
         ];
         processes.push(spawn(
             path,
@@ -172,6 +174,7 @@ impl Cluster {
                 format!("--cluster-signing-cert-file={}", text("ca.crt")),
                 format!("--cluster-signing-key-file={}", text("ca.key")),
                 format!("--flex-volume-plugin-dir={}", text("flex")),
+                "--feature-gates=TTLAfterFinished=true".into(),
             ],
         );
         cluster.processes.push(manager);

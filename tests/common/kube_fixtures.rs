@@ -8,6 +8,7 @@ use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PodTemplate, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -212,6 +213,8 @@ pub async fn leftovers(client: &kube::Client, namespace: &str, run_id: &str) -> 
     left.extend(listed(jobs, &selector, "Job", false).await);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     left.extend(listed(services, &selector, "Service", false).await);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    left.extend(listed(leases, &selector, "Lease", false).await);
     left
 }
 
@@ -240,16 +243,23 @@ pub async fn assert_nothing_left(client: &kube::Client, run_id: &str) {
 }
 
 pub async fn assert_nothing_left_in(client: &kube::Client, namespace: &str, run_id: &str) {
+    assert_nothing_left_within(client, namespace, run_id, Duration::from_secs(20)).await;
+}
+
+/// Asserts that nothing of `run_id` is left in `namespace` within `limit`.
+pub async fn assert_nothing_left_within(
+    client: &kube::Client,
+    namespace: &str,
+    run_id: &str,
+    limit: Duration,
+) {
     let started = Instant::now();
     loop {
         let left = leftovers(client, namespace, run_id).await;
         if left.is_empty() {
             return;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "left behind: {left:?}"
-        );
+        assert!(started.elapsed() < limit, "left behind: {left:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

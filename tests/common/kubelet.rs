@@ -2,7 +2,7 @@
 //! gets its own loopback address (127.0.0.2, 127.0.0.3, ...), its container's `gembatch
 //! serve` arguments run as a real process bound to it, and once that answers `/ready` the
 //! pod is marked Running and Ready with that IP. As a kubelet does, a pod whose process
-//! exits before it is ready is marked Failed, and a deleted pod's process is stopped. Pods
+//! exits is marked Succeeded (exit 0) or Failed, and a deleted pod's process is stopped. Pods
 //! are bound to a Node whose kubelet endpoint serves port-forwards (see
 //! `kubelet_port_forward`), so a runner outside the cluster reaches them through the API
 //! server. What it does goes to stderr, which a failing test shows.
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -51,6 +51,7 @@ impl TestKubelet {
             ips: PodIps::default(),
             next_address: 2,
             starting: Vec::new(),
+            running: Vec::new(),
         };
         let (stopped, sessions) = (stop.clone(), port_forwards.clone());
         let thread = std::thread::spawn(move || {
@@ -95,6 +96,8 @@ struct Node {
     next_address: u8,
     /// Pods started and not yet ready: (name, IP).
     starting: Vec<(String, String)>,
+    /// Pods marked Ready whose process has not ended yet.
+    running: Vec<String>,
 }
 
 impl Node {
@@ -103,6 +106,7 @@ impl Node {
         let certs = tempfile::tempdir().expect("a directory for the kubelet's certificate");
         super::certs::serving_certificate(certs.path(), "gembatch-test-kubelet");
         port_forward::start(client.clone(), certs.path(), self.ips.clone(), sessions).await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
         let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
         while !stop.load(Ordering::Relaxed) {
             match pods
@@ -117,9 +121,16 @@ impl Node {
                         .collect();
                     self.stop_deleted(&live);
                     for pod in live {
-                        self.start_new(pod);
+                        if self.started(pod) {
+                            continue;
+                        }
+                        // As a kubelet: a container whose Secret is not there yet waits.
+                        if let Some(env) = secret_env(&secrets, pod).await {
+                            self.start_new(pod, &env);
+                        }
                     }
                     self.report_starting(&pods).await;
+                    self.report_ended(&pods).await;
                 }
                 Err(err) => eprintln!("kubelet: cannot list pods: {err}"),
             }
@@ -143,18 +154,20 @@ impl Node {
         self.starting.retain(|(name, _)| names.contains(name));
     }
 
-    /// Runs a pod not seen before on the next loopback address.
-    fn start_new(&mut self, pod: &Pod) {
+    /// Whether `pod`'s process was started.
+    fn started(&self, pod: &Pod) -> bool {
         let name = pod.name_any();
-        if self
-            .processes
+        self.processes
             .lock()
             .unwrap()
             .iter()
             .any(|(n, _)| *n == name)
-        {
-            return;
-        }
+    }
+
+    /// Runs a pod not seen before on the next loopback address, with `env` (its variables
+    /// taken from Secrets).
+    fn start_new(&mut self, pod: &Pod, from_secrets: &[(String, String)]) {
+        let name = pod.name_any();
         let ip = format!("127.0.0.{}", self.next_address);
         self.next_address += 1;
         let container = &pod.spec.as_ref().expect("a pod spec").containers[0];
@@ -177,6 +190,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
             .args(&args)
             .args(["--threads", "1", "--device", "cpu"])
+            .envs(from_secrets.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -193,7 +207,7 @@ impl Node {
         let mut still_starting = Vec::new();
         for (name, ip) in std::mem::take(&mut self.starting) {
             let status = match self.exit_code(&name) {
-                Some(code) => failed_status(code),
+                Some(code) => ended_status(code),
                 None if answers_ready(&ip) => {
                     bind(pods, &name).await;
                     ready_status(&ip)
@@ -203,19 +217,31 @@ impl Node {
                     continue;
                 }
             };
-            match pods
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(_) => eprintln!("kubelet: {name} is {}", status["status"]["phase"]),
-                Err(kube::Error::Api(err)) if err.code == 404 => {}
-                Err(err) => {
-                    eprintln!("kubelet: {name}: status not taken ({err}), again next pass");
-                    still_starting.push((name, ip));
-                }
+            let running = status["status"]["phase"] == "Running";
+            if !set_status(pods, &name, &status).await {
+                still_starting.push((name, ip));
+            } else if running {
+                self.running.push(name);
             }
         }
         self.starting = still_starting;
+    }
+
+    /// Marks each running pod whose process ended Succeeded (exit 0) or Failed, as a
+    /// kubelet does for a container of `restartPolicy: Never`.
+    async fn report_ended(&mut self, pods: &Api<Pod>) {
+        let mut still_running = Vec::new();
+        for name in std::mem::take(&mut self.running) {
+            let Some(code) = self.exit_code(&name) else {
+                still_running.push(name);
+                continue;
+            };
+            let status = ended_status(code);
+            if !set_status(pods, &name, &status).await {
+                still_running.push(name);
+            }
+        }
+        self.running = still_running;
     }
 
     /// The exit code of `name`'s process if it has ended.
@@ -224,6 +250,45 @@ impl Node {
         let (_, child) = processes.iter_mut().find(|(n, _)| n == name)?;
         let status = child.try_wait().ok()??;
         Some(status.code().unwrap_or(137))
+    }
+}
+
+/// The container's variables that come from Secrets, read as the kubelet does; `None`
+/// while one of those Secrets does not exist.
+async fn secret_env(secrets: &Api<Secret>, pod: &Pod) -> Option<Vec<(String, String)>> {
+    let container = &pod.spec.as_ref()?.containers[0];
+    let mut env = Vec::new();
+    for var in container.env.iter().flatten() {
+        let Some(selector) = var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        else {
+            continue;
+        };
+        let secret = secrets.get(&selector.name).await.ok()?;
+        let value = secret.data.as_ref()?.get(&selector.key)?;
+        env.push((var.name.clone(), String::from_utf8(value.0.clone()).ok()?));
+    }
+    Some(env)
+}
+
+/// Sets the status of pod `name`; false when the API server did not take it (a pod gone
+/// meanwhile needs none).
+async fn set_status(pods: &Api<Pod>, name: &str, status: &serde_json::Value) -> bool {
+    match pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+    {
+        Ok(_) => {
+            eprintln!("kubelet: {name} is {}", status["status"]["phase"]);
+            true
+        }
+        Err(kube::Error::Api(err)) if err.code == 404 => true,
+        Err(err) => {
+            eprintln!("kubelet: {name}: status not taken ({err}), again next pass");
+            false
+        }
     }
 }
 
@@ -268,12 +333,19 @@ fn ready_status(ip: &str) -> serde_json::Value {
     }})
 }
 
-fn failed_status(exit_code: i32) -> serde_json::Value {
+/// The status of a pod whose container exited with `exit_code`.
+fn ended_status(exit_code: i32) -> serde_json::Value {
+    let (phase, reason) = if exit_code == 0 {
+        ("Succeeded", "Completed")
+    } else {
+        ("Failed", "Error")
+    };
     serde_json::json!({"status": {
-        "phase": "Failed",
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": NOW}],
         "containerStatuses": [{
             "name": "gemma", "image": "gembatch", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": exit_code, "reason": "Error", "startedAt": NOW, "finishedAt": NOW}},
+            "state": {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": NOW, "finishedAt": NOW}},
         }],
     }})
 }

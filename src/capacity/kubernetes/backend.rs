@@ -8,10 +8,17 @@ use super::KubeError;
 use super::objects::ReservePlan;
 use super::pods::{PodsPlan, start_pods};
 use super::port_forward::forward;
-use super::release::{Scope, release, release_after_failure};
+use super::release::{Scope, release_after_failure, release_capacity};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
 use crate::common::PodAccess;
+
+/// A new random API key for a run's pods: 256 bits, as hex.
+fn new_api_key() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Reservations made in all when bookings keep expiring before the pods are scheduled.
 const BOOKINGS: u32 = 3;
@@ -32,10 +39,11 @@ pub async fn reserve_pods(
         run_id: plan.run_id.clone(),
         namespace: plan.namespace.clone(),
     };
+    let api_key = new_api_key();
     let started = async {
         let endpoints = loop {
             let reserved = reserve(&client, &plan, retries, progress).await?;
-            match start_pods(&client, &plan, &reserved, pods).await {
+            match start_pods(&client, &plan, &reserved, pods, &api_key).await {
                 // The capacity is gone for the pods still waiting: start over, whole, under
                 // new names.
                 Err(KubeError::BookingExpired(request)) if plan.booking < BOOKINGS => {
@@ -45,7 +53,7 @@ pub async fn reserve_pods(
                         booking: plan.booking,
                         of: BOOKINGS,
                     });
-                    release(&client, &scope).await?;
+                    release_capacity(&client, &scope).await?;
                 }
                 other => break other?,
             }
@@ -71,6 +79,7 @@ pub async fn reserve_pods(
             plan,
             pods: endpoints,
             forwards,
+            api_key,
         }))),
         Err(err) => {
             release_after_failure(&client, &plan.run_id, &plan.namespace, progress).await;

@@ -8,18 +8,22 @@
 //! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
 //! - `model_mount`: where those pods find the weights (image, claim or bucket);
 //! - `port_forward`: reaching the pods from outside the cluster, through the API server;
+//! - `owners`: which object of a run owns which, so the collector deletes them together;
 //! - `release`: delete everything a run (or gembatch) created, found by label;
+//! - `run_lease`: the run's lock on the cluster, one Lease per run;
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
 pub mod backend;
 pub mod deployment_watch;
 pub mod model_mount;
 pub mod objects;
+pub mod owners;
 pub mod pods;
 pub mod port_forward;
 pub mod release;
 pub mod request;
 pub mod reserve;
+pub mod run_lease;
 
 use std::time::Duration;
 
@@ -34,11 +38,18 @@ pub const RUNNER_PERMISSIONS: &[(&str, &str, &[&str])] = &[
     (
         "autoscaling.x-k8s.io",
         "provisioningrequests",
-        &["create", "get", "list", "watch", "delete"],
+        &["create", "get", "list", "watch", "patch", "delete"],
     ),
     ("batch", "jobs", &["create", "list", "delete"]),
     ("", "services", &["create", "list", "delete"]),
+    // The pods' API key: created owned by their Job, so never listed or read.
+    ("", "secrets", &["create", "delete"]),
     ("", "pods", &["list"]),
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["create", "get", "list", "update", "patch", "delete"],
+    ),
 ];
 
 /// A Kubernetes step that failed.
@@ -57,6 +68,19 @@ pub enum KubeError {
         what: &'static str,
         /// The API server's words.
         why: String,
+    },
+    /// Another runner holds the run's Lease.
+    #[error(
+        "run {run_id} is held by another gembatch runner ({holder}, Lease renewed {renewed}); \
+         wait for it to end or stop it, then resume"
+    )]
+    RunHeld {
+        /// The run.
+        run_id: String,
+        /// The Lease's holder.
+        holder: String,
+        /// When the holder last renewed it.
+        renewed: String,
     },
     /// The cluster serves no ProvisioningRequest API.
     #[error(
@@ -137,6 +161,7 @@ impl Blame for KubeError {
             self,
             KubeError::Plan(_)
                 | KubeError::Config(_)
+                | KubeError::RunHeld { .. }
                 | KubeError::NoProvisioningRequests
                 | KubeError::Missing(_)
                 | KubeError::PortForward { .. }

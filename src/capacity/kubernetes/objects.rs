@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, PodSpec, PodTemplate, PodTemplateSpec, ResourceRequirements, Toleration,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplate, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -152,19 +154,57 @@ impl ReservePlan {
                 image: Some(self.image.clone()),
                 // On the GPU or not at all: a pod whose GPU is missing fails at start
                 // instead of serving a 4B model on its CPU.
-                env: Some(vec![EnvVar {
-                    name: "GEMBATCH_DEVICE".into(),
-                    value: Some("cuda".into()),
-                    ..EnvVar::default()
-                }]),
+                env: Some(vec![
+                    EnvVar {
+                        name: "GEMBATCH_DEVICE".into(),
+                        value: Some("cuda".into()),
+                        ..EnvVar::default()
+                    },
+                    // The root file system is read-only: the default model's first fetch
+                    // goes to a scratch volume.
+                    EnvVar {
+                        name: "GEMBATCH_CACHE_DIR".into(),
+                        value: Some(SCRATCH_PATH.into()),
+                        ..EnvVar::default()
+                    },
+                    EnvVar {
+                        name: "TMPDIR".into(),
+                        value: Some(SCRATCH_PATH.into()),
+                        ..EnvVar::default()
+                    },
+                ]),
                 resources: Some(ResourceRequirements {
                     limits: Some(gpu.clone()),
                     requests: Some(gpu),
                     ..ResourceRequirements::default()
                 }),
+                security_context: Some(restricted_container()),
+                volume_mounts: Some(vec![VolumeMount {
+                    name: SCRATCH_VOLUME.into(),
+                    mount_path: SCRATCH_PATH.into(),
+                    ..VolumeMount::default()
+                }]),
                 ..Container::default()
             }],
+            volumes: Some(vec![Volume {
+                name: SCRATCH_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]),
             restart_policy: Some("Never".into()),
+            // A serve pod calls no Kubernetes API: it gets no token to lose.
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NON_ROOT_USER),
+                run_as_group: Some(NON_ROOT_USER),
+                fs_group: Some(NON_ROOT_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
             ..PodSpec::default()
         }
     }
@@ -217,6 +257,26 @@ impl ReservePlan {
     }
 }
 
+/// The image's user (the Dockerfile's `USER 65532`, distroless's "nonroot").
+const NON_ROOT_USER: i64 = 65532;
+/// The serve container's one writable directory: the model cache and temporary files.
+const SCRATCH_VOLUME: &str = "scratch";
+const SCRATCH_PATH: &str = "/scratch";
+
+/// What Kubernetes' "restricted" Pod Security Standard asks of a container: no privilege
+/// escalation, no capabilities, a read-only root file system.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// A run id as an object name: lower case, `_` and `.` as `-`, prefixed `gembatch-`.
 pub fn object_name(run_id: &str) -> String {
     let name: String = run_id
@@ -262,6 +322,30 @@ pub(crate) mod tests {
     #[test]
     fn the_reservation_yaml_is_as_reviewed() {
         insta::assert_snapshot!(plan().dry_run_yaml().unwrap());
+    }
+
+    #[test]
+    fn serve_pods_meet_the_restricted_pod_security_standard() {
+        let pod = plan().pod_spec();
+        let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let container = &pod.containers[0];
+        let restricted = container.security_context.clone().unwrap();
+        assert_eq!(restricted.allow_privilege_escalation, Some(false));
+        assert_eq!(restricted.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            restricted.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        // The one writable place is where the model cache and temporary files go.
+        let scratch = &container.volume_mounts.as_ref().unwrap()[0];
+        let env = container.env.as_ref().unwrap();
+        for name in ["GEMBATCH_CACHE_DIR", "TMPDIR"] {
+            let var = env.iter().find(|var| var.name == name).unwrap();
+            assert_eq!(var.value.as_deref(), Some(scratch.mount_path.as_str()));
+        }
     }
 
     #[test]

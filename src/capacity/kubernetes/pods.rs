@@ -9,24 +9,31 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Pod, PodTemplateSpec, Probe, Secret,
+    SecretKeySelector, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
 use super::KubeError;
 use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
+use super::owners::{make_owned, make_owned_if_present, owner};
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
+use super::run_lease::lease_name;
 use crate::common::blame::USER_ERROR_EXIT_CODE;
 use crate::common::{Endpoint, PodAccess};
 
 /// The port `gembatch serve` listens on in a pod.
 pub const SERVE_PORT: i32 = 8080;
+/// The field of the API key in its Secret.
+const API_KEY_FIELD: &str = "api-key";
 /// The annotation prefixes consuming pods carry: current, and the one older clusters read.
 const ANNOTATION_PREFIXES: [&str; 2] = ["autoscaling.x-k8s.io", "cluster-autoscaler.kubernetes.io"];
 
@@ -43,6 +50,10 @@ pub struct PodsPlan {
     pub ready_timeout: Duration,
     /// How the runner reaches them (settled: never `Auto`).
     pub access: PodAccess,
+    /// Silence after which a pod takes the runner for dead and exits.
+    pub runner_timeout: Duration,
+    /// How long the Job stays after its pods ended, when no runner deleted it.
+    pub finished_ttl: Duration,
 }
 
 impl ReservePlan {
@@ -75,6 +86,14 @@ impl ReservePlan {
         if let Some(name) = &pods.served_name {
             args.extend(["--served-model-name".into(), name.clone()]);
         }
+        // A pod whose runner died exits: the first heartbeat comes once every pod is ready
+        // (within the runner's ready timeout), then one every quarter of the timeout.
+        args.extend([
+            "--exit-without-runner".into(),
+            format!("{}s", pods.runner_timeout.as_secs().max(1)),
+            "--first-heartbeat-within".into(),
+            format!("{}s", (pods.ready_timeout + pods.runner_timeout).as_secs()),
+        ]);
         container.args = Some(args);
         container.ports = Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -91,6 +110,20 @@ impl ReservePlan {
             STARTUP_SECONDS / STARTUP_PROBE_PERIOD,
         ));
         container.liveness_probe = Some(serve_probe("/health", 10, 3));
+        // The run's own API key, from the Secret the runner creates beside the Job: nothing
+        // else in the cluster can send the pods work.
+        container.env.get_or_insert_default().push(EnvVar {
+            name: "GEMBATCH_API_KEY".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: self.key_secret_name(),
+                    key: API_KEY_FIELD.into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
         let count = self.gpus as i32;
         Job {
             metadata: self.meta(self.base_name()),
@@ -102,6 +135,13 @@ impl ReservePlan {
                 // would terminate every pod; see `serve_failure_policy` for the rest.
                 backoff_limit: Some(count),
                 pod_failure_policy: Some(serve_failure_policy()),
+                // No pod outlives the nodes' booking, whatever happens to the runner.
+                active_deadline_seconds: Some(
+                    i64::try_from(self.max_run_duration.as_secs()).unwrap_or(i64::MAX),
+                ),
+                ttl_seconds_after_finished: Some(
+                    i32::try_from(pods.finished_ttl.as_secs()).unwrap_or(i32::MAX),
+                ),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(self.labels()),
@@ -113,6 +153,26 @@ impl ReservePlan {
                 ..JobSpec::default()
             }),
             status: None,
+        }
+    }
+
+    /// The Secret holding the pods' API key (one per booking, as the Job is).
+    pub fn key_secret_name(&self) -> String {
+        format!("{}-key", self.base_name())
+    }
+
+    /// The Secret holding `key`, owned by the pods' Job `owner` (so the collector deletes it
+    /// with the Job, and the runner needs no right to list or read Secrets).
+    pub fn key_secret(&self, key: &str, owner: OwnerReference) -> Secret {
+        let mut metadata = self.meta(self.key_secret_name());
+        metadata.owner_references = Some(vec![owner]);
+        Secret {
+            metadata,
+            string_data: Some(BTreeMap::from([(
+                API_KEY_FIELD.to_string(),
+                key.to_string(),
+            )])),
+            ..Secret::default()
         }
     }
 
@@ -167,26 +227,77 @@ fn serve_failure_policy() -> PodFailurePolicy {
     }
 }
 
-/// Creates the Service and the Job, then waits until `gpus` pods are ready; returns their
+/// Creates the Job, its API key's Secret and its Service, makes the Job own them, the
+/// request and the run's Lease, then waits until `gpus` pods are ready; returns their
 /// addresses (pod IPs: the runner in the cluster reaches them directly).
 pub async fn start_pods(
     client: &Client,
     plan: &ReservePlan,
     reserved: &Reserved,
     pods: &PodsPlan,
+    api_key: &str,
 ) -> Result<Vec<Endpoint>, KubeError> {
-    let services: Api<Service> = Api::namespaced(client.clone(), &plan.namespace);
-    services
-        .create(&PostParams::default(), &plan.serve_service())
-        .await
-        .map_err(KubeError::api("create the pods' Service"))?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
     let job = jobs
         .create(&PostParams::default(), &plan.serve_job(reserved, pods))
         .await
         .map_err(KubeError::api("create the pods' Job"))?;
-    let job_uid = job.metadata.uid.unwrap_or_default();
+    let job_uid = job.metadata.uid.clone().unwrap_or_default();
+    // The Job owns the rest, so whoever deletes it (a runner, its TTL) deletes them too.
+    let job_owner = owner("batch/v1", "Job", &job.name_any(), &job_uid);
+    create_key_secret(client, plan, api_key, &job_owner).await?;
+    let mut service = plan.serve_service();
+    service.metadata.owner_references = Some(vec![job_owner.clone()]);
+    let services: Api<Service> = Api::namespaced(client.clone(), &plan.namespace);
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .map_err(KubeError::api("create the pods' Service"))?;
+    let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
+    make_owned(
+        &requests,
+        &reserved.request,
+        &job_owner,
+        "make the ProvisioningRequest owned by the pods' Job",
+    )
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &plan.namespace);
+    // `gembatch reserve` takes no Lease: then there is none to own.
+    make_owned_if_present(
+        &leases,
+        &lease_name(&plan.run_id),
+        &job_owner,
+        "make the run's Lease owned by the pods' Job",
+    )
+    .await?;
     wait_ready(client, plan, reserved, &job_uid, pods.ready_timeout).await
+}
+
+/// Creates the Secret holding the pods' API key, owned by their Job. One a killed attempt
+/// left under its name (not yet collected with that attempt's Job) is replaced.
+async fn create_key_secret(
+    client: &Client,
+    plan: &ReservePlan,
+    api_key: &str,
+    job_owner: &OwnerReference,
+) -> Result<(), KubeError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &plan.namespace);
+    let secret = plan.key_secret(api_key, job_owner.clone());
+    let create = KubeError::api("create the pods' API key Secret");
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let _ = secrets
+                .delete(&plan.key_secret_name(), &DeleteParams::default())
+                .await;
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map(|_| ())
+                .map_err(&create)
+        }
+        Err(err) => Err(create(err)),
+    }
 }
 
 /// Polls the pods of the Job `job_uid` until `gpus` are ready with an IP; a failed pod
@@ -328,6 +439,8 @@ mod tests {
             max_batch: 32,
             ready_timeout: Duration::from_secs(600),
             access: PodAccess::PodIp,
+            runner_timeout: Duration::from_secs(300),
+            finished_ttl: Duration::from_secs(600),
         }
     }
 
@@ -364,6 +477,24 @@ mod tests {
         );
         let service = plan.serve_service();
         assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    }
+
+    #[test]
+    fn serve_pods_outlive_neither_their_runner_nor_their_booking() {
+        let plan = plan();
+        let spec = plan.serve_job(&reserved(), &pods()).spec.unwrap();
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(plan.max_run_duration.as_secs() as i64)
+        );
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+        let args = spec.template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let flag = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+        assert_eq!(flag("--exit-without-runner").as_deref(), Some("300s"));
+        assert_eq!(flag("--first-heartbeat-within").as_deref(), Some("900s"));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Giving everything back: every object carrying the run's label (or, for `--all-mine`,
 //! any run's label: only gembatch's runner sets it, no shipped manifest of a long-lived
 //! object does) is deleted, consumers first: Jobs (with their pods), Services,
-//! ProvisioningRequests (which cancels a pending one), PodTemplates. A cluster without the
+//! ProvisioningRequests (which cancels a pending one), PodTemplates, then the run's Lease. A cluster without the
 //! ProvisioningRequest API has none to delete; one whose discovery fails is an error, never
 //! a release reported whole.
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PodTemplate, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
@@ -87,8 +88,24 @@ pub async fn release_after_failure(
     }
 }
 
-/// Deletes what `scope` names; returns `Kind/namespace/name` of each deleted object.
+/// Deletes what `scope` names, the run's Lease (its lock) included; returns
+/// `Kind/namespace/name` of each deleted object.
 pub async fn release(client: &Client, scope: &Scope) -> Result<Vec<String>, KubeError> {
+    let mut deleted = release_capacity(client, scope).await?;
+    let leases = ApiResource::erase::<Lease>(&());
+    delete_all(
+        scope.apis(client, &leases),
+        "Lease",
+        &scope.selector(),
+        &mut deleted,
+    )
+    .await?;
+    Ok(deleted)
+}
+
+/// Deletes the pods and the reservation `scope` names but not the Lease: what a runner
+/// that holds the run does to start its capacity over.
+pub async fn release_capacity(client: &Client, scope: &Scope) -> Result<Vec<String>, KubeError> {
     let selector = scope.selector();
     let mut kinds = vec![
         ("Job", ApiResource::erase::<Job>(&())),

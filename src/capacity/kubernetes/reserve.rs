@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::PodTemplate;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::core::{GroupVersionKind, TypeMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -17,6 +16,7 @@ use tokio::time::Instant;
 
 use super::KubeError;
 use super::objects::ReservePlan;
+use super::owners::{make_owned, owner};
 use super::request::{ConditionType, ProvisioningRequest};
 
 /// The API group of ProvisioningRequests.
@@ -325,19 +325,19 @@ async fn own_template(
     request: &DynamicObject,
 ) -> Result<(), KubeError> {
     let types = request.types.clone().unwrap_or_default();
-    let owner = OwnerReference {
-        api_version: types.api_version,
-        kind: types.kind,
-        name: request.name_any(),
-        uid: request.uid().unwrap_or_default(),
-        ..OwnerReference::default()
-    };
-    let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-    templates
-        .patch(template, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(KubeError::api("make the PodTemplate owned by its request"))?;
-    Ok(())
+    let owner = owner(
+        &types.api_version,
+        &types.kind,
+        &request.name_any(),
+        &request.uid().unwrap_or_default(),
+    );
+    make_owned(
+        templates,
+        template,
+        &owner,
+        "make the PodTemplate owned by its request",
+    )
+    .await
 }
 
 enum Waited {
