@@ -111,7 +111,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn run_on_capacity(context: &RunContext<'_>, remaining: Remaining) -> anyhow::Result<Ended> {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
-    let lease = super::run_kubernetes::run_lease(context.job, context.run_id).await?;
+    // Taking the Lease may wait out another runner's (a minute): Ctrl-C ends that wait.
+    let lease = tokio::select! {
+        lease = super::run_kubernetes::run_lease(context.job, context.run_id) => lease?,
+        () = cancel.cancelled() => return Err(CapacityError::Interrupted.into()),
+    };
     let ended = reserve_and_run(context, remaining, &cancel).await;
     if let Some(lease) = lease {
         lease.release().await;

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::{Client, Resource};
+use kube::Client;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -62,7 +62,7 @@ impl RunLease {
                 let give_up = Instant::now() + EXPIRY_WAIT;
                 let mut said = false;
                 loop {
-                    match take_over(&api, &name, run_id, holder).await {
+                    match take_over(&api, namespace, &name, run_id, holder).await {
                         Err(KubeError::RunHeld { holder, .. }) if Instant::now() < give_up => {
                             if !std::mem::replace(&mut said, true) {
                                 waiting(&holder);
@@ -104,14 +104,26 @@ impl RunLease {
 /// The Lease exists: takes it when it expired, else names its holder.
 async fn take_over(
     api: &Api<Lease>,
+    namespace: &str,
     name: &str,
     run_id: &str,
     holder: &str,
 ) -> Result<(), KubeError> {
-    let current = api
-        .get(name)
-        .await
-        .map_err(KubeError::api("read the run's Lease"))?;
+    let current = match api.get(name).await {
+        Ok(current) => current,
+        // Released between the refused create and this read: free to take.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return api
+                .create(
+                    &PostParams::default(),
+                    &lease(namespace, name, run_id, holder, 0),
+                )
+                .await
+                .map(|_| ())
+                .map_err(KubeError::api("create the run's Lease"));
+        }
+        Err(err) => return Err(KubeError::api("read the run's Lease")(err)),
+    };
     let spec = current.spec.clone().unwrap_or_default();
     let held_by = spec.holder_identity.clone().unwrap_or_default();
     let renewed = spec.renew_time.as_ref().map(|time| time.0);
@@ -127,8 +139,7 @@ async fn take_over(
         });
     }
     let transitions = spec.lease_transitions.unwrap_or(0).saturating_add(1);
-    let namespace = current.meta().namespace.clone().unwrap_or_default();
-    let mut taken = lease(&namespace, name, run_id, holder, transitions);
+    let mut taken = lease(namespace, name, run_id, holder, transitions);
     // Only over the version read: of two runners taking it over at once, one wins. Owned
     // by nothing: the dead runner's Job, which owned it, is about to be deleted.
     taken.metadata.resource_version = current.metadata.resource_version.clone();
@@ -171,10 +182,10 @@ async fn renew(api: Api<Lease>, held: Held, stop: CancellationToken) {
             Err(_) => continue,
         };
         if holder_of(&current) != Some(held.holder.as_str()) {
-            eprintln!(
-                "warning: the run's Lease {} is now held by {}; another runner took over this run",
-                held.name,
-                holder_of(&current).unwrap_or("nobody")
+            tracing::warn!(
+                lease = held.name,
+                holder = holder_of(&current).unwrap_or("nobody"),
+                "another runner took over this run's Lease"
             );
             return;
         }
