@@ -11,6 +11,7 @@ mod run;
 mod run_finish;
 mod run_kubernetes;
 mod run_progress;
+mod run_start;
 mod serve;
 mod tokenize;
 

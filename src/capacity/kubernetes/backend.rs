@@ -6,19 +6,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::KubeError;
 use super::objects::ReservePlan;
+use super::pod_key::new_api_key;
 use super::pods::{PodsPlan, start_pods};
 use super::port_forward::forward;
 use super::release::{Scope, release_after_failure, release_capacity};
 use super::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::{CapacityError, KubernetesPods, Reservation};
 use crate::common::PodAccess;
-
-/// A new random API key for a run's pods: 256 bits, as hex.
-fn new_api_key() -> String {
-    use rand::Rng;
-    let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Reservations made in all when bookings keep expiring before the pods are scheduled.
 const BOOKINGS: u32 = 3;

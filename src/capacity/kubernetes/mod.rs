@@ -6,6 +6,7 @@
 //! - `objects`: what a reservation creates, built before any call (`--dry-run` prints it);
 //! - `reserve`: create, own, watch the conditions, retry a failed request;
 //! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
+//! - `pod_key`: the serve pods' API key, a Secret per booking owned by their Job;
 //! - `model_mount`: where those pods find the weights (image, claim or bucket);
 //! - `port_forward`: reaching the pods from outside the cluster, through the API server;
 //! - `owners`: which object of a run owns which, so the collector deletes them together;
@@ -18,6 +19,7 @@ pub mod deployment_watch;
 pub mod model_mount;
 pub mod objects;
 pub mod owners;
+pub mod pod_key;
 pub mod pods;
 pub mod port_forward;
 pub mod release;

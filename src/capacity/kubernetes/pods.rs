@@ -11,12 +11,10 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Pod, PodTemplateSpec, Probe, Secret,
-    SecretKeySelector, Service, ServicePort, ServiceSpec,
+    ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 
@@ -24,6 +22,7 @@ use super::KubeError;
 use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
 use super::owners::{make_owned, make_owned_if_present, owner};
+use super::pod_key::create_key_secret;
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
 use super::run_lease::lease_name;
@@ -32,8 +31,6 @@ use crate::common::{Endpoint, PodAccess};
 
 /// The port `gembatch serve` listens on in a pod.
 pub const SERVE_PORT: i32 = 8080;
-/// The field of the API key in its Secret.
-const API_KEY_FIELD: &str = "api-key";
 /// The annotation prefixes consuming pods carry: current, and the one older clusters read.
 const ANNOTATION_PREFIXES: [&str; 2] = ["autoscaling.x-k8s.io", "cluster-autoscaler.kubernetes.io"];
 
@@ -110,20 +107,8 @@ impl ReservePlan {
             STARTUP_SECONDS / STARTUP_PROBE_PERIOD,
         ));
         container.liveness_probe = Some(serve_probe("/health", 10, 3));
-        // The run's own API key, from the Secret the runner creates beside the Job: nothing
-        // else in the cluster can send the pods work.
-        container.env.get_or_insert_default().push(EnvVar {
-            name: "GEMBATCH_API_KEY".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: self.key_secret_name(),
-                    key: API_KEY_FIELD.into(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
+        // The run's own API key: nothing else in the cluster can send the pods work.
+        container.env.get_or_insert_default().push(self.key_env());
         let count = self.gpus as i32;
         Job {
             metadata: self.meta(self.base_name()),
@@ -153,26 +138,6 @@ impl ReservePlan {
                 ..JobSpec::default()
             }),
             status: None,
-        }
-    }
-
-    /// The Secret holding the pods' API key (one per booking, as the Job is).
-    pub fn key_secret_name(&self) -> String {
-        format!("{}-key", self.base_name())
-    }
-
-    /// The Secret holding `key`, owned by the pods' Job `owner` (so the collector deletes it
-    /// with the Job, and the runner needs no right to list or read Secrets).
-    pub fn key_secret(&self, key: &str, owner: OwnerReference) -> Secret {
-        let mut metadata = self.meta(self.key_secret_name());
-        metadata.owner_references = Some(vec![owner]);
-        Secret {
-            metadata,
-            string_data: Some(BTreeMap::from([(
-                API_KEY_FIELD.to_string(),
-                key.to_string(),
-            )])),
-            ..Secret::default()
         }
     }
 
@@ -271,33 +236,6 @@ pub async fn start_pods(
     )
     .await?;
     wait_ready(client, plan, reserved, &job_uid, pods.ready_timeout).await
-}
-
-/// Creates the Secret holding the pods' API key, owned by their Job. One a killed attempt
-/// left under its name (not yet collected with that attempt's Job) is replaced.
-async fn create_key_secret(
-    client: &Client,
-    plan: &ReservePlan,
-    api_key: &str,
-    job_owner: &OwnerReference,
-) -> Result<(), KubeError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &plan.namespace);
-    let secret = plan.key_secret(api_key, job_owner.clone());
-    let create = KubeError::api("create the pods' API key Secret");
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let _ = secrets
-                .delete(&plan.key_secret_name(), &DeleteParams::default())
-                .await;
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .map(|_| ())
-                .map_err(&create)
-        }
-        Err(err) => Err(create(err)),
-    }
 }
 
 /// Polls the pods of the Job `job_uid` until `gpus` are ready with an IP; a failed pod
