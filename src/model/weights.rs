@@ -19,6 +19,13 @@ use super::linear::{Embedding, FusedLinear, Linear};
 /// Rows read from the file at once while packing (bounds the transient memory).
 const PACK_CHUNK_ROWS: usize = 256 * GROUP;
 
+/// Where a safetensors checkpoint keeps the language model's tensors: a text-only one
+/// (`Gemma3ForCausalLM`), a multimodal one as Google ships Gemma 3 4B
+/// (`Gemma3ForConditionalGeneration`), and the multimodal layout transformers 5 keeps in
+/// memory, which it writes when saving with `save_original_format=False`.
+const LANGUAGE_MODEL_PREFIXES: [&str; 3] =
+    ["model.", "language_model.model.", "model.language_model."];
+
 /// Where the weights come from.
 pub enum WeightSource {
     /// A GGUF file (tensor names `blk.N.attn_q.weight`, ...).
@@ -38,7 +45,7 @@ pub enum WeightSource {
         dir: PathBuf,
         /// Memory-mapped tensors.
         vb: VarBuilder<'static>,
-        /// `model.` or, in multimodal checkpoints, `language_model.model.`.
+        /// One of [`LANGUAGE_MODEL_PREFIXES`]; `model.` when none holds the embeddings.
         prefix: String,
     },
 }
@@ -63,11 +70,10 @@ impl WeightSource {
         // SAFETY: the files are mapped read-only; gembatch never writes to its model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(|e| corrupt(one_line(&e)))?;
-        let prefix = if vb.contains_tensor("language_model.model.embed_tokens.weight") {
-            "language_model.model."
-        } else {
-            "model."
-        };
+        let prefix = LANGUAGE_MODEL_PREFIXES
+            .into_iter()
+            .find(|prefix| vb.contains_tensor(&format!("{prefix}embed_tokens.weight")))
+            .unwrap_or("model.");
         Ok(Self::Safetensors {
             dir: dir.to_path_buf(),
             vb,
@@ -385,6 +391,25 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn finds_the_language_model_in_each_checkpoint_layout() {
+        let dev = Device::Cpu;
+        for prefix in LANGUAGE_MODEL_PREFIXES {
+            let dir = tempfile::tempdir().unwrap();
+            let embeddings = Tensor::zeros((4, 2), DType::F32, &dev).unwrap();
+            let tensors = std::collections::HashMap::from([(
+                format!("{prefix}embed_tokens.weight"),
+                embeddings,
+            )]);
+            candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+            let source = WeightSource::open_safetensors(dir.path(), &dev, DType::F32).unwrap();
+            let WeightSource::Safetensors { prefix: found, .. } = source else {
+                panic!("a safetensors directory opened as GGUF");
+            };
+            assert_eq!(found, prefix);
         }
     }
 }
