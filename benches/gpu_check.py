@@ -39,6 +39,11 @@ users (the seed's table: one L4 replica, ~1.4 s mean latency at 10 users, ~6.2 s
 
 Everything lands in OUT: summary.json and summary.md (the table), the load runs' folders, the
 logs. Exit status 0 only when every bound held and every step ran.
+
+    python3 benches/gpu_check.py scaling gpu-check --out results/gpu-scaling [--batches 1,8,32,64]
+
+measures the decode speed of the 4B shape (bf16) by batch size with `gembatch bench-model`
+(scaling.json and scaling.md), to see where a decode step's time goes as sequences are added.
 """
 
 import argparse
@@ -418,6 +423,58 @@ def run(carry: Path, out: Path, shapes, layouts):
     return 1 if summary["failures"] else 0
 
 
+def scaling(carry: Path, out: Path, batches):
+    """Decode speed of the 4B shape (bf16, random weights) by batch size, from
+    `gembatch bench-model`: where the time of a decode step goes as sequences are added
+    (a step that costs the same at 1 and 64 sequences is bound by per-step overhead, one
+    that grows with them by per-sequence work)."""
+    import torch
+    import transformers
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = "4b" if device == "cuda" else "tiny"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gpu-scaling-") as tmp, open(out / "scaling.log", "w") as log:
+        work = Path(tmp)
+        gembatch, tokenizer = unpack(carry, work)
+        check_libraries(gembatch, log)
+        directory = work / shape
+        directory.mkdir()
+        say(f"{shape}: random checkpoint")
+        make_checkpoint(torch, transformers, shape, "multimodal", device, directory, tokenizer)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        for batch in batches:
+            say(f"bench-model --batch {batch}")
+            run = subprocess.run(
+                [gembatch, "bench-model", "--model", directory, "--device", device, "--batch", str(batch),
+                 "--decode-tokens", "64", "--prefill-tokens", "512", "--repeat", "2"],
+                capture_output=True, text=True, env=gembatch_env(),
+            )
+            log.write(run.stderr)
+            if run.returncode != 0:
+                rows.append({"batch": batch, "error": run.stderr[-500:]})
+                continue
+            figures = json.loads(run.stdout)
+            rows.append({"batch": batch} | {k: figures[k] for k in [
+                "prefill_tokens_per_s", "decode_tokens_per_s", "batch_decode_tokens_per_s", "load_seconds"]})
+            (out / "scaling.json").write_text(json.dumps({"device": device, "shape": shape, "rows": rows}, indent=2))
+    where = f"bf16 on {torch.cuda.get_device_name(0)}" if device == "cuda" else "f32 on the CPU"
+    lines = [f"# Decode scaling, {shape} shape, {where}", "",
+             "| batch | prefill tok/s (512) | decode tok/s, 1 sequence | decode tok/s, batch (aggregate) | ms per batched step |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['batch']} | failed: {row['error'][-200:]} | | | |")
+            continue
+        step_ms = 1000 * row["batch"] / row["batch_decode_tokens_per_s"]
+        lines.append(f"| {row['batch']} | {row['prefill_tokens_per_s']:.0f} | {row['decode_tokens_per_s']:.1f} | "
+                     f"{row['batch_decode_tokens_per_s']:.1f} | {step_ms:.1f} |")
+    (out / "scaling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if rows and all("error" not in row for row in rows) else 1
+
+
 def markdown(summary):
     lines = [f"# GPU check on {summary['gpu'] or 'the CPU'} (torch {summary['torch']}, transformers {summary['transformers']})", "",
              "| shape | layout | path | max abs dlogit | mean abs dlogit | top-1 | top-1 where clear |",
@@ -455,10 +512,16 @@ def main():
     r.add_argument("--shapes", type=lambda s: s.split(","), default=None, help="tiny,4b [default: both on a GPU, tiny on the CPU]")
     r.add_argument("--layouts", type=lambda s: s.split(","), default=None,
                    help="text,multimodal [default: both for tiny, multimodal (the real checkpoints') for 4b]")
+    c = sub.add_parser("scaling", help="decode speed of the 4B shape by batch size (tiny on the CPU)")
+    c.add_argument("carry", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 32, 64])
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.carry, args.binary)
         return 0
+    if args.command == "scaling":
+        return scaling(args.carry, args.out, args.batches)
     return run(args.carry, args.out, args.shapes, args.layouts)
 
 
