@@ -4,16 +4,27 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` so that after a crash `path` holds the old content or the new,
 /// never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut partial_name = path.as_os_str().to_owned();
-    partial_name.push(".partial");
-    let partial = Path::new(&partial_name);
-    let mut file = File::create(partial)?;
+    let partial = partial_path(path);
+    let mut file = File::create(&partial)?;
     file.write_all(bytes)?;
+    commit(file, &partial, path)
+}
+
+/// Where `path` is written until it is committed: `path` + `.partial`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Puts `file`, written in full at `partial`, at `path` for good: its bytes made durable
+/// (fsync), then the rename, then the rename itself (fsync of the folder).
+pub fn commit(file: File, partial: &Path, path: &Path) -> std::io::Result<()> {
     file.sync_all()?;
     drop(file);
     std::fs::rename(partial, path)?;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ledger::{Ledger, shard_path};
 use crate::common::Route;
-use crate::common::durable::sync_parent;
+use crate::common::durable::{commit, partial_path};
 use crate::results::batch::{
     REQUESTS_FILE, RunTotals, SUMMARY_FILE, SUMMARY_PERCENTILES, SummaryRow, read_records,
     records_writer, summary_columns,
@@ -144,7 +144,7 @@ struct JsonLines {
 
 impl JsonLines {
     fn create(path: &Path) -> std::io::Result<JsonLines> {
-        let partial = path.with_extension("jsonl.partial");
+        let partial = partial_path(path);
         Ok(JsonLines {
             writer: BufWriter::new(File::create(&partial)?),
             partial,
@@ -159,9 +159,7 @@ impl JsonLines {
 
     fn finish(self) -> std::io::Result<()> {
         let file = self.writer.into_inner().map_err(|err| err.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&self.partial, &self.path)?;
-        sync_parent(&self.path)
+        commit(file, &self.partial, &self.path)
     }
 }
 

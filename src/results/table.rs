@@ -18,7 +18,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use crate::common::durable::sync_parent;
+use crate::common::durable::{commit, partial_path};
 
 /// Rows buffered before they are encoded.
 const BATCH_ROWS: usize = 4096;
@@ -125,7 +125,7 @@ impl<T> TableWriter<T> {
             .map(|column| Field::new(&column.name, column.kind.data_type(), true))
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let partial = path.with_extension("parquet.partial");
+        let partial = partial_path(path);
         let file = File::create(&partial)?;
         // Dictionaries only for text (outcome classes, replicas: a handful of values):
         // numbers are mostly distinct, and hashing each into a dictionary that overflows
@@ -179,10 +179,7 @@ impl<T> TableWriter<T> {
     pub fn finish(mut self) -> Result<(), parquet::errors::ParquetError> {
         self.flush()?;
         let file = self.writer.into_inner()?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&self.partial, &self.path)?;
-        sync_parent(&self.path)?;
+        commit(file, &self.partial, &self.path)?;
         Ok(())
     }
 }
