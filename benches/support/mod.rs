@@ -4,6 +4,7 @@
 
 #![allow(dead_code, reason = "each benchmark uses part of it")]
 
+pub mod flood;
 pub mod raw_stub;
 
 use std::net::SocketAddr;

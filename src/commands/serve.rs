@@ -14,6 +14,7 @@ use crate::model::ModelError;
 use crate::model::device::device_name;
 use crate::server::api::Limits;
 use crate::server::engine::{self, EngineConfig};
+use crate::server::long_prompts::LongPrompts;
 use crate::server::metrics::Metrics;
 use crate::server::runner_watch::RunnerWatch;
 use crate::server::{self, AppState};
@@ -69,8 +70,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone().filter(|key| !key.is_empty()),
         body_limit: args.max_body_bytes,
         replica: HeaderValue::from_str(&replica).unwrap_or(HeaderValue::from_static("gembatch")),
-        // One long prompt at a time: the engine thread keeps the other cores.
-        tokenizing: tokio::sync::Semaphore::new(1),
+        // Long prompts one at a time, at the lowest priority: the model keeps the cores.
+        long_prompts: LongPrompts::start()?,
         runner_watch: args.exit_without_runner.map(|timeout| {
             let first = args.first_heartbeat_within.unwrap_or(timeout);
             Arc::new(RunnerWatch::new(timeout, first))

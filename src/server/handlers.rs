@@ -18,6 +18,7 @@ use super::api::{self, GenerationRequest, GenerationSpec, Prompt};
 use super::chat_template;
 use super::engine::Event;
 use super::error::ApiError;
+use super::long_prompts::{self, Refused};
 use super::responses::{Endpoint, ResponseMeta};
 
 /// `POST /v1/completions`.
@@ -160,12 +161,13 @@ fn read_body(body: Result<Bytes, BytesRejection>, state: &AppState) -> Result<By
     })
 }
 
-/// Prompts longer than this wait for [`AppState::tokenizing`]'s permit; shorter ones
-/// (milliseconds of work) never queue behind them.
+/// Prompts longer than this are tokenized on [`AppState::long_prompts`]' thread; shorter
+/// ones (milliseconds of work) never queue behind them.
 const LONG_PROMPT_BYTES: usize = 64 * 1024;
 
-/// Tokenizes a prompt off the async threads, long prompts one at a time; a prompt that
-/// cannot fit the context however it tokenizes is refused before any of that.
+/// Tokenizes a prompt off the async threads, long prompts one at a time at the lowest CPU
+/// priority; a prompt that cannot fit the context however it tokenizes is refused before
+/// any of that.
 async fn encode(state: &Arc<AppState>, text: String, add_bos: bool) -> Result<Vec<u32>, ApiError> {
     let fewest = state.model.tokenizer.fewest_tokens(&text) + usize::from(add_bos);
     if fewest >= state.limits.context {
@@ -174,17 +176,27 @@ async fn encode(state: &Arc<AppState>, text: String, add_bos: bool) -> Result<Ve
             state.limits,
         ));
     }
-    let _turn = if text.len() > LONG_PROMPT_BYTES {
-        let permit = state.tokenizing.acquire().await;
-        Some(permit.map_err(|err| ApiError::Internal(err.to_string()))?)
-    } else {
-        None
-    };
+    let long = text.len() > LONG_PROMPT_BYTES;
     let model = state.model.clone();
-    let ids = tokio::task::spawn_blocking(move || model.tokenizer.encode(&text, add_bos, true))
-        .await
-        .map_err(|err| ApiError::Internal(err.to_string()))?
-        .map_err(|err| ApiError::Internal(err.to_string()))?;
+    let tokenize = move || model.tokenizer.encode(&text, add_bos, true);
+    let ids = if long {
+        state
+            .long_prompts
+            .run(tokenize)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Full => ApiError::Overloaded {
+                    waiting: long_prompts::QUEUE,
+                    retry_after: 1,
+                },
+                Refused::Stopped => ApiError::Internal("the long-prompt thread stopped".into()),
+            })?
+    } else {
+        tokio::task::spawn_blocking(tokenize)
+            .await
+            .map_err(|err| ApiError::Internal(err.to_string()))?
+    }
+    .map_err(|err| ApiError::Internal(err.to_string()))?;
     if ids.len() <= usize::from(add_bos) || ids == [state.model.tokenizer.bos()] {
         return Err(ApiError::bad_param(
             "prompt",

@@ -17,6 +17,7 @@ pub mod connections;
 pub mod engine;
 pub mod error;
 mod handlers;
+pub mod long_prompts;
 pub mod metrics;
 pub mod responses;
 pub mod runner_watch;
@@ -58,9 +59,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// This replica's name, sent in [`REPLICA_HEADER`].
     pub replica: HeaderValue,
-    /// Long prompts tokenized at once (a permit each): a flood of them queues here instead
-    /// of taking the cores the engine thread needs.
-    pub tokenizing: tokio::sync::Semaphore,
+    /// Where long prompts are tokenized: one thread at the lowest CPU priority, so a flood
+    /// of them takes no core the model needs.
+    pub long_prompts: long_prompts::LongPrompts,
     /// A batch pod's watch on its runner's heartbeat, when it has one.
     pub runner_watch: Option<Arc<runner_watch::RunnerWatch>>,
 }

@@ -1,0 +1,129 @@
+//! The costliest prompts a client can send, in a flood beside normal clients: how much the
+//! flood moves the normal clients' time to first token.
+//!
+//!     cargo bench --bench prompt_flood -- [--seconds 20] [--users 4] [--flooders 8] [--rounds 2]
+//!
+//! One `gembatch serve` on the default model (every CPU). The costliest prompt is `<`
+//! repeated (each `<` could start a control token, and each is a token of its own) to the
+//! longest length the server still tokenizes: one byte short of what its quick "cannot fit
+//! the context" check refuses, within the 4 MiB body limit. The server tokenizes it and then
+//! answers 400 (too long for the context).
+//!
+//! Each round, for `--seconds` each: the normal clients alone (`--users` closed-loop streams,
+//! a 48-token prompt, 16 tokens out), then the same clients beside `--flooders` closed-loop
+//! senders of the costly prompt. Printed per round and for all rounds: the normal clients'
+//! p50 and p95 TTFT and requests, the flood's requests and median answer time, and the ratio
+//! of the p95 TTFTs (the goal: at most 1.20).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use support::flag;
+use support::flood::{Phase, costliest_prompt, percentile, phase};
+
+/// `gembatch serve` on the default model, on a loopback port.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gembatch serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the listening line");
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn describe(name: &str, phase: &Phase) {
+    println!(
+        "  {name:<12} normal: {} requests ({} failed), TTFT p50 {:.3} s p95 {:.3} s{}",
+        phase.ttft.len(),
+        phase.normal_failures,
+        percentile(&phase.ttft, 0.5),
+        percentile(&phase.ttft, 0.95),
+        if phase.flood_seconds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; flood: {} requests (not 400: {:?}), median answer {:.2} s",
+                phase.flood_seconds.len(),
+                phase.flood_unexpected,
+                percentile(&phase.flood_seconds, 0.5)
+            )
+        }
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds = flag(&args, "--seconds", 20);
+    let users = flag(&args, "--users", 4);
+    let flooders = flag(&args, "--flooders", 8);
+    let rounds = flag(&args, "--rounds", 2);
+    let serve = Serve::start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let context = runtime.block_on(async {
+        let models: serde_json::Value = reqwest::get(format!("{}/v1/models", serve.url))
+            .await
+            .expect("GET /v1/models")
+            .json()
+            .await
+            .expect("models JSON");
+        models["data"][0]["max_model_len"]
+            .as_u64()
+            .expect("max_model_len") as usize
+    });
+    let prompt = costliest_prompt(context);
+    println!(
+        "prompt flood: {users} normal clients, {flooders} flooders sending {:.2} MB of '<' \
+         (context {context}), {seconds} s per phase, {rounds} rounds",
+        prompt.len() as f64 / 1e6
+    );
+    let (mut calm, mut flooded) = (Phase::default(), Phase::default());
+    for round in 1..=rounds {
+        println!("round {round}");
+        let alone = runtime.block_on(phase(&serve.url, users, None, seconds));
+        describe("alone", &alone);
+        let beside = runtime.block_on(phase(&serve.url, users, Some((&prompt, flooders)), seconds));
+        describe("beside flood", &beside);
+        calm.ttft.extend(alone.ttft);
+        flooded.ttft.extend(beside.ttft);
+        flooded.normal_failures += beside.normal_failures;
+        calm.normal_failures += alone.normal_failures;
+        flooded.flood_seconds.extend(beside.flood_seconds);
+        for (status, count) in beside.flood_unexpected {
+            *flooded.flood_unexpected.entry(status).or_default() += count;
+        }
+    }
+    println!("all rounds");
+    describe("alone", &calm);
+    describe("beside flood", &flooded);
+    println!(
+        "p95 TTFT beside the flood / alone: {:.2}x (goal <= 1.20x)",
+        percentile(&flooded.ttft, 0.95) / percentile(&calm.ttft, 0.95)
+    );
+}

@@ -1,0 +1,138 @@
+//! A flood of the costliest prompts beside normal clients, for `benches/prompt_flood.rs` and
+//! `tests/prompt_flood.rs`: the prompt, the two kinds of client, and what they measured.
+
+use std::time::{Duration, Instant};
+
+use gembatch::model::{self, LoadOptions, fetch};
+
+/// What the server accepts as a body (its `--max-body` default).
+const BODY_LIMIT: usize = 4 << 20;
+const NORMAL_PROMPT: &str = "Write a short story about a lighthouse keeper who finds a message in a bottle on a stormy night, and what the message says.";
+
+/// The longest run of `<` the server still tokenizes: its quick check refuses a prompt
+/// whose fewest possible tokens (plus BOS) reach the context.
+pub fn costliest_prompt(context: usize) -> String {
+    let path =
+        fetch::ensure_default_model(false, |line| eprintln!("{line}")).expect("default model");
+    let loaded = model::load(&path, &LoadOptions::default()).expect("load the default model");
+    let fits = |len: usize| loaded.tokenizer.fewest_tokens(&"<".repeat(len)) + 1 < context;
+    let (mut low, mut high) = (1, BODY_LIMIT - 1024);
+    if fits(high) {
+        return "<".repeat(high);
+    }
+    while high - low > 1 {
+        let middle = (low + high) / 2;
+        if fits(middle) {
+            low = middle
+        } else {
+            high = middle
+        }
+    }
+    "<".repeat(low)
+}
+
+/// What one phase measured.
+#[derive(Default)]
+pub struct Phase {
+    /// The normal clients' times to first token, seconds.
+    pub ttft: Vec<f64>,
+    /// Normal requests that failed or streamed no text.
+    pub normal_failures: u64,
+    /// How long each flood request took to be answered, seconds.
+    pub flood_seconds: Vec<f64>,
+    /// Flood requests answered with anything but 400 (too long for the context), by
+    /// status or error.
+    pub flood_unexpected: std::collections::BTreeMap<String, u64>,
+}
+
+/// The `q` quantile of `values` (nearest rank); NaN when there are none.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// One streamed completion; its time to first token, or None when it failed.
+async fn normal_request(client: &reqwest::Client, url: &str) -> Option<f64> {
+    let started = Instant::now();
+    let body = serde_json::json!({
+        "prompt": NORMAL_PROMPT, "max_tokens": 16, "temperature": 0, "ignore_eos": true, "stream": true
+    });
+    let mut response = client.post(url).json(&body).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let mut first = None;
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if first.is_none() && chunk.windows(6).any(|w| w == b"\"text\"") {
+            first = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    first
+}
+
+/// Runs the normal clients (and the flood, when `flood` is given) for `seconds`.
+pub async fn phase(url: &str, users: u64, flood: Option<(&str, u64)>, seconds: u64) -> Phase {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let completions = format!("{url}/v1/completions");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut normal = Vec::new();
+    for _ in 0..users {
+        let (client, completions) = (client.clone(), completions.clone());
+        normal.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            while Instant::now() < deadline {
+                results.push(normal_request(&client, &completions).await);
+            }
+            results
+        }));
+    }
+    let mut flooders = Vec::new();
+    if let Some((prompt, count)) = flood {
+        let body = serde_json::to_vec(&serde_json::json!({"prompt": prompt, "max_tokens": 1}))
+            .expect("json");
+        for _ in 0..count {
+            let (client, completions, body) = (client.clone(), completions.clone(), body.clone());
+            flooders.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let status = client
+                        .post(&completions)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map(|response| response.status().as_u16().to_string());
+                    let status = status.unwrap_or_else(|err| format!("error: {err}"));
+                    answers.push((status, started.elapsed().as_secs_f64()));
+                }
+                answers
+            }));
+        }
+    }
+    let mut measured = Phase::default();
+    for task in normal {
+        for ttft in task.await.expect("normal client") {
+            match ttft {
+                Some(seconds) => measured.ttft.push(seconds),
+                None => measured.normal_failures += 1,
+            }
+        }
+    }
+    for task in flooders {
+        for (status, seconds) in task.await.expect("flooder") {
+            measured.flood_seconds.push(seconds);
+            if status != "400" {
+                *measured.flood_unexpected.entry(status).or_default() += 1;
+            }
+        }
+    }
+    measured
+}
