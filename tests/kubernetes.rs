@@ -508,3 +508,77 @@ fn release_all_mine_leaves_the_online_service_it_did_not_create() {
         assert!(kept.metadata.deletion_timestamp.is_none());
     });
 }
+
+/// Lease expiry is judged by the waiting runner's own clock: a holder whose clock is an hour
+/// behind still holds the run while it renews, and a dead one's Lease is taken a Lease
+/// duration after it stopped changing, whatever its `renewTime` says.
+#[test]
+fn a_run_lease_expires_by_the_waiting_runners_clock_not_the_holders() {
+    use gembatch::capacity::kubernetes::run_lease::{Claim, LEASE_SECONDS, RunLease, lease_name};
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let cluster = TestCluster::start();
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+        let an_hour_ago =
+            || MicroTime(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1));
+        for run_id in ["skewed-alive", "skewed-dead"] {
+            let mut lease = Lease {
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(format!("pid 1 on {run_id}-host")),
+                    lease_duration_seconds: Some(LEASE_SECONDS),
+                    renew_time: Some(an_hour_ago()),
+                    ..LeaseSpec::default()
+                }),
+                ..Lease::default()
+            };
+            lease.metadata.name = Some(lease_name(run_id));
+            leases.create(&Default::default(), &lease).await.unwrap();
+        }
+        // The live holder renews every 5 s, by its clock an hour behind.
+        let renewing = {
+            let leases = leases.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let mut lease = leases.get(&lease_name("skewed-alive")).await.unwrap();
+                    lease.spec.as_mut().unwrap().renew_time = Some(an_hour_ago());
+                    leases
+                        .replace(&lease_name("skewed-alive"), &Default::default(), &lease)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let started = Instant::now();
+        let claim = |run_id: &str| Claim {
+            namespace: "default".into(),
+            run_id: run_id.into(),
+            holder: "pid 2 on here".into(),
+            anchor: None,
+        };
+        let (alive, dead) = tokio::join!(
+            RunLease::acquire(&client, claim("skewed-alive"), |_| {}),
+            RunLease::acquire(&client, claim("skewed-dead"), |_| {}),
+        );
+        renewing.abort();
+        let refused = alive
+            .err()
+            .expect("a renewed Lease is not taken")
+            .to_string();
+        assert!(refused.contains("pid 1 on skewed-alive-host"), "{refused}");
+        let taken = dead.expect("a Lease nobody renews is taken");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(LEASE_SECONDS as u64),
+            "taken after {waited:?}, before the Lease could have expired"
+        );
+        let holder = leases.get(&lease_name("skewed-dead")).await.unwrap();
+        assert_eq!(
+            holder.spec.unwrap().holder_identity.as_deref(),
+            Some("pid 2 on here")
+        );
+        taken.release().await;
+    });
+}

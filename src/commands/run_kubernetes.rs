@@ -10,7 +10,7 @@ use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::pods::PodsPlan;
 use crate::capacity::kubernetes::release::{Scope, release_capacity};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
-use crate::capacity::kubernetes::run_lease::{RunLease, holder_identity};
+use crate::capacity::kubernetes::run_lease::{Claim, RunLease, holder_identity};
 use crate::common::PodAccess;
 use crate::job::{Backend, JobSpec};
 
@@ -78,7 +78,13 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
     let waiting = |holder: &str| {
         eprintln!("run {run_id} is held by {holder}; waiting for its Lease to expire")
     };
-    let lease = RunLease::acquire(&client, namespace, run_id, &holder_identity(), waiting)
+    let claim = Claim {
+        namespace: namespace.clone(),
+        run_id: run_id.to_string(),
+        holder: holder_identity(),
+        anchor: None,
+    };
+    let lease = RunLease::acquire(&client, claim, waiting)
         .await
         .map_err(CapacityError::from)?;
     Ok(Some(lease))

@@ -13,3 +13,12 @@ pub fn host_name() -> Option<String> {
                 .filter(|name| !name.is_empty())
         })
 }
+
+/// This process as a lock's holder is named: `pid 4242 on HOST`.
+pub fn this_process() -> String {
+    format!(
+        "pid {} on {}",
+        std::process::id(),
+        host_name().unwrap_or_else(|| "an unnamed host".into())
+    )
+}

@@ -60,9 +60,8 @@ impl RunLock {
 /// Says who holds the lock: this process's id, host and start, read by a runner refused.
 fn write_holder(file: &mut File) -> std::io::Result<()> {
     let holder = format!(
-        "pid {} on {}, since {}",
-        std::process::id(),
-        crate::common::host::host_name().unwrap_or_else(|| "this host".into()),
+        "{}, since {}",
+        crate::common::host::this_process(),
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S UTC")
     );
     file.set_len(0)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ pub const LEASE_SECONDS: i32 = 60;
 const RENEW_EVERY: Duration = Duration::from_secs(15);
 /// How long a Lease held by another is waited on: past its expiry, were it renewed last
 /// just now.
-const EXPIRY_WAIT: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 5);
+const EXPIRY_WAIT: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 10);
 
 /// The name of run `run_id`'s Lease.
 pub fn lease_name(run_id: &str) -> String {
@@ -41,28 +41,70 @@ pub struct RunLease {
     _renewing: DropGuard,
 }
 
+/// Who wants which run's Lease.
+#[derive(Clone)]
+pub struct Claim {
+    /// The namespace of the run's objects.
+    pub namespace: String,
+    /// The run.
+    pub run_id: String,
+    /// Who asks ([`holder_identity`]).
+    pub holder: String,
+    /// The runner's own Job, owner of the Lease when there is one (see `owners`).
+    pub anchor: Option<OwnerReference>,
+}
+
+impl Claim {
+    fn name(&self) -> String {
+        lease_name(&self.run_id)
+    }
+
+    /// The Lease, held by this claim's holder from now, its `transitions`-th holder.
+    fn lease(&self, transitions: i32) -> Lease {
+        let now = MicroTime(Timestamp::now());
+        let mut lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.holder.clone()),
+                lease_duration_seconds: Some(LEASE_SECONDS),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(transitions),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        lease.metadata.name = Some(self.name());
+        lease.metadata.namespace = Some(self.namespace.clone());
+        lease.metadata.owner_references = self.anchor.clone().map(|anchor| vec![anchor]);
+        lease.metadata.labels = Some(
+            [
+                (RUN_LABEL.to_string(), self.run_id.clone()),
+                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+            ]
+            .into(),
+        );
+        lease
+    }
+}
+
 impl RunLease {
-    /// Takes run `run_id`'s Lease in `namespace` as `holder`, or says who holds it. A Lease
-    /// held by another is waited on until it expires (a runner just killed, whose retry
-    /// this may be, renews it no more), telling `waiting` once; one still renewed then is
-    /// refused.
+    /// Takes the claimed run's Lease, or says who holds it. A Lease held by another is
+    /// waited on until it expires (a runner just killed, whose retry this may be, renews
+    /// it no more), telling `waiting` once; one still renewed then is refused.
     pub async fn acquire(
         client: &Client,
-        namespace: &str,
-        run_id: &str,
-        holder: &str,
+        claim: Claim,
         mut waiting: impl FnMut(&str),
     ) -> Result<RunLease, KubeError> {
-        let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-        let name = lease_name(run_id);
-        let wanted = lease(namespace, &name, run_id, holder, 0);
-        match api.create(&PostParams::default(), &wanted).await {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &claim.namespace);
+        match api.create(&PostParams::default(), &claim.lease(0)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let give_up = Instant::now() + EXPIRY_WAIT;
                 let mut said = false;
+                let mut sighting = None;
                 loop {
-                    match take_over(&api, namespace, &name, run_id, holder).await {
+                    match take_over(&api, &claim, &mut sighting).await {
                         Err(KubeError::RunHeld { holder, .. }) if Instant::now() < give_up => {
                             if !std::mem::replace(&mut said, true) {
                                 waiting(&holder);
@@ -76,17 +118,12 @@ impl RunLease {
             Err(err) => return Err(KubeError::api("create the run's Lease")(err)),
         }
         let stop = CancellationToken::new();
-        let held = Held {
-            namespace: namespace.to_string(),
-            name: name.clone(),
-            run_id: run_id.to_string(),
-            holder: holder.to_string(),
-        };
-        tokio::spawn(renew(api.clone(), held, stop.clone()));
+        let (name, holder) = (claim.name(), claim.holder.clone());
+        tokio::spawn(renew(api.clone(), claim, stop.clone()));
         Ok(RunLease {
             api,
             name,
-            holder: holder.to_string(),
+            holder,
             _renewing: stop.drop_guard(),
         })
     }
@@ -101,23 +138,29 @@ impl RunLease {
     }
 }
 
-/// The Lease exists: takes it when it expired, else names its holder.
+/// Another runner's Lease as this runner first saw it unchanged: its version, and when on
+/// this runner's own clock. Expiry is judged by that clock alone, as client-go's leader
+/// election does: the holder's `renewTime` comes from its clock, which may be off by more
+/// than the Lease lasts.
+struct Sighting {
+    version: Option<String>,
+    since: Instant,
+}
+
+/// The Lease exists: takes it when it has not changed for its duration since `sighting`
+/// (or is held by nobody, or by this holder), else names its holder.
 async fn take_over(
     api: &Api<Lease>,
-    namespace: &str,
-    name: &str,
-    run_id: &str,
-    holder: &str,
+    claim: &Claim,
+    sighting: &mut Option<Sighting>,
 ) -> Result<(), KubeError> {
-    let current = match api.get(name).await {
+    let name = claim.name();
+    let current = match api.get(&name).await {
         Ok(current) => current,
         // Released between the refused create and this read: free to take.
         Err(kube::Error::Api(status)) if status.code == 404 => {
             return api
-                .create(
-                    &PostParams::default(),
-                    &lease(namespace, name, run_id, holder, 0),
-                )
+                .create(&PostParams::default(), &claim.lease(0))
                 .await
                 .map(|_| ())
                 .map_err(KubeError::api("create the run's Lease"));
@@ -126,27 +169,38 @@ async fn take_over(
     };
     let spec = current.spec.clone().unwrap_or_default();
     let held_by = spec.holder_identity.clone().unwrap_or_default();
-    let renewed = spec.renew_time.as_ref().map(|time| time.0);
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
-    let expired = renewed.is_none_or(|renewed| {
-        renewed.as_second().saturating_add(duration) < Timestamp::now().as_second()
-    });
-    if !expired && held_by != holder {
+    let duration =
+        Duration::from_secs(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS).max(0) as u64);
+    let version = current.metadata.resource_version.clone();
+    let unchanged_since = match sighting {
+        Some(seen) if seen.version == version => seen.since,
+        _ => {
+            sighting
+                .insert(Sighting {
+                    version,
+                    since: Instant::now(),
+                })
+                .since
+        }
+    };
+    let expired = held_by.is_empty() || unchanged_since.elapsed() >= duration;
+    if !expired && held_by != claim.holder {
         return Err(KubeError::RunHeld {
-            run_id: run_id.to_string(),
+            run_id: claim.run_id.clone(),
             holder: held_by,
-            renewed: renewed.map_or_else(String::new, |time| time.to_string()),
+            renewed: spec
+                .renew_time
+                .map_or_else(String::new, |time| time.0.to_string()),
         });
     }
     let transitions = spec.lease_transitions.unwrap_or(0).saturating_add(1);
-    let mut taken = lease(namespace, name, run_id, holder, transitions);
-    // Only over the version read: of two runners taking it over at once, one wins. Owned
-    // by nothing: the dead runner's Job, which owned it, is about to be deleted.
+    let mut taken = claim.lease(transitions);
+    // Only over the version read: of two runners taking it over at once, one wins.
     taken.metadata.resource_version = current.metadata.resource_version.clone();
-    match api.replace(name, &PostParams::default(), &taken).await {
+    match api.replace(&name, &PostParams::default(), &taken).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Err(KubeError::RunHeld {
-            run_id: run_id.to_string(),
+            run_id: claim.run_id.clone(),
             holder: "another runner that took it over first".into(),
             renewed: Timestamp::now().to_string(),
         }),
@@ -154,36 +208,28 @@ async fn take_over(
     }
 }
 
-/// Which Lease a runner holds, for its renewal.
-struct Held {
-    namespace: String,
-    name: String,
-    run_id: String,
-    holder: String,
-}
-
 /// Renews the Lease every [`RENEW_EVERY`] until `stop`; says so once if it was lost.
-async fn renew(api: Api<Lease>, held: Held, stop: CancellationToken) {
+async fn renew(api: Api<Lease>, claim: Claim, stop: CancellationToken) {
+    let name = claim.name();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RENEW_EVERY) => {}
         }
-        let mut current = match api.get(&held.name).await {
+        let mut current = match api.get(&name).await {
             Ok(current) => current,
             // Collected with a Job that owned it (a booking started over): still this
             // runner's run, so it is made again.
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                let again = lease(&held.namespace, &held.name, &held.run_id, &held.holder, 0);
-                let _ = api.create(&PostParams::default(), &again).await;
+                let _ = api.create(&PostParams::default(), &claim.lease(0)).await;
                 continue;
             }
             // The API server away: the next tick tries again, three before expiry.
             Err(_) => continue,
         };
-        if holder_of(&current) != Some(held.holder.as_str()) {
+        if holder_of(&current) != Some(claim.holder.as_str()) {
             tracing::warn!(
-                lease = held.name,
+                lease = name,
                 holder = holder_of(&current).unwrap_or("nobody"),
                 "another runner took over this run's Lease"
             );
@@ -192,9 +238,7 @@ async fn renew(api: Api<Lease>, held: Held, stop: CancellationToken) {
         if let Some(spec) = current.spec.as_mut() {
             spec.renew_time = Some(MicroTime(Timestamp::now()));
         }
-        let _ = api
-            .replace(&held.name, &PostParams::default(), &current)
-            .await;
+        let _ = api.replace(&name, &PostParams::default(), &current).await;
     }
 }
 
@@ -202,38 +246,7 @@ fn holder_of(lease: &Lease) -> Option<&str> {
     lease.spec.as_ref()?.holder_identity.as_deref()
 }
 
-/// The Lease `name` of run `run_id`, held by `holder` from now.
-fn lease(namespace: &str, name: &str, run_id: &str, holder: &str, transitions: i32) -> Lease {
-    let now = MicroTime(Timestamp::now());
-    let mut lease = Lease {
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.to_string()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
-            acquire_time: Some(now.clone()),
-            renew_time: Some(now),
-            lease_transitions: Some(transitions),
-            ..LeaseSpec::default()
-        }),
-        ..Lease::default()
-    };
-    lease.metadata.name = Some(name.to_string());
-    lease.metadata.namespace = Some(namespace.to_string());
-    lease.metadata.labels = Some(
-        [
-            (RUN_LABEL.to_string(), run_id.to_string()),
-            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ]
-        .into(),
-    );
-    lease
-}
-
-/// Who this runner is, for a Lease and for the runner it refuses: its pod (or host) and
-/// process.
+/// Who this runner is, for a Lease and for the runner it refuses.
 pub fn holder_identity() -> String {
-    format!(
-        "{} pid {}",
-        crate::common::host::host_name().unwrap_or_else(|| "unnamed host".into()),
-        std::process::id()
-    )
+    crate::common::host::this_process()
 }
