@@ -90,45 +90,79 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
     );
 }
 
-/// Starts `gembatch run JOB --run-id RUN_ID`, waits for `stage`, kills the runner with
-/// SIGKILL (no cleanup of its own), and checks that it left objects behind and that
-/// `gembatch release RUN_ID` then removes every one.
-async fn kill_at_stage_then_release<F: std::future::Future<Output = ()>>(
+/// How long the stand-in for a runner's Job lives: past the slowest stage's reach (pods
+/// serving and a shard committed), then it fails as a Job whose retries ran out does.
+const RUNNER_JOB_SECONDS: i64 = 90;
+
+/// A stand-in for the CronJob's runner Job that a killed runner belonged to: its pod never
+/// starts (the runner runs as a local process, and no kubelet takes that pod), the Job
+/// fails at its deadline and its `ttlSecondsAfterFinished` deletes it, as the real one is
+/// once its retries are spent.
+async fn runner_job(client: &kube::Client, run_id: &str) -> Job {
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": format!("runner-{run_id}")},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": RUNNER_JOB_SECONDS,
+            "ttlSecondsAfterFinished": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "runner", "image": "gembatch:cpu"}]
+            }}
+        }
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&Default::default(), &job).await.unwrap()
+}
+
+/// Starts `gembatch run JOB --run-id RUN_ID` as a runner of a Job ([`runner_job`]), waits
+/// for `stage` and kills the runner with SIGKILL (no cleanup of its own); it must have left
+/// objects behind.
+async fn kill_at_stage<F: std::future::Future<Output = ()>>(
     cluster: &Cluster,
     client: &kube::Client,
     job: &std::path::Path,
     run_id: &str,
     stage: impl FnOnce() -> F,
 ) {
-    let mut child = run_job(cluster, job, run_id);
+    let anchor = runner_job(client, run_id).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["run", job.to_str().unwrap(), "--run-id", run_id])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("GEMBATCH_RUNNER_JOB", anchor.metadata.name.unwrap())
+        .env("GEMBATCH_RUNNER_JOB_UID", anchor.metadata.uid.unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     stage().await;
     child.kill().unwrap();
     child.wait().unwrap();
     let left = leftovers(client, "default", run_id).await;
-    assert!(
-        !left.is_empty(),
-        "{run_id}: the killed runner left nothing to release"
-    );
-    release_leaves_nothing(cluster, client, run_id).await;
+    assert!(!left.is_empty(), "{run_id}: the killed runner left nothing");
 }
 
 #[test]
-fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
+fn a_runner_killed_at_any_stage_leaves_nothing_once_its_job_is_gone() {
     let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
-    let job = kubernetes_job(&space, 400, 2, "");
+    let job = kubernetes_job(&space, 400, 2, "runner_timeout: 3s, finished_ttl: 1s");
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let started = std::time::Instant::now();
 
-        // Waiting for capacity: the template and the request exist.
-        kill_at_stage_then_release(&cluster, &client, &job, "kill-wait", || async {
+        // Waiting for capacity: the Lease, the template and the request exist, no serve Job.
+        kill_at_stage(&cluster, &client, &job, "kill-wait", || async {
             wait_for_request(&client, "gembatch-kill-wait").await;
         })
         .await;
 
         // Provisioned, serve pods being created (no kubelet: they never start).
-        kill_at_stage_then_release(&cluster, &client, &job, "kill-pods", || async {
+        kill_at_stage(&cluster, &client, &job, "kill-pods", || async {
             wait_for_request(&client, "gembatch-kill-pods").await;
             provision(&client, "gembatch-kill-pods").await;
             until("the serve Job exists", || async {
@@ -139,15 +173,59 @@ fn a_runner_killed_at_any_stage_leaves_what_release_removes() {
         .await;
 
         // Pods serving, the batch under way: a shard is committed.
-        let _kubelet =
+        let kubelet =
             common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "kill-batch");
         let run_dir = space.run_dir("kill-batch");
-        kill_at_stage_then_release(&cluster, &client, &job, "kill-batch", || async {
+        kill_at_stage(&cluster, &client, &job, "kill-batch", || async {
             wait_for_request(&client, "gembatch-kill-batch").await;
             provision(&client, "gembatch-kill-batch").await;
             until_a_shard_is_committed(&run_dir).await;
         })
         .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(RUNNER_JOB_SECONDS as u64),
+            "the stages took {:?}: the runner Jobs ended before their kill",
+            started.elapsed()
+        );
+
+        // Nothing but time. The serving pods stop hearing their runner (3 s) and exit at
+        // once, giving their GPUs back; every object goes once the runner's Job is gone.
+        let killed = std::time::Instant::now();
+        until("every serve process exited", || async {
+            kubelet
+                .processes
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .all(|(_, child)| child.try_wait().is_ok_and(|status| status.is_some()))
+        })
+        .await;
+        let exited = killed.elapsed();
+        assert!(
+            exited < std::time::Duration::from_secs(20),
+            "pods exited after {exited:?}"
+        );
+        let bound = std::time::Duration::from_secs(RUNNER_JOB_SECONDS as u64 + 60);
+        for run_id in ["kill-wait", "kill-pods", "kill-batch"] {
+            let name = format!("runner-{run_id}");
+            while let Some(job) = jobs.get_opt(&name).await.unwrap() {
+                assert!(
+                    started.elapsed() < bound,
+                    "{name} is still there: {:?}",
+                    job.status
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        for run_id in ["kill-wait", "kill-pods", "kill-batch"] {
+            assert_nothing_left_within(
+                &client,
+                "default",
+                run_id,
+                bound.saturating_sub(started.elapsed()),
+            )
+            .await;
+        }
     });
 }
 
@@ -411,7 +489,7 @@ fn a_second_runner_elsewhere_on_a_held_run_is_refused_by_its_lease() {
             "{words}"
         );
         assert!(
-            words.contains(&format!(" pid {}, Lease renewed", first.id())),
+            words.contains(&format!("(pid {} on ", first.id())),
             "{words}"
         );
         // The refused runner touched nothing of the first's.

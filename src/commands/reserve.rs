@@ -24,6 +24,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         image: args.image,
         accelerator: args.accelerator,
         booking: 1,
+        anchor: kubernetes::owners::runner_job(),
     };
     plan.check().map_err(KubeError::Plan)?;
     if args.dry_run {

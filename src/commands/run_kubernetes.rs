@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::capacity::CapacityError;
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
+use crate::capacity::kubernetes::owners;
 use crate::capacity::kubernetes::pods::PodsPlan;
 use crate::capacity::kubernetes::release::{Scope, release_capacity};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
@@ -27,6 +28,7 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         image: kubernetes.image.clone(),
         accelerator: kubernetes.accelerator.clone(),
         booking: 1,
+        anchor: owners::runner_job(),
     };
     let retries = FailedRetries {
         attempts: kubernetes.failed_attempts.max(1),
@@ -82,7 +84,7 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
         namespace: namespace.clone(),
         run_id: run_id.to_string(),
         holder: holder_identity(),
-        anchor: None,
+        anchor: owners::runner_job(),
     };
     let lease = RunLease::acquire(&client, claim, waiting)
         .await

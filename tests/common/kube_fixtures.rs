@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PodTemplate, Service};
+use k8s_openapi::api::core::v1::{PodTemplate, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -215,6 +215,8 @@ pub async fn leftovers(client: &kube::Client, namespace: &str, run_id: &str) -> 
     left.extend(listed(services, &selector, "Service", false).await);
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     left.extend(listed(leases, &selector, "Lease", false).await);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    left.extend(listed(secrets, &selector, "Secret", false).await);
     left
 }
 

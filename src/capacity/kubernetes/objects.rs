@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 
 use super::request::{PodSet, ProvisioningRequest, ProvisioningRequestSpec, TemplateRef};
@@ -52,6 +53,9 @@ pub struct ReservePlan {
     /// the pods were scheduled. Later bookings name their objects apart (see
     /// [`ReservePlan::base_name`]).
     pub booking: u32,
+    /// The runner's own Job, owner of the run's top-level objects when the runner runs in
+    /// a cluster ([`super::owners::runner_job`]).
+    pub anchor: Option<OwnerReference>,
 }
 
 impl ReservePlan {
@@ -123,6 +127,15 @@ impl ReservePlan {
             namespace: Some(self.namespace.clone()),
             labels: Some(self.labels()),
             ..ObjectMeta::default()
+        }
+    }
+
+    /// [`ReservePlan::meta`] of an object nothing else of the run owns at its creation (the
+    /// request, the serve Job): owned by the runner's Job, when there is one.
+    pub(super) fn anchored_meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: self.anchor.clone().map(|anchor| vec![anchor]),
+            ..self.meta(name)
         }
     }
 
@@ -252,7 +265,7 @@ impl ReservePlan {
                 parameters,
             },
         );
-        request.metadata = self.meta(self.request_name(attempt));
+        request.metadata = self.anchored_meta(self.request_name(attempt));
         request
     }
 }
@@ -316,6 +329,7 @@ pub(crate) mod tests {
             image: "gembatch:latest".into(),
             accelerator: "nvidia-l4".into(),
             booking: 1,
+            anchor: None,
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::KubeError;
 use super::model_mount::ModelMount;
 use super::objects::{RUN_LABEL, ReservePlan, SERVE_CONTAINER};
-use super::owners::{make_owned, make_owned_if_present, owner};
+use super::owners::{make_owned, make_owned_if_present, owner, owners};
 use super::pod_key::create_key_secret;
 use super::request::ConditionType;
 use super::reserve::{Reserved, request_api_at, typed};
@@ -111,7 +111,7 @@ impl ReservePlan {
         container.env.get_or_insert_default().push(self.key_env());
         let count = self.gpus as i32;
         Job {
-            metadata: self.meta(self.base_name()),
+            metadata: self.anchored_meta(self.base_name()),
             spec: Some(JobSpec {
                 parallelism: Some(count),
                 completions: Some(count),
@@ -219,10 +219,11 @@ pub async fn start_pods(
         .await
         .map_err(KubeError::api("create the pods' Service"))?;
     let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
+    let job_and_anchor = owners(&job_owner, plan.anchor.as_ref());
     make_owned(
         &requests,
         &reserved.request,
-        &job_owner,
+        &job_and_anchor,
         "make the ProvisioningRequest owned by the pods' Job",
     )
     .await?;
@@ -231,7 +232,7 @@ pub async fn start_pods(
     make_owned_if_present(
         &leases,
         &lease_name(&plan.run_id),
-        &job_owner,
+        &job_and_anchor,
         "make the run's Lease owned by the pods' Job",
     )
     .await?;

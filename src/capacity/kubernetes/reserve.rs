@@ -334,7 +334,7 @@ async fn own_template(
     make_owned(
         templates,
         template,
-        &owner,
+        &[owner],
         "make the PodTemplate owned by its request",
     )
     .await
