@@ -190,21 +190,12 @@ fn a_runner_killed_at_any_stage_leaves_nothing_once_its_job_is_gone() {
 
         // Nothing but time. The serving pods stop hearing their runner (3 s) and exit at
         // once, giving their GPUs back; every object goes once the runner's Job is gone.
-        let killed = std::time::Instant::now();
-        until("every serve process exited", || async {
-            kubelet
-                .processes
-                .lock()
-                .unwrap()
-                .iter_mut()
-                .all(|(_, child)| child.try_wait().is_ok_and(|status| status.is_some()))
-        })
-        .await;
-        let exited = killed.elapsed();
-        assert!(
-            exited < std::time::Duration::from_secs(20),
-            "pods exited after {exited:?}"
-        );
+        kubelet
+            .assert_all_exited_within(
+                std::time::Instant::now(),
+                std::time::Duration::from_secs(20),
+            )
+            .await;
         let bound = std::time::Duration::from_secs(RUNNER_JOB_SECONDS as u64 + 60);
         for run_id in ["kill-wait", "kill-pods", "kill-batch"] {
             let name = format!("runner-{run_id}");
@@ -418,20 +409,9 @@ fn a_runner_killed_mid_batch_leaves_nothing_once_its_pods_stop_hearing_it() {
 
         // Nothing but time: the pods stop hearing the runner (3 s) and exit, the Job
         // completes, its TTL (1 s) deletes it and the collector what it owns.
-        until("every serve process exited", || async {
-            kubelet
-                .processes
-                .lock()
-                .unwrap()
-                .iter_mut()
-                .all(|(_, child)| child.try_wait().is_ok_and(|status| status.is_some()))
-        })
-        .await;
-        let exited = killed.elapsed();
-        assert!(
-            exited < std::time::Duration::from_secs(20),
-            "pods exited after {exited:?}"
-        );
+        kubelet
+            .assert_all_exited_within(killed, std::time::Duration::from_secs(20))
+            .await;
         assert_nothing_left_within(
             &client,
             "default",

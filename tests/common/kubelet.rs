@@ -70,6 +70,22 @@ impl TestKubelet {
             port_forwards,
         }
     }
+
+    /// Waits until every serve process this kubelet started has exited, and asserts that
+    /// they had by `limit` after `since` (a runner's kill: they exit when its heartbeats
+    /// stop).
+    pub async fn assert_all_exited_within(&self, since: std::time::Instant, limit: Duration) {
+        super::kube_fixtures::until("every serve process exited", || async {
+            self.processes
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .all(|(_, child)| child.try_wait().is_ok_and(|status| status.is_some()))
+        })
+        .await;
+        let exited = since.elapsed();
+        assert!(exited < limit, "pods exited after {exited:?}");
+    }
 }
 
 impl Drop for TestKubelet {
