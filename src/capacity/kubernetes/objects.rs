@@ -131,7 +131,7 @@ impl ReservePlan {
     }
 
     /// [`ReservePlan::meta`] of an object nothing else of the run owns at its creation (the
-    /// request, the serve Job): owned by the runner's Job, when there is one.
+    /// template, the request, the serve Job): owned by the runner's Job, when there is one.
     pub(super) fn anchored_meta(&self, name: String) -> ObjectMeta {
         ObjectMeta {
             owner_references: self.anchor.clone().map(|anchor| vec![anchor]),
@@ -229,10 +229,11 @@ impl ReservePlan {
         Ok(format!("---\n{template}---\n{request}"))
     }
 
-    /// The PodTemplate the request points at (created first).
+    /// The PodTemplate the request points at (created first; owned by the runner's Job
+    /// until the request owns it).
     pub fn pod_template(&self) -> PodTemplate {
         PodTemplate {
-            metadata: self.meta(self.template_name()),
+            metadata: self.anchored_meta(self.template_name()),
             template: Some(PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(self.labels()),

@@ -384,6 +384,33 @@ mod tests {
     }
 
     #[test]
+    fn a_runner_jobs_anchor_owns_every_object_nothing_else_of_the_run_owns_at_first() {
+        let anchor =
+            crate::capacity::kubernetes::owners::owner("batch/v1", "Job", "runner", "uid-1");
+        let anchored = ReservePlan {
+            anchor: Some(anchor.clone()),
+            ..plan()
+        };
+        let owners_of = |plan: &ReservePlan| {
+            [
+                plan.pod_template().metadata.owner_references,
+                plan.provisioning_request(0).metadata.owner_references,
+                plan.serve_job(&reserved(), &pods())
+                    .metadata
+                    .owner_references,
+            ]
+        };
+        for owners in owners_of(&anchored) {
+            assert_eq!(owners, Some(vec![anchor.clone()]));
+        }
+        for owners in owners_of(&plan()) {
+            assert_eq!(owners, None, "no runner Job, no owner at creation");
+        }
+        // The Service and the key Secret are the serve Job's alone.
+        assert_eq!(anchored.serve_service().metadata.owner_references, None);
+    }
+
+    #[test]
     fn serve_pods_consume_the_request_under_both_prefixes() {
         let plan = plan();
         let job = plan.serve_job(&reserved(), &pods());
