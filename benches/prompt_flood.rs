@@ -110,14 +110,8 @@ fn main() {
         describe("alone", &alone);
         let beside = runtime.block_on(phase(&serve.url, users, Some((&prompt, flooders)), seconds));
         describe("beside flood", &beside);
-        calm.ttft.extend(alone.ttft);
-        flooded.ttft.extend(beside.ttft);
-        flooded.normal_failures += beside.normal_failures;
-        calm.normal_failures += alone.normal_failures;
-        flooded.flood_seconds.extend(beside.flood_seconds);
-        for (status, count) in beside.flood_unexpected {
-            *flooded.flood_unexpected.entry(status).or_default() += count;
-        }
+        calm.absorb(alone);
+        flooded.absorb(beside);
     }
     println!("all rounds");
     describe("alone", &calm);

@@ -1,6 +1,8 @@
 //! A flood of the costliest prompts beside normal clients, for `benches/prompt_flood.rs` and
 //! `tests/prompt_flood.rs`: the prompt, the two kinds of client, and what they measured.
 
+#![allow(dead_code, reason = "the test uses part of it")]
+
 use std::time::{Duration, Instant};
 
 use gembatch::model::{self, LoadOptions, fetch};
@@ -43,6 +45,18 @@ pub struct Phase {
     /// Flood requests answered with anything but 400 (too long for the context), by
     /// status or error.
     pub flood_unexpected: std::collections::BTreeMap<String, u64>,
+}
+
+impl Phase {
+    /// Adds what `other` measured to this one (rounds into their total).
+    pub fn absorb(&mut self, other: Phase) {
+        self.ttft.extend(other.ttft);
+        self.normal_failures += other.normal_failures;
+        self.flood_seconds.extend(other.flood_seconds);
+        for (status, count) in other.flood_unexpected {
+            *self.flood_unexpected.entry(status).or_default() += count;
+        }
+    }
 }
 
 /// The `q` quantile of `values` (nearest rank); NaN when there are none.
