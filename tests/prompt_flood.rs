@@ -49,8 +49,8 @@ fn a_flood_of_costly_prompts_leaves_normal_clients_served() {
         percentile(&beside.ttft, 0.95),
     );
     // Tokenized at the model's priority the flood took a core of two: 0.85 s against
-    // 0.21 s alone (`cargo bench --bench prompt_flood`, 2-core AMD EPYC); at the lowest
-    // priority 0.25 s against 0.22 s.
+    // 0.21 s alone (`cargo bench --bench prompt_flood`, 2-core AMD EPYC); at
+    // `SCHED_IDLE` 0.125 s against 0.115 s.
     eprintln!("p95 TTFT {flooded:.3} s beside the flood, {calm:.3} s alone");
     assert!(
         flooded <= 2.0 * calm + 0.1,

@@ -1,9 +1,9 @@
-//! Long prompts are tokenized on one thread of the lowest CPU priority (nice 19), one at a
-//! time, with a bounded queue. The costliest prompt within the body limit takes about a
+//! Long prompts are tokenized on one thread of the lowest CPU priority (`SCHED_IDLE`), one
+//! at a time, with a bounded queue. The costliest prompt within the body limit takes about a
 //! second of a core to tokenize; on the model's threads' priority a flood of them would
 //! take cores the model needs (measured: the p95 time to first token of normal clients
-//! four times as long). At nice 19 the kernel gives the thread only CPU time the model
-//! leaves idle, and a full queue is answered 429 at once rather than holding more
+//! four times as long). At the idle policy the kernel gives the thread only CPU time the
+//! model leaves idle, and a full queue is answered 429 at once rather than holding more
 //! multi-megabyte prompts in memory.
 
 use std::sync::Arc;
@@ -87,13 +87,19 @@ impl Drop for Slot {
     }
 }
 
-/// Lowers the calling thread (alone: on Linux a thread id names one thread) to nice 19.
-/// Unprivileged and always allowed; where it fails the thread keeps its priority and the
-/// queue still bounds the work.
+/// Lowers the calling thread (alone: on Linux a thread id names one thread) to the
+/// `SCHED_IDLE` policy, which runs only when no other thread wants the core and is
+/// preempted the moment one does, and to nice 19 where that policy is refused. Both are
+/// unprivileged; where both fail the thread keeps its priority and the queue still bounds
+/// the work.
 fn lower_priority() {
-    // SAFETY: plain system calls on the calling thread's own id.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if result != 0 {
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system calls on the calling thread's own id (0: the caller).
+    let lowered = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) == 0
+            || libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) == 0
+    };
+    if !lowered {
         tracing::warn!(
             error = %std::io::Error::last_os_error(),
             "could not lower the long-prompt thread's priority"
@@ -109,11 +115,11 @@ mod tests {
     #[tokio::test]
     async fn runs_at_the_lowest_priority_one_at_a_time_and_refuses_past_its_queue() {
         let lane = Arc::new(LongPrompts::start().unwrap());
-        let nice = lane
-            .run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) })
+        let policy = lane
+            .run(|| unsafe { libc::sched_getscheduler(0) })
             .await
             .unwrap();
-        assert_eq!(nice, 19);
+        assert_eq!(policy, libc::SCHED_IDLE);
 
         // QUEUE slow jobs fill the queue; the next is refused at once.
         let (release, gate) = std::sync::mpsc::channel::<()>();
