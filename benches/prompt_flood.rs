@@ -1,19 +1,21 @@
-//! The costliest prompts a client can send, in a flood beside normal clients: how much the
-//! flood moves the normal clients' time to first token.
+//! The costliest prompts a client can send: how long one takes to be answered, and how much
+//! a flood of them moves normal clients' time to first token.
 //!
 //!     cargo bench --bench prompt_flood -- [--seconds 20] [--users 4] [--flooders 8] [--rounds 2]
 //!
-//! One `gembatch serve` on the default model (every CPU). The costliest prompt is `<`
-//! repeated (each `<` could start a control token, and each is a token of its own) to the
-//! longest length the server still tokenizes: one byte short of what its quick "cannot fit
-//! the context" check refuses, within the 4 MiB body limit. The server tokenizes it and then
-//! answers 400 (too long for the context).
+//! The costliest prompt is a text the server must tokenize before it can refuse it: one of a
+//! few words or characters repeated to the longest length its quick "cannot fit the
+//! context" check lets through (within the 4 MiB body limit), whose real tokens then do not
+//! fit. The slowest to tokenize on this machine is chosen, at the context of the default
+//! model (32,768) and at Gemma 3 4B's (131,072; the vocabulary is the same). The goal: any
+//! request within the body limit answered in under 1 s on one core.
 //!
-//! Each round, for `--seconds` each: the normal clients alone (`--users` closed-loop streams,
-//! a 48-token prompt, 16 tokens out), then the same clients beside `--flooders` closed-loop
-//! senders of the costly prompt. Printed per round and for all rounds: the normal clients'
-//! p50 and p95 TTFT and requests, the flood's requests and median answer time, and the ratio
-//! of the p95 TTFTs (the goal: at most 1.20).
+//! One `gembatch serve` on the default model (every CPU). First one costliest request
+//! alone, then each round, for `--seconds` each: the normal clients alone (`--users`
+//! closed-loop streams, a 48-token prompt, 16 tokens out), then the same clients beside
+//! `--flooders` closed-loop senders of the costly prompt. Printed per round and for all
+//! rounds: the normal clients' p50 and p95 TTFT and requests, the flood's requests and
+//! median answer time, and the ratio of the p95 TTFTs (the goal: at most 1.20).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -22,7 +24,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use support::flag;
-use support::flood::{Phase, costliest_prompt, percentile, phase};
+use support::flood::{Phase, costliest_prompt, default_tokenizer, percentile, phase, send_once};
 
 /// `gembatch serve` on the default model, on a loopback port.
 struct Serve {
@@ -97,11 +99,31 @@ fn main() {
             .as_u64()
             .expect("max_model_len") as usize
     });
-    let prompt = costliest_prompt(context);
+    let tokenizer = default_tokenizer();
+    for larger in [131_072] {
+        let costliest = costliest_prompt(&tokenizer, larger);
+        println!(
+            "costliest prompt at context {larger}: {:.2} MB of {:?}, tokenized in {:.3} s (goal < 1 s)",
+            costliest.text.len() as f64 / 1e6,
+            costliest.unit,
+            costliest.tokenize_seconds
+        );
+    }
+    let costliest = costliest_prompt(&tokenizer, context);
+    let answered = runtime.block_on(send_once(&serve.url, &costliest.text));
     println!(
-        "prompt flood: {users} normal clients, {flooders} flooders sending {:.2} MB of '<' \
-         (context {context}), {seconds} s per phase, {rounds} rounds",
-        prompt.len() as f64 / 1e6
+        "costliest prompt at context {context}: {:.2} MB of {:?}, tokenized in {:.3} s, \
+         answered {} in {:.3} s (goal < 1 s)",
+        costliest.text.len() as f64 / 1e6,
+        costliest.unit,
+        costliest.tokenize_seconds,
+        answered.0,
+        answered.1
+    );
+    let prompt = costliest.text;
+    println!(
+        "prompt flood: {users} normal clients, {flooders} flooders sending that prompt, \
+         {seconds} s per phase, {rounds} rounds"
     );
     let (mut calm, mut flooded) = (Phase::default(), Phase::default());
     for round in 1..=rounds {

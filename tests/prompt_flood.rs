@@ -1,5 +1,5 @@
-//! A flood of the costliest prompts (`<` repeated to the longest length the server still
-//! tokenizes) against a live `gembatch serve`, with normal clients beside it: every flood
+//! A flood of the costliest prompts (a text the server must tokenize before it can refuse
+//! it, see `benches/support/flood.rs`) against a live `gembatch serve`, with normal clients beside it: every flood
 //! request is refused (too long for the context), every normal request is served, and the
 //! normal clients' p95 time to first token stays within a bound that a server tokenizing
 //! the flood at the model's priority breaks.
@@ -13,14 +13,14 @@ mod common;
 mod flood;
 
 use common::server::Server;
-use flood::{costliest_prompt, percentile, phase};
+use flood::{costliest_prompt, default_tokenizer, percentile, phase};
 
 #[test]
 fn a_flood_of_costly_prompts_leaves_normal_clients_served() {
     let server = Server::start(&[], &[]);
-    // The model's whole context (32,768): each flood prompt is about 1.6 MB, about half a
+    // The model's whole context (32,768): each flood prompt is about 0.5 MB, a quarter of a
     // second of a core to tokenize.
-    let prompt = costliest_prompt(32_768);
+    let prompt = costliest_prompt(&default_tokenizer(), 32_768).text;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let alone = runtime.block_on(phase(&server.url, 4, None, 10));
     let beside = runtime.block_on(phase(&server.url, 4, Some((&prompt, 8)), 10));

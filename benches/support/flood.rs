@@ -5,22 +5,65 @@
 
 use std::time::{Duration, Instant};
 
-use gembatch::model::{self, LoadOptions, fetch};
+use candle_core::quantized::gguf_file;
+use gembatch::model::fetch;
+use gembatch::model::tokenizer::{GemmaTokenizer, GgufVocab};
 
 /// What the server accepts as a body (its `--max-body` default).
 const BODY_LIMIT: usize = 4 << 20;
 const NORMAL_PROMPT: &str = "Write a short story about a lighthouse keeper who finds a message in a bottle on a stormy night, and what the message says.";
 
-/// The longest run of `<` the server still tokenizes: its quick check refuses a prompt
-/// whose fewest possible tokens (plus BOS) reach the context.
-pub fn costliest_prompt(context: usize) -> String {
+/// Texts repeated into costly prompts: words on which the quick check's bound is loosest
+/// (it lets the most text through to the tokenizer) and runs of one character.
+const COSTLY_UNITS: [&str; 5] = ["internationalization ", "quantitatively", "hello world ", "ab", "<"];
+
+/// A prompt the server tokenizes and then refuses as too long for its context.
+pub struct CostlyPrompt {
+    pub text: String,
+    /// What is repeated in it.
+    pub unit: &'static str,
+    /// How long this machine took to tokenize it, on one thread.
+    pub tokenize_seconds: f64,
+}
+
+/// The tokenizer of the default model (fetched when missing).
+pub fn default_tokenizer() -> GemmaTokenizer {
     let path =
         fetch::ensure_default_model(false, |line| eprintln!("{line}")).expect("default model");
-    let loaded = model::load(&path, &LoadOptions::default()).expect("load the default model");
-    let fits = |len: usize| loaded.tokenizer.fewest_tokens(&"<".repeat(len)) + 1 < context;
-    let (mut low, mut high) = (1, BODY_LIMIT - 1024);
+    let mut file = std::fs::File::open(&path).expect("open the default model");
+    let content = gguf_file::Content::read(&mut file).expect("GGUF header");
+    let vocab = GgufVocab::read(&content, &path.display().to_string()).expect("vocabulary");
+    GemmaTokenizer::from_vocab(vocab).expect("tokenizer")
+}
+
+/// The costliest prompt for `context`: each of [`COSTLY_UNITS`] repeated to the longest
+/// length the server's quick check lets through (its fewest possible tokens, plus BOS,
+/// below the context) within the body limit, kept when its real tokens and one to generate
+/// do not fit; the one this machine tokenizes slowest.
+pub fn costliest_prompt(tokenizer: &GemmaTokenizer, context: usize) -> CostlyPrompt {
+    COSTLY_UNITS
+        .iter()
+        .filter_map(|&unit| {
+            let text = unit.repeat(longest_repeat_let_through(tokenizer, unit, context));
+            let started = Instant::now();
+            let tokens = 1 + tokenizer.encode(&text, true, true).expect("tokenize").len();
+            let tokenize_seconds = started.elapsed().as_secs_f64();
+            (tokens > context).then_some(CostlyPrompt {
+                text,
+                unit,
+                tokenize_seconds,
+            })
+        })
+        .max_by(|a, b| a.tokenize_seconds.total_cmp(&b.tokenize_seconds))
+        .expect("a repeat the quick check lets through that cannot fit")
+}
+
+/// How many times `unit` repeats before the quick check refuses it (or the body is full).
+fn longest_repeat_let_through(tokenizer: &GemmaTokenizer, unit: &str, context: usize) -> usize {
+    let fits = |times: usize| tokenizer.fewest_tokens(&unit.repeat(times)) + 1 < context;
+    let (mut low, mut high) = (1, (BODY_LIMIT - 1024) / unit.len());
     if fits(high) {
-        return "<".repeat(high);
+        return high;
     }
     while high - low > 1 {
         let middle = (low + high) / 2;
@@ -30,7 +73,7 @@ pub fn costliest_prompt(context: usize) -> String {
             high = middle
         }
     }
-    "<".repeat(low)
+    low
 }
 
 /// What one phase measured.
@@ -88,6 +131,31 @@ async fn normal_request(client: &reqwest::Client, url: &str) -> Option<f64> {
     first
 }
 
+/// A flood request: `prompt`, one token to generate.
+fn flood_body(prompt: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"prompt": prompt, "max_tokens": 1})).expect("json")
+}
+
+/// Sends one flood request; its status (or error) and how long the answer took, seconds.
+async fn send(client: &reqwest::Client, completions: &str, body: Vec<u8>) -> (String, f64) {
+    let started = Instant::now();
+    let status = client
+        .post(completions)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map(|response| response.status().as_u16().to_string());
+    let status = status.unwrap_or_else(|err| format!("error: {err}"));
+    (status, started.elapsed().as_secs_f64())
+}
+
+/// One request of `prompt` on an idle server: its status and answer time, seconds.
+pub async fn send_once(url: &str, prompt: &str) -> (String, f64) {
+    let client = reqwest::Client::new();
+    send(&client, &format!("{url}/v1/completions"), flood_body(prompt)).await
+}
+
 /// Runs the normal clients (and the flood, when `flood` is given) for `seconds`.
 pub async fn phase(url: &str, users: u64, flood: Option<(&str, u64)>, seconds: u64) -> Phase {
     let client = reqwest::Client::builder()
@@ -109,23 +177,13 @@ pub async fn phase(url: &str, users: u64, flood: Option<(&str, u64)>, seconds: u
     }
     let mut flooders = Vec::new();
     if let Some((prompt, count)) = flood {
-        let body = serde_json::to_vec(&serde_json::json!({"prompt": prompt, "max_tokens": 1}))
-            .expect("json");
+        let body = flood_body(prompt);
         for _ in 0..count {
             let (client, completions, body) = (client.clone(), completions.clone(), body.clone());
             flooders.push(tokio::spawn(async move {
                 let mut answers = Vec::new();
                 while Instant::now() < deadline {
-                    let started = Instant::now();
-                    let status = client
-                        .post(&completions)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map(|response| response.status().as_u16().to_string());
-                    let status = status.unwrap_or_else(|err| format!("error: {err}"));
-                    answers.push((status, started.elapsed().as_secs_f64()));
+                    answers.push(send(&client, &completions, body.clone()).await);
                 }
                 answers
             }));

@@ -21,6 +21,7 @@ pub mod sampling;
 pub mod tanh;
 pub mod text_stream;
 pub mod threads;
+pub mod token_reach;
 pub mod tokenizer;
 pub mod weights;
 

@@ -15,6 +15,7 @@ use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
 use super::control_tokens::ControlTokens;
 use super::error::{ModelError, Result};
+use super::token_reach::TokenReach;
 
 const SPACE_MARK: &str = "\u{2581}";
 
@@ -85,8 +86,8 @@ pub struct GemmaTokenizer {
     inner: Tokenizer,
     /// Control tokens (`<start_of_turn>`, ...), found in a text when `encode` is asked to.
     control_tokens: ControlTokens,
-    /// The most bytes of input text one token stands for (see [`Self::fewest_tokens`]).
-    most_bytes_per_token: usize,
+    /// How far one token can reach in a text (see [`Self::fewest_tokens`]).
+    reach: TokenReach,
     bos: u32,
     end_of_generation: Vec<u32>,
 }
@@ -175,17 +176,11 @@ impl GemmaTokenizer {
         inner.set_encode_special_tokens(true);
         let mut end_of_generation = vec![eos];
         end_of_generation.extend(control.get("<end_of_turn>"));
-        let most_bytes_per_token = inner
-            .get_vocab(true)
-            .keys()
-            .map(|piece| input_bytes(piece))
-            .max()
-            .unwrap_or(1)
-            .max(1);
+        let reach = TokenReach::new(inner.get_vocab(true).keys().map(String::as_str));
         Self {
             inner,
             control_tokens: ControlTokens::new(&control),
-            most_bytes_per_token,
+            reach,
             bos,
             end_of_generation,
         }
@@ -226,11 +221,11 @@ impl GemmaTokenizer {
         }
     }
 
-    /// A lower bound of the tokens `text` encodes to, without encoding it: no token stands
-    /// for more input bytes than the longest piece of the vocabulary. What lets a server
-    /// refuse a prompt that cannot fit its context before spending CPU on it.
+    /// A lower bound of the tokens `text` encodes to, without encoding it (see
+    /// [`TokenReach`]): what lets a server refuse a prompt that cannot fit its context
+    /// before spending CPU on it.
     pub fn fewest_tokens(&self, text: &str) -> usize {
-        text.len().div_ceil(self.most_bytes_per_token)
+        self.reach.fewest_tokens(text)
     }
 
     /// Text of `ids`, control tokens left out.
@@ -301,15 +296,4 @@ fn merges_from_scores(
         .into_iter()
         .map(|(_, _, l, r)| (tokens[l].clone(), tokens[r].clone()))
         .collect()
-}
-
-/// The input bytes a vocabulary piece stands for: a byte-fallback piece (`<0x41>`) one, a
-/// U+2581 (3 bytes, the normalizer's stand-in for a space) one each, anything else itself.
-fn input_bytes(piece: &str) -> usize {
-    let byte_fallback = piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>');
-    if byte_fallback {
-        1
-    } else {
-        piece.len() - 2 * piece.matches(SPACE_MARK).count()
-    }
 }
