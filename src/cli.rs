@@ -302,7 +302,7 @@ pub struct ReserveArgs {
 
 /// `gembatch release`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("what").required(true).args(["run_id", "all_mine"])))]
+#[command(group(ArgGroup::new("what").required(true).args(["run_id", "all_mine", "abandoned"])))]
 pub struct ReleaseArgs {
     /// The run whose objects to delete.
     pub run_id: Option<String>,
@@ -312,6 +312,10 @@ pub struct ReleaseArgs {
     /// Every object gembatch created, in every namespace.
     #[arg(long)]
     pub all_mine: bool,
+    /// The objects of every run in the namespace whose runner stopped renewing its Lease
+    /// (watched for 70 s): what a runner killed outside a cluster left.
+    #[arg(long)]
+    pub abandoned: bool,
 }
 
 /// `gembatch report`.

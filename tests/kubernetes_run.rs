@@ -1,6 +1,7 @@
 //! `gembatch run` on the Kubernetes backend against a real control plane (see
 //! `kubernetes.rs`): batches through pod IPs and through port-forwards, `--dry-run`, a
-//! runner killed at each stage, an expired booking, capacity revoked mid-run. The test plays
+//! runner killed at each stage, a run abandoned outside a cluster and swept, an expired
+//! booking, capacity revoked mid-run. The test plays
 //! the cluster autoscaler and, with `common::kubelet`, the kubelet.
 
 mod common;
@@ -434,13 +435,8 @@ fn a_second_runner_elsewhere_on_a_held_run_is_refused_by_its_lease() {
     let cluster = TestCluster::start();
     let space = common::run::Workspace::new();
     let job = kubernetes_job(&space, 8, 1, "");
-    // The first runner must still be waiting for capacity when the second gives up (65 s).
-    let spec = std::fs::read_to_string(&job).unwrap();
-    std::fs::write(
-        &job,
-        spec.replace("provisioning_timeout: 60s", "provisioning_timeout: 5m"),
-    )
-    .unwrap();
+    // The first runner must still be waiting for capacity when the second gives up (70 s).
+    waiting_for_capacity_up_to(&job, "5m");
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "dual");
@@ -482,5 +478,79 @@ fn a_second_runner_elsewhere_on_a_held_run_is_refused_by_its_lease() {
         assert!(output.status.success(), "{words}");
         assert_every_row_ok_once(&space, "dual", 8, &words);
         assert_nothing_left(&client, "dual").await;
+    });
+}
+
+#[test]
+fn a_run_abandoned_outside_a_cluster_is_swept_by_the_next_runner_and_by_release() {
+    let cluster = TestCluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 8, 1, "");
+    // The live runner must still be waiting for capacity after two sweeps (70 s each).
+    waiting_for_capacity_up_to(&job, "10m");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        // A runner outside the cluster (no runner Job to anchor its objects) killed while
+        // it waits for capacity: its request stays queued, nobody's.
+        let mut abandoned = run_job(&cluster, &job, "abandoned");
+        wait_for_request(&client, "gembatch-abandoned").await;
+        abandoned.kill().unwrap();
+        abandoned.wait().unwrap();
+        assert!(!leftovers(&client, "default", "abandoned").await.is_empty());
+
+        // The next runner in the namespace sweeps it once its Lease went unrenewed for 70 s.
+        let live = run_job(&cluster, &job, "live");
+        let request = wait_for_request(&client, "gembatch-live").await;
+        let swept = std::time::Instant::now();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        // Meanwhile `release --abandoned` watches both runs: it leaves the live one alone.
+        let watched = gembatch(&cluster, &["release", "--abandoned", "--namespace", "default"]);
+        assert_nothing_left_within(
+            &client,
+            "default",
+            "abandoned",
+            std::time::Duration::from_secs(100),
+        )
+        .await;
+        assert!(
+            swept.elapsed() >= std::time::Duration::from_secs(60),
+            "swept after {:?}, before its Lease could expire",
+            swept.elapsed()
+        );
+        let output = watched.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(!words.contains("gembatch-live"), "{words}");
+        let still = wait_for_request(&client, "gembatch-live").await;
+        assert_eq!(still.metadata.uid, request.metadata.uid);
+        assert!(
+            leftovers(&client, "default", "live")
+                .await
+                .iter()
+                .any(|left| left.starts_with("Lease")),
+            "the live run's Lease was taken"
+        );
+
+        // Killed in turn, the live runner said what it swept, and `release --abandoned`
+        // now deletes its run.
+        let mut live = live;
+        live.kill().unwrap();
+        let output = live.wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(
+            words.contains("removed what abandoned runs left: ")
+                && words.contains("ProvisioningRequest/default/gembatch-abandoned"),
+            "{words}"
+        );
+        let output = gembatch(&cluster, &["release", "--abandoned", "--namespace", "default"])
+            .wait_with_output()
+            .unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words.contains("ProvisioningRequest/default/gembatch-live"),
+            "{words}"
+        );
+        assert_nothing_left(&client, "live").await;
     });
 }

@@ -4,9 +4,11 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::kubernetes::abandoned::sweep_abandoned;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::release::{Scope, release, release_after_failure};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Progress, reserve};
+use crate::capacity::kubernetes::run_lease::{EXPIRY_WAIT, holder_identity};
 use crate::capacity::kubernetes::{self, KubeError};
 use crate::cli::{ReleaseArgs, ReserveArgs};
 use crate::results::run_id::new_run_id;
@@ -67,8 +69,22 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Deletes a run's objects, or every object gembatch created.
+/// Deletes a run's objects, every abandoned run's, or every object gembatch created.
 pub fn run_release(args: ReleaseArgs) -> anyhow::Result<()> {
+    if args.abandoned {
+        return runtime()?.block_on(async {
+            let client = kubernetes::client().await?;
+            eprintln!(
+                "watching the runs' Leases in {} for {} s",
+                args.namespace,
+                EXPIRY_WAIT.as_secs()
+            );
+            let holder = holder_identity();
+            let deleted = sweep_abandoned(&client, &args.namespace, None, &holder).await?;
+            println!("released: {}", released_words(&deleted));
+            Ok(())
+        });
+    }
     let scope = match args.run_id {
         Some(run_id) if !args.all_mine => Scope::Run {
             run_id,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::capacity::CapacityError;
+use crate::capacity::kubernetes::abandoned::sweep_abandoned;
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::owners;
@@ -68,7 +69,8 @@ pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String
 }
 
 /// On Kubernetes, the run's Lease: no two runners on one run, whichever machines they are
-/// on (the run directory's lock covers one machine).
+/// on (the run directory's lock covers one machine). Once it is held, runs abandoned in
+/// the namespace are swept in the background (see `abandoned`).
 pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Option<RunLease>> {
     if job.capacity.backend != Backend::Kubernetes || !job.capacity.endpoints.is_empty() {
         return Ok(None);
@@ -86,9 +88,17 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
         holder: holder_identity(),
         anchor: owners::runner_job(),
     };
-    let lease = RunLease::acquire(&client, claim, waiting)
+    let lease = RunLease::acquire(&client, claim.clone(), waiting)
         .await
         .map_err(CapacityError::from)?;
+    tokio::spawn(async move {
+        let swept = sweep_abandoned(&client, &claim.namespace, Some(&claim.run_id), &claim.holder);
+        match swept.await {
+            Ok(deleted) if deleted.is_empty() => {}
+            Ok(deleted) => eprintln!("removed what abandoned runs left: {}", deleted.join(", ")),
+            Err(err) => tracing::warn!("could not sweep abandoned runs: {err}"),
+        }
+    });
     Ok(Some(lease))
 }
 

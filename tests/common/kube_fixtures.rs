@@ -299,6 +299,14 @@ pub fn kubernetes_job(
     )
 }
 
+/// Rewrites a [`kubernetes_job`] so its runner waits `timeout` for capacity (60 s by
+/// default), for a test that needs a runner still waiting after that.
+pub fn waiting_for_capacity_up_to(job: &std::path::Path, timeout: &str) {
+    let spec = std::fs::read_to_string(job).unwrap();
+    let longer = format!("provisioning_timeout: {timeout}");
+    std::fs::write(job, spec.replace("provisioning_timeout: 60s", &longer)).unwrap();
+}
+
 /// Rewrites a [`kubernetes_job`] so its runner reaches the pods through port-forwards, as
 /// from outside the cluster.
 pub fn through_port_forwards(job: &std::path::Path) {

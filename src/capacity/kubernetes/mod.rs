@@ -14,6 +14,7 @@
 //! - `run_lease`: the run's lock on the cluster, one Lease per run;
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
 
+pub mod abandoned;
 pub mod backend;
 pub mod deployment_watch;
 pub mod model_mount;

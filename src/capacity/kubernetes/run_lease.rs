@@ -4,7 +4,8 @@
 //! CronJob retry on another node beside a manual `--resume`); this does. A second runner on
 //! a held run exits 2 naming the holder; a Lease its dead runner stopped renewing expires
 //! after [`LEASE_SECONDS`] and the next runner takes it over. Once the serve Job exists it
-//! owns the Lease (see `pods`), so Kubernetes deletes it with the rest.
+//! owns the Lease (see `pods`), so Kubernetes deletes it with the rest; a run abandoned
+//! before that, outside a cluster, is swept by the next runner (see `abandoned`).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -25,7 +26,7 @@ pub const LEASE_SECONDS: i32 = 60;
 const RENEW_EVERY: Duration = Duration::from_secs(15);
 /// How long a Lease held by another is waited on: past its expiry, were it renewed last
 /// just now.
-const EXPIRY_WAIT: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 10);
+pub const EXPIRY_WAIT: Duration = Duration::from_secs(LEASE_SECONDS as u64 + 10);
 
 /// The name of run `run_id`'s Lease.
 pub fn lease_name(run_id: &str) -> String {
@@ -104,14 +105,14 @@ impl RunLease {
                 let mut said = false;
                 let mut sighting = None;
                 loop {
-                    match take_over(&api, &claim, &mut sighting).await {
+                    match take_over(&api, &claim, &mut sighting, IfGone::Create).await {
                         Err(KubeError::RunHeld { holder, .. }) if Instant::now() < give_up => {
                             if !std::mem::replace(&mut said, true) {
                                 waiting(&holder);
                             }
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
-                        other => break other?,
+                        other => break other.map(|_| ())?,
                     }
                 }
             }
@@ -147,23 +148,37 @@ struct Sighting {
     since: Instant,
 }
 
-/// The Lease exists: takes it when it has not changed for its duration since `sighting`
-/// (or is held by nobody, or by this holder), else names its holder.
+/// What to do when the Lease to take over is gone.
+#[derive(Clone, Copy)]
+enum IfGone {
+    /// Create it: the runner wants the run.
+    Create,
+    /// Nothing: a sweeper wanted it only to delete it.
+    Leave,
+}
+
+/// Takes the Lease when it has not changed for its duration since `sighting` (or is held by
+/// nobody, or by this holder), else names its holder; when it is gone, does what `if_gone`
+/// says. True when taken.
 async fn take_over(
     api: &Api<Lease>,
     claim: &Claim,
     sighting: &mut Option<Sighting>,
-) -> Result<(), KubeError> {
+    if_gone: IfGone,
+) -> Result<bool, KubeError> {
     let name = claim.name();
     let current = match api.get(&name).await {
         Ok(current) => current,
         // Released between the refused create and this read: free to take.
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            return api
-                .create(&PostParams::default(), &claim.lease(0))
-                .await
-                .map(|_| ())
-                .map_err(KubeError::api("create the run's Lease"));
+            return match if_gone {
+                IfGone::Create => api
+                    .create(&PostParams::default(), &claim.lease(0))
+                    .await
+                    .map(|_| true)
+                    .map_err(KubeError::api("create the run's Lease")),
+                IfGone::Leave => Ok(false),
+            };
         }
         Err(err) => return Err(KubeError::api("read the run's Lease")(err)),
     };
@@ -198,7 +213,7 @@ async fn take_over(
     // Only over the version read: of two runners taking it over at once, one wins.
     taken.metadata.resource_version = current.metadata.resource_version.clone();
     match api.replace(&name, &PostParams::default(), &taken).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Err(KubeError::RunHeld {
             run_id: claim.run_id.clone(),
             holder: "another runner that took it over first".into(),
@@ -239,6 +254,63 @@ async fn renew(api: Api<Lease>, claim: Claim, stop: CancellationToken) {
             spec.renew_time = Some(MicroTime(Timestamp::now()));
         }
         let _ = api.replace(&name, &PostParams::default(), &current).await;
+    }
+}
+
+/// Another run's Lease as a sweeper first saw it (see `abandoned`).
+pub struct Observed {
+    /// The run.
+    pub run_id: String,
+    sighting: Sighting,
+}
+
+/// Every run's Lease in `namespace` (but `except`'s), as seen now.
+pub async fn observe_leases(
+    client: &Client,
+    namespace: &str,
+    except: Option<&str>,
+) -> Result<Vec<Observed>, KubeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let leases = api
+        .list(&ListParams::default().labels(RUN_LABEL))
+        .await
+        .map_err(KubeError::api("list the runs' Leases"))?;
+    let since = Instant::now();
+    Ok(leases
+        .into_iter()
+        .filter_map(|lease| {
+            let run_id = lease.metadata.labels.as_ref()?.get(RUN_LABEL)?.clone();
+            (Some(run_id.as_str()) != except).then_some(Observed {
+                run_id,
+                sighting: Sighting {
+                    version: lease.metadata.resource_version,
+                    since,
+                },
+            })
+        })
+        .collect())
+}
+
+/// Takes `observed`'s Lease for `holder` if it has not changed for its duration since it
+/// was seen (its runner is gone): true when taken, false when its runner still renews it
+/// or it is gone (its runner finished, or another sweeper took it first).
+pub async fn take_if_abandoned(
+    client: &Client,
+    namespace: &str,
+    observed: Observed,
+    holder: &str,
+) -> Result<bool, KubeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let claim = Claim {
+        namespace: namespace.to_string(),
+        run_id: observed.run_id,
+        holder: holder.to_string(),
+        anchor: None,
+    };
+    match take_over(&api, &claim, &mut Some(observed.sighting), IfGone::Leave).await {
+        Ok(taken) => Ok(taken),
+        Err(KubeError::RunHeld { .. }) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
