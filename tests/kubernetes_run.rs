@@ -504,7 +504,10 @@ fn a_run_abandoned_outside_a_cluster_is_swept_by_the_next_runner_and_by_release(
         let swept = std::time::Instant::now();
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         // Meanwhile `release --abandoned` watches both runs: it leaves the live one alone.
-        let watched = gembatch(&cluster, &["release", "--abandoned", "--namespace", "default"]);
+        let watched = gembatch(
+            &cluster,
+            &["release", "--abandoned", "--namespace", "default"],
+        );
         assert_nothing_left_within(
             &client,
             "default",
@@ -542,9 +545,12 @@ fn a_run_abandoned_outside_a_cluster_is_swept_by_the_next_runner_and_by_release(
                 && words.contains("ProvisioningRequest/default/gembatch-abandoned"),
             "{words}"
         );
-        let output = gembatch(&cluster, &["release", "--abandoned", "--namespace", "default"])
-            .wait_with_output()
-            .unwrap();
+        let output = gembatch(
+            &cluster,
+            &["release", "--abandoned", "--namespace", "default"],
+        )
+        .wait_with_output()
+        .unwrap();
         let words = text(&output);
         assert!(output.status.success(), "{words}");
         assert!(

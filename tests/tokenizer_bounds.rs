@@ -62,7 +62,18 @@ fn on_runs_of_one_character_the_lower_bound_is_the_real_count() {
 /// Text from a fixed pseudo-random mix of pieces that merge across each other.
 fn mixed_text(pieces: usize) -> String {
     const PARTS: [&str; 12] = [
-        "<", "<<", "=", " ", "  ", "\n", "the", "ation", "─", "日本", "<start_of_turn>", "x",
+        "<",
+        "<<",
+        "=",
+        " ",
+        "  ",
+        "\n",
+        "the",
+        "ation",
+        "─",
+        "日本",
+        "<start_of_turn>",
+        "x",
     ];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..pieces)

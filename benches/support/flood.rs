@@ -15,7 +15,13 @@ const NORMAL_PROMPT: &str = "Write a short story about a lighthouse keeper who f
 
 /// Texts repeated into costly prompts: words on which the quick check's bound is loosest
 /// (it lets the most text through to the tokenizer) and runs of one character.
-const COSTLY_UNITS: [&str; 5] = ["internationalization ", "quantitatively", "hello world ", "ab", "<"];
+const COSTLY_UNITS: [&str; 5] = [
+    "internationalization ",
+    "quantitatively",
+    "hello world ",
+    "ab",
+    "<",
+];
 
 /// A prompt the server tokenizes and then refuses as too long for its context.
 pub struct CostlyPrompt {
@@ -153,7 +159,12 @@ async fn send(client: &reqwest::Client, completions: &str, body: Vec<u8>) -> (St
 /// One request of `prompt` on an idle server: its status and answer time, seconds.
 pub async fn send_once(url: &str, prompt: &str) -> (String, f64) {
     let client = reqwest::Client::new();
-    send(&client, &format!("{url}/v1/completions"), flood_body(prompt)).await
+    send(
+        &client,
+        &format!("{url}/v1/completions"),
+        flood_body(prompt),
+    )
+    .await
 }
 
 /// Runs the normal clients (and the flood, when `flood` is given) for `seconds`.

@@ -92,7 +92,12 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
         .await
         .map_err(CapacityError::from)?;
     tokio::spawn(async move {
-        let swept = sweep_abandoned(&client, &claim.namespace, Some(&claim.run_id), &claim.holder);
+        let swept = sweep_abandoned(
+            &client,
+            &claim.namespace,
+            Some(&claim.run_id),
+            &claim.holder,
+        );
         match swept.await {
             Ok(deleted) if deleted.is_empty() => {}
             Ok(deleted) => eprintln!("removed what abandoned runs left: {}", deleted.join(", ")),

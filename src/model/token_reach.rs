@@ -118,7 +118,16 @@ mod tests {
     use super::*;
 
     fn vocab() -> TokenReach {
-        TokenReach::new(["<", "<<", "<<<<", "=", "==========", "\u{2581}the", "<0x3C>", "日本"])
+        TokenReach::new([
+            "<",
+            "<<",
+            "<<<<",
+            "=",
+            "==========",
+            "\u{2581}the",
+            "<0x3C>",
+            "日本",
+        ])
     }
 
     #[test]
@@ -141,7 +150,11 @@ mod tests {
     fn byte_fallback_pieces_reach_nothing_and_bytes_bound_the_rest() {
         let reach = vocab();
         assert_eq!(reach.most_bytes_per_token(), 10);
-        assert_eq!(reach.fewest_tokens("<0x3C><0x3C>"), 12, "`<0` starts no piece");
+        assert_eq!(
+            reach.fewest_tokens("<0x3C><0x3C>"),
+            12,
+            "`<0` starts no piece"
+        );
         assert_eq!(reach.fewest_tokens("日本日本"), 2);
         assert_eq!(reach.fewest_tokens(""), 0);
     }
