@@ -1,6 +1,6 @@
-//! Errors to exit codes and words, in one place: 2 for a mistake the user can fix (a bad
-//! path, file, job, dataset, prompt or flag), 1 for everything else (a failed run, an
-//! interruption, an SLO that failed).
+//! Errors to exit codes, in one place (their words: `common::error_text`): 2 for a mistake
+//! the user can fix (a bad path, file, job, dataset, prompt or flag), 1 for everything else
+//! (a failed run, an interruption, an SLO that failed).
 
 use std::error::Error;
 
@@ -40,23 +40,6 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if user_error { USER_ERROR_EXIT_CODE } else { 1 }
 }
 
-/// The error and its causes, each said once: a cause whose words its parent's message
-/// already holds (`cannot read X: No such file`) is not repeated.
-pub fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let line = cause.to_string();
-        if text.contains(&line) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&line);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,13 +59,5 @@ mod tests {
         let failed = anyhow::Error::new(CapacityError::Interrupted);
         assert_eq!(exit_code(&failed), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("SLO failed")), 1);
-    }
-
-    #[test]
-    fn causes_already_said_are_not_repeated() {
-        let err = anyhow::anyhow!("No such file").context("cannot read x: No such file");
-        assert_eq!(error_text(&err), "cannot read x: No such file");
-        let err = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_text(&err), "outer: inner");
     }
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gembatch::cli::Cli;
-use gembatch::exit_code::{error_text, exit_code};
+use gembatch::common::error_text::error_text;
+use gembatch::exit_code::exit_code;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     match gembatch::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", error_text(&err));
+            eprintln!("error: {}", error_text(err.as_ref()));
             ExitCode::from(exit_code(&err))
         }
     }

@@ -6,10 +6,10 @@ use http::HeaderName;
 use tokio::time::Instant;
 
 use super::http::HttpTarget;
-use super::preflight::error_text;
 use super::request::WorkItem;
 use super::sse::{Chunk, EventSplitter, Usage, parse_chunk};
 use crate::common::Outcome;
+use crate::common::error_text::error_text;
 
 /// Where and how requests go.
 pub struct Target {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::error::ClientError;
 use super::http::HttpTarget;
+use crate::common::error_text::error_text;
 
 /// How long the check waits for the server.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,18 +138,6 @@ pub async fn check_server(
             .next()
             .ok_or_else(|| not_openai("it lists no model".into())),
     }
-}
-
-/// An error with its causes, on one line.
-pub fn error_text(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

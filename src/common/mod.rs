@@ -4,6 +4,7 @@
 //! - `blame`: whose mistake an error is, and the user-error exit code;
 //! - `durable`: files written whole or not at all (fsync, rename);
 //! - `endpoint`: a model server's name and URL;
+//! - `error_text`: an error and its causes on one line;
 //! - `host`: this machine's (or pod's) name;
 //! - `model_location`: where pods mount a model, and bucket paths;
 //! - `outcome`: how one request ended;
@@ -17,6 +18,7 @@
 pub mod blame;
 pub mod durable;
 pub mod endpoint;
+pub mod error_text;
 pub mod host;
 pub mod model_location;
 pub mod outcome;
