@@ -1,5 +1,5 @@
 //! The one parser of durations and plain numbers the flags, job files and SLO gates share,
-//! the serde adapters that let a job file write a duration as `90`, `90s` or `5m`, and
+//! the serde adapters that let a job file write a duration as `90`, `90s`, `5m` or `1h30m`, and
 //! seconds written for people.
 
 use std::time::Duration;
@@ -10,27 +10,63 @@ use serde::{Deserialize, Deserializer, Serializer};
 /// would overflow the clock arithmetic of deadlines.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Parses `90`, `90s`, `1500ms`, `5m` or `2h`, at most a year.
+/// Units of a duration: its suffix and seconds, largest first.
+const UNITS: [(&str, f64); 4] = [("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)];
+
+/// Parses `90` (seconds), `90s`, `1500ms`, `5m`, `2h` or a sum of them largest first, as
+/// Kubernetes and Go write durations (`1h30m`, `2m30.5s`), at most a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (text, 1.0)
+    let seconds = match parse_non_negative(text) {
+        Some(seconds) => seconds,
+        None => sum_of_units(text).ok_or_else(|| {
+            format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m, 2h or 1h30m")
+        })?,
     };
-    let seconds = parse_non_negative(number).ok_or_else(|| {
-        format!("{text:?} is not a duration; write e.g. 90, 90s, 1500ms, 5m or 2h")
-    })?;
-    Duration::try_from_secs_f64(seconds * scale)
+    Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|duration| *duration <= MAX_DURATION)
         .ok_or_else(|| format!("{text:?} is longer than a year; write e.g. 90s, 5m or 2h"))
+}
+
+/// The seconds of `1h30m`: numbers each followed by a unit of [`UNITS`], each unit at most
+/// once and smaller than the one before; `None` for anything else.
+fn sum_of_units(text: &str) -> Option<f64> {
+    let mut rest = text;
+    let mut smallest_so_far = None;
+    let mut seconds = 0.0;
+    while !rest.is_empty() {
+        let number_length = number_prefix(rest);
+        let number = parse_non_negative(&rest[..number_length])?;
+        let after = &rest[number_length..];
+        // The longest suffix that matches (`ms` before `m`).
+        let (rank, (unit, scale)) = UNITS
+            .iter()
+            .enumerate()
+            .filter(|(_, (unit, _))| after.starts_with(unit))
+            .max_by_key(|(_, (unit, _))| unit.len())?;
+        if smallest_so_far.is_some_and(|smallest| rank <= smallest) {
+            return None;
+        }
+        smallest_so_far = Some(rank);
+        seconds += number * scale;
+        rest = &after[unit.len()..];
+    }
+    Some(seconds)
+}
+
+/// The length of the number `text` starts with (digits, a point, an exponent).
+fn number_prefix(text: &str) -> usize {
+    let mut previous = ' ';
+    text.find(|c: char| {
+        let part = c.is_ascii_digit()
+            || c == '.'
+            || c == 'e'
+            || (matches!(c, '+' | '-') && previous == 'e');
+        previous = c;
+        !part
+    })
+    .unwrap_or(text.len())
 }
 
 /// A finite number at least 0, or `None`.
@@ -104,6 +140,34 @@ mod tests {
                 .contains("longer than a year")
         );
         assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn compound_durations_sum_their_parts_largest_first() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("2m30.5s"),
+            Ok(Duration::from_millis(150_500))
+        );
+        assert_eq!(
+            parse_duration("1h2m3s4ms"),
+            Ok(Duration::from_millis(3_723_004))
+        );
+        assert_eq!(parse_duration("1m500ms"), Ok(Duration::from_millis(60_500)));
+        for wrong in ["30m1h", "1m1m", "1h 30m", "h", "1x", "1h30", "ms"] {
+            assert!(
+                parse_duration(wrong)
+                    .unwrap_err()
+                    .contains("not a duration"),
+                "{wrong}"
+            );
+        }
+        assert!(parse_duration("8000h1000h").is_err());
+        assert!(
+            parse_duration("8760h1m")
+                .unwrap_err()
+                .contains("longer than a year")
+        );
     }
 
     #[test]
