@@ -1,6 +1,7 @@
 //! Errors to exit codes, in one place (their words: `common::error_text`): 2 for a mistake
-//! the user can fix (a bad path, file, job, dataset, prompt or flag), 1 for everything else
-//! (a failed run, an interruption, an SLO that failed).
+//! the user can fix (a bad path, file, job, dataset, prompt or flag), 128 + the signal for
+//! a command a signal stopped (130 for Ctrl-C, 143 for SIGTERM, as a shell reports a
+//! process the signal killed), 1 for everything else (a failed run, an SLO that failed).
 
 use std::error::Error;
 
@@ -32,12 +33,19 @@ fn always<E: Error + 'static>(cause: &(dyn Error + 'static)) -> bool {
     cause.is::<E>()
 }
 
-/// The process's exit code for `err`: 2 when any cause is the user's to fix, else 1.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
+/// The process's exit code for `err`, which ended a command after `signal` (see
+/// `shutdown::received_signal`) or not: 2 when any cause is the user's to fix, 128 +
+/// the signal when one stopped it, else 1.
+pub fn exit_code(err: &anyhow::Error, signal: Option<i32>) -> u8 {
     let user_error = err
         .chain()
         .any(|cause| USER_ERRORS.iter().any(|blames| blames(cause)));
-    if user_error { USER_ERROR_EXIT_CODE } else { 1 }
+    let stopped_by = signal.and_then(|signal| u8::try_from(128 + signal).ok());
+    match (user_error, stopped_by) {
+        (true, _) => USER_ERROR_EXIT_CODE,
+        (false, Some(code)) => code,
+        (false, None) => 1,
+    }
 }
 
 #[cfg(test)]
@@ -45,19 +53,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_mistakes_exit_2_anywhere_in_the_chain_and_failures_exit_1() {
+    fn user_mistakes_exit_2_anywhere_in_the_chain_signals_128_plus_and_failures_1() {
         let job = anyhow::Error::new(JobError::Invalid {
             path: "jobs/x.yaml".into(),
             field: "shard_size".into(),
             message: "must be at least 1 row".into(),
         });
-        assert_eq!(exit_code(&job), USER_ERROR_EXIT_CODE);
-        assert_eq!(
-            exit_code(&job.context("cannot start the run")),
-            USER_ERROR_EXIT_CODE
-        );
-        let failed = anyhow::Error::new(CapacityError::Interrupted);
-        assert_eq!(exit_code(&failed), 1);
-        assert_eq!(exit_code(&anyhow::anyhow!("SLO failed")), 1);
+        assert_eq!(exit_code(&job, None), USER_ERROR_EXIT_CODE);
+        let job = job.context("cannot start the run");
+        assert_eq!(exit_code(&job, None), USER_ERROR_EXIT_CODE);
+        assert_eq!(exit_code(&job, Some(libc::SIGINT)), USER_ERROR_EXIT_CODE);
+        let slo = anyhow::anyhow!("SLO failed");
+        assert_eq!(exit_code(&slo, None), 1);
+        let interrupted = anyhow::Error::new(CapacityError::Interrupted);
+        assert_eq!(exit_code(&interrupted, Some(libc::SIGINT)), 130);
+        assert_eq!(exit_code(&interrupted, Some(libc::SIGTERM)), 143);
     }
 }

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", error_text(err.as_ref()));
-            ExitCode::from(exit_code(&err))
+            ExitCode::from(exit_code(&err, gembatch::shutdown::received_signal()))
         }
     }
 }

@@ -248,7 +248,7 @@ fn a_timeout_or_an_interruption_leaves_nothing_behind() {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         let output = child.wait_with_output().unwrap();
-        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert_eq!(output.status.code(), Some(143), "{}", text(&output));
         assert!(text(&output).contains("interrupted"), "{}", text(&output));
         assert_nothing_left(&client, "term").await;
 

@@ -377,7 +377,7 @@ fn ctrl_c_stops_the_run_and_still_writes_what_ran() {
         started.elapsed() < Duration::from_secs(5),
         "the run stops at once"
     );
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("interrupted"),
         "{}",

@@ -121,7 +121,7 @@ fn sigterm_stops_the_run_and_its_pods_and_says_how_to_resume() {
     wait_for_commit(&dir);
     signal(child.id() as i32, libc::SIGTERM);
     let output = finish(child);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(143), "{}", text(&output));
     let message = text(&output);
     assert!(message.contains("interrupted"), "{message}");
     assert!(message.contains("--resume term"), "{message}");
