@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::python::venv_bin;
-use common::server::{Server, metric};
+use common::server::{Server, metric, series};
 use serde_json::{Value, json};
 
 const PROMPT: &str = "The capital of France is";
@@ -60,6 +60,84 @@ async fn started_stream(server: &Server, max_tokens: u32) -> (reqwest::Response,
     assert_eq!(response.status(), 200);
     let first = response.chunk().await.unwrap().expect("a first chunk");
     (response, String::from_utf8_lossy(&first).into_owned())
+}
+
+/// Prometheus' own Python client parses `/metrics` (from stdin) and prints its families as
+/// JSON: `{name: {"type": ..., "samples": [[name, labels, value], ...]}}`.
+const PARSE_METRICS: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {
+    family.name: {"type": family.type, "samples": [[s.name, s.labels, s.value] for s in family.samples]}
+    for family in text_string_to_metric_families(sys.stdin.read())
+}
+print(json.dumps(families))
+"#;
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_with_vllms_names_and_labels() {
+    let server = Server::start(&["--served-model-name", "gemma \"test\""], &[]);
+    let completions = server.at("/v1/completions");
+    for _ in 0..2 {
+        let body = json!({"prompt": PROMPT, "max_tokens": 5, "ignore_eos": true});
+        assert_eq!(post(&completions, body).await.0, 200);
+    }
+    let text = metrics(&server).await;
+    let mut parser = Command::new(venv_bin("python"))
+        .args(["-c", PARSE_METRICS])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut parser.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let output = parser.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client refused:\n{text}"
+    );
+    let families: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let samples = |family: &str| families[family]["samples"].as_array().unwrap().clone();
+
+    // Every series is labelled with the served model's name, escaped and read back whole.
+    for (name, family) in families.as_object().unwrap() {
+        for sample in family["samples"].as_array().unwrap() {
+            assert_eq!(
+                sample[1]["model_name"], "gemma \"test\"",
+                "{name}: {sample}"
+            );
+        }
+    }
+    // One inter-token gap per token after each request's first: 2 requests of 5 tokens.
+    assert_eq!(
+        families["gembatch:inter_token_latency_seconds"]["type"],
+        "histogram"
+    );
+    let gaps = samples("gembatch:inter_token_latency_seconds");
+    let count = gaps
+        .iter()
+        .find(|s| s[0] == "gembatch:inter_token_latency_seconds_count")
+        .unwrap();
+    assert_eq!(count[2], 8.0);
+    let per_request = samples("gembatch:request_time_per_output_token_seconds");
+    assert!(
+        per_request
+            .iter()
+            .any(|s| s[0].as_str().unwrap().ends_with("_count") && s[2] == 2.0)
+    );
+    // vLLM's finish reasons, `abort` among them; the deprecated per-request mean is gone.
+    assert_eq!(families["gembatch:request_success"]["type"], "counter");
+    let reasons: Vec<&str> = families["gembatch:request_success"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1]["finished_reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["stop", "length", "abort"]);
+    assert!(
+        families
+            .get("gembatch:time_per_output_token_seconds")
+            .is_none()
+    );
 }
 
 #[test]
@@ -161,7 +239,13 @@ async fn concurrent_clients_are_batched_and_all_answered() {
     );
     let text = metrics(&server).await;
     assert!(metric(&text, "gembatch:generation_tokens_total") >= 6.0);
-    assert!(text.contains("gembatch:request_success_total{finished_reason=\"length\"}"));
+    assert!(
+        series(
+            &text,
+            "gembatch:request_success_total",
+            "finished_reason=\"length\""
+        ) >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -195,7 +279,14 @@ async fn a_full_queue_answers_429_with_retry_after() {
         "the queued request is served once there is room"
     );
     let text = metrics(&server).await;
-    assert!(text.contains("gembatch:request_errors_total{class=\"overloaded\"} 1"));
+    assert_eq!(
+        series(
+            &text,
+            "gembatch:request_errors_total",
+            "class=\"overloaded\""
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -280,9 +371,13 @@ async fn bad_input_gets_400_naming_the_field_and_the_server_keeps_serving() {
     let (status, _, body) = post(&completions, json!({"prompt": PROMPT, "max_tokens": 3})).await;
     assert_eq!(status, 200, "still serving after bad input: {body}");
     let text = metrics(&server).await;
-    assert!(
-        text.contains("gembatch:request_errors_total{class=\"bad_request\"} 13"),
-        "{text}"
+    assert_eq!(
+        series(
+            &text,
+            "gembatch:request_errors_total",
+            "class=\"bad_request\""
+        ),
+        13.0
     );
 }
 
@@ -298,7 +393,16 @@ async fn a_client_that_goes_away_frees_its_slot() {
     drop(response);
     let freed = until_metrics(&server, Duration::from_secs(2), |m| {
         metric(m, "gembatch:num_requests_running") == 0.0
-            && m.contains("gembatch:request_errors_total{class=\"client_disconnected\"} 1")
+            && series(
+                m,
+                "gembatch:request_errors_total",
+                "class=\"client_disconnected\"",
+            ) == 1.0
+            && series(
+                m,
+                "gembatch:request_success_total",
+                "finished_reason=\"abort\"",
+            ) == 1.0
     })
     .await;
     assert!(freed, "slot not freed:\n{}", metrics(&server).await);
@@ -336,10 +440,9 @@ async fn drains_on_signal(signal: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(ready, 503, "/ready after SIGTERM");
-    assert!(
-        metrics(&server)
-            .await
-            .contains("gembatch:num_requests_running 1"),
+    assert_eq!(
+        metric(&metrics(&server).await, "gembatch:num_requests_running"),
+        1.0,
         "the in-flight request is still running while draining"
     );
     let (status, _, body) = post(&server.at("/v1/completions"), json!({"prompt": "Hi"})).await;

@@ -51,7 +51,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .served_model_name
         .clone()
         .unwrap_or_else(|| default_model_name(&loaded.path));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&served_model));
     let config = EngineConfig {
         max_batch: args.max_batch,
         max_batch_tokens: args.max_batch_tokens,

@@ -373,7 +373,7 @@ mod tests {
                 max_batch_tokens: 1,
                 max_waiting: 1,
             },
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new("test")),
             draining: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             alive: AtomicBool::new(true),

@@ -37,6 +37,7 @@ pub struct Sequence {
     text: TextStream,
     stop: StopMatcher,
     first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
 }
 
 impl Sequence {
@@ -52,6 +53,7 @@ impl Sequence {
             generated: 0,
             text: TextStream::default(),
             first_token_at: None,
+            last_token_at: None,
         }
     }
 
@@ -109,9 +111,13 @@ impl Sequence {
         }
         self.generated += 1;
         metrics.add_generation_tokens(1);
-        if self.first_token_at.is_none() {
-            self.first_token_at = Some(Instant::now());
-            metrics.observe_first_token(self.request.arrived.elapsed().as_secs_f64());
+        let now = Instant::now();
+        match self.last_token_at.replace(now) {
+            Some(previous) => metrics.observe_token_gap((now - previous).as_secs_f64()),
+            None => {
+                self.first_token_at = Some(now);
+                metrics.observe_first_token((now - self.request.arrived).as_secs_f64());
+            }
         }
         let piece = self
             .text
@@ -152,16 +158,17 @@ impl Sequence {
             completion_tokens: self.generated,
             finish,
         };
-        let _ = self.request.events.send(Event::Finished(usage));
         let per_token = match (self.first_token_at, self.generated) {
             (Some(first), n) if n > 1 => Some(first.elapsed().as_secs_f64() / (n - 1) as f64),
             _ => None,
         };
+        // Counted before the client hears the end, so metrics read after an answer hold it.
         metrics.observe_finished(
             self.request.arrived.elapsed().as_secs_f64(),
             per_token,
             finish.as_str(),
         );
+        let _ = self.request.events.send(Event::Finished(usage));
         Outcome::Finished
     }
 }

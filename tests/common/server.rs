@@ -75,9 +75,22 @@ impl Drop for Server {
     }
 }
 
-/// The value of an unlabelled metric in Prometheus text.
+/// The value of metric `name` in Prometheus text: its first series (a metric with only the
+/// `model_name` label has one).
 pub fn metric(text: &str, name: &str) -> f64 {
+    series(text, name, "")
+}
+
+/// The value of the series of metric `name` whose labels hold `label` (`class="overloaded"`).
+pub fn series(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels.contains(label).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("metric {name}{{{label}}} missing in\n{text}"))
 }
