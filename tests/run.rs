@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::run::{Requests, Workspace, assert_success, expected_ids, json_lines, run, text};
@@ -103,6 +104,47 @@ fn every_row_gets_one_result_spread_over_the_pods() {
     assert_eq!(ledger.lines().count(), 13);
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(report.contains("\"kind\":\"batch\"") && report.contains("endpoint-1"));
+}
+
+#[test]
+fn a_retry_waits_as_long_as_the_servers_retry_after_asks() {
+    let space = Workspace::new();
+    // Each row is shed once with `Retry-After: 2`, far beyond the job's own backoff (40 ms).
+    let first_seen = std::sync::Mutex::new(std::collections::HashMap::new());
+    let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = waits.clone();
+    let stub = Stub::start_by_body(move |_, body| {
+        let row = body
+            .split("prompt number ")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let mut seen = first_seen.lock().unwrap();
+        match seen.get(&row) {
+            None => {
+                seen.insert(row, std::time::Instant::now());
+                Behaviour::Shed { retry_after_s: 2 }
+            }
+            Some(first) => {
+                recorded.lock().unwrap().push(first.elapsed());
+                quick()
+            }
+        }
+    });
+    let dataset = space.dataset(3);
+    let job = space.job(&dataset, FAST_RETRIES);
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "later"]);
+    assert_success(&output);
+    let requests = Requests::read(&space.run_dir("later"));
+    assert_eq!(requests.u32s("attempts"), [2, 2, 2]);
+    let waits = waits.lock().unwrap();
+    assert_eq!(waits.len(), 3);
+    for wait in waits.iter() {
+        assert!(
+            *wait >= Duration::from_secs(2) && *wait < Duration::from_secs(10),
+            "retried after {wait:?}"
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! from being the bottleneck.
 
 use std::io::{self, ErrorKind};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,9 @@ pub struct Head {
     pub status: u16,
     /// The value of the header asked for (the replica header), if present.
     pub wanted: Option<String>,
+    /// How long the server asked to wait before a retry (`Retry-After`, in seconds or as
+    /// an HTTP date), if it did.
+    pub retry_after: Option<Duration>,
 }
 
 /// An open connection and the state of its current response.
@@ -167,6 +171,7 @@ impl Connection {
             let mut chunked = false;
             let mut close = http10;
             let mut value_wanted = None;
+            let mut retry_after = None;
             for header in response.headers.iter() {
                 let name = header.name;
                 if name.eq_ignore_ascii_case("content-length") {
@@ -189,6 +194,8 @@ impl Connection {
                             close = false;
                         }
                     }
+                } else if name.eq_ignore_ascii_case("retry-after") {
+                    retry_after = wait_asked(header.value);
                 } else if name.eq_ignore_ascii_case(wanted) {
                     value_wanted = Some(String::from_utf8_lossy(header.value).into_owned());
                 }
@@ -209,6 +216,7 @@ impl Connection {
             return Ok(Some(Head {
                 status,
                 wanted: value_wanted,
+                retry_after,
             }));
         }
     }
@@ -295,9 +303,43 @@ fn invalid(why: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why)
 }
 
+/// A `Retry-After` value as a wait: delay-seconds (`120`) or an HTTP date (`Fri, 04 Dec
+/// 2026 19:00:00 GMT`, a past one waits nothing); `None` when it is neither.
+fn wait_asked(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
+    let wait = date.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        assert_eq!(wait_asked(b"120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait_asked(b" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            wait_asked(b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO),
+            "a date past waits nothing"
+        );
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&later)
+            .unwrap();
+        let wait = wait_asked(date.as_bytes()).unwrap();
+        assert!(
+            wait > Duration::from_secs(3590) && wait <= Duration::from_secs(3600),
+            "{wait:?}"
+        );
+        for wrong in [&b"soon"[..], b"-5", b"1.5", b"\xff"] {
+            assert_eq!(wait_asked(wrong), None, "{wrong:?}");
+        }
+    }
 
     #[test]
     fn a_content_length_is_one_number_however_often_repeated() {

@@ -44,6 +44,8 @@ pub struct Exchange {
     pub text: Option<String>,
     /// Why generation stopped, as the server said.
     pub finish_reason: Option<String>,
+    /// How long the server asked to wait before a retry (`Retry-After` on a 429 or 503).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// One finished exchange: when it ran, what came back, and why it failed if it did.
@@ -118,6 +120,7 @@ async fn run(
         .map_err(|err| (Outcome::ConnectError, error_text(&err)))?;
     exchange.status = Some(head.status);
     exchange.replica = head.wanted;
+    exchange.retry_after = head.retry_after;
     let broken = |err: std::io::Error| (Outcome::StreamBroken, error_text(&err));
     if !(200..300).contains(&head.status) {
         // The status is the outcome, whether or not the error body arrives whole.

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::units::{deserialize_duration, serialize_duration};
 
 /// How failed attempts are retried: 429, 5xx, timeouts and connection errors, with
-/// exponential backoff and full jitter.
+/// exponential backoff and full jitter, and at least as late as a `Retry-After` asks (up to
+/// five minutes).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retries {

@@ -62,6 +62,10 @@ pub struct WorkerContext {
     pub live_workers: AtomicU64,
 }
 
+/// The longest `Retry-After` honoured: a longer one (a maintenance window, a mistake) is
+/// waited this long, and the retry asks again.
+const MOST_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// How long a pod gets to answer `/health` before it counts as gone.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -118,7 +122,11 @@ async fn handle(pod: &PodLink, mut job: PendingRow, timed: Timed, context: &Work
     if retryable && attempts_made < context.retries.max_attempts {
         job.attempts = attempts_made;
         pod.stats.retried.fetch_add(1, Ordering::Relaxed);
-        let delay = backoff(&context.retries, attempts_made);
+        let asked = timed
+            .exchange
+            .retry_after
+            .map(|wait| wait.min(MOST_RETRY_AFTER));
+        let delay = backoff(&context.retries, attempts_made).max(asked.unwrap_or_default());
         let queue = context.queue.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

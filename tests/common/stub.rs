@@ -29,6 +29,8 @@ pub enum Behaviour {
     },
     /// Answers with this status and an OpenAI error body.
     Status(u16),
+    /// Answers 429 with `Retry-After` of this many seconds.
+    Shed { retry_after_s: u64 },
     /// Streams `tokens` chunks, then cuts the connection without `[DONE]`.
     Cut { tokens: u32 },
     /// A stream with no content, only `[DONE]`.
@@ -179,6 +181,17 @@ async fn completion(State(state): State<Arc<StubState>>, body: Bytes) -> Respons
             let status = StatusCode::from_u16(code).expect("valid status");
             let body = serde_json::json!({"error": {"message": "scripted failure", "type": "stub", "param": null, "code": null}});
             (status, replica, axum::Json(body)).into_response()
+        }
+        Behaviour::Shed { retry_after_s } => {
+            let body = serde_json::json!({"error": {"message": "shed", "type": "stub", "param": null, "code": null}});
+            let wait = [(header::RETRY_AFTER, retry_after_s.to_string())];
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                replica,
+                wait,
+                axum::Json(body),
+            )
+                .into_response()
         }
         Behaviour::Stall(wait) => {
             tokio::time::sleep(wait).await;
