@@ -196,13 +196,10 @@ pub struct ServeArgs {
 /// `gembatch load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// The server's base URL (`/v1` optional).
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080",
-        env = "GEMBATCH_LOAD_URL"
-    )]
-    pub url: String,
+    /// The server's base URL (`/v1` optional; a path prefix such as `/openai/v1` is kept)
+    /// [default: $OPENAI_BASE_URL, else http://127.0.0.1:8080].
+    #[arg(long, env = "GEMBATCH_LOAD_URL")]
+    pub url: Option<String>,
     /// Results directory [default: results/RUN_ID].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -326,6 +323,21 @@ pub struct ReportArgs {
     /// A second results directory to show beside the first.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The server to load: `--url` (or `GEMBATCH_LOAD_URL`), else `OPENAI_BASE_URL` (what
+    /// the OpenAI SDKs read), else a local `gembatch serve`.
+    pub fn server_url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| {
+                std::env::var("OPENAI_BASE_URL")
+                    .ok()
+                    .filter(|url| !url.is_empty())
+            })
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_string())
+    }
 }
 
 #[cfg(test)]

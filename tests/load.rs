@@ -201,6 +201,49 @@ fn without_usage_the_tokens_are_counted_from_the_stream() {
 }
 
 #[test]
+fn openai_base_url_with_a_gateway_path_is_loaded_when_no_url_is_given() {
+    let _serial = serial();
+    let stub = Stub::behind_gateway("/openai", |_| Behaviour::Stream {
+        ttft: MS,
+        gap: MS,
+        tokens: 3,
+        usage: true,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args([
+            "load",
+            "--max-users",
+            "1",
+            "--step-size",
+            "1",
+            "--requests-per-user",
+            "4",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .env_remove("GEMBATCH_LOAD_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env("OPENAI_BASE_URL", format!("{}/openai/v1", stub.url))
+        .output()
+        .unwrap();
+    assert_success(&output);
+    assert_eq!(
+        stub.served(),
+        4,
+        "every request went through the gateway's path"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["target"],
+        format!("{}/openai", stub.url),
+        "{summary}"
+    );
+}
+
+#[test]
 fn ramp_steps_hold_their_users_and_gates_name_the_failing_step() {
     let _serial = serial();
     // Every first token takes 30 ms, so the 1 ms gate fails on every step.

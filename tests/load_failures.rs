@@ -308,7 +308,7 @@ fn bad_input_exits_2_with_a_clear_message_and_sends_nothing() {
         (
             "ftp://example.com",
             vec!["--users", "1"],
-            "write it as http://HOST[:PORT] or https://HOST[:PORT]",
+            "write it as http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]",
         ),
         (
             &stub.url,

@@ -29,6 +29,8 @@ pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 pub struct Request<'a> {
     /// `GET` or `POST`.
     pub method: &'static str,
+    /// The server's path prefix (`/openai`, or empty), written before `path`.
+    pub prefix: &'a str,
     /// Path and query.
     pub path: &'a str,
     /// The header lines every request to this server carries, each ending in CRLF.
@@ -116,6 +118,7 @@ impl Connection {
         out.clear();
         out.extend_from_slice(request.method.as_bytes());
         out.push(b' ');
+        out.extend_from_slice(request.prefix.as_bytes());
         out.extend_from_slice(request.path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         out.extend_from_slice(request.headers);

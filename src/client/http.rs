@@ -15,6 +15,8 @@ use super::tls::{self, TlsError, Trust};
 /// Where requests go, and the idle connections to it.
 pub struct HttpTarget {
     addr: SocketAddr,
+    /// The base URL's path prefix, before every request's path.
+    prefix: String,
     /// `host`, `user-agent` and, with a key, `authorization` lines.
     headers: Vec<u8>,
     /// For https: the connector and the name the certificate must carry.
@@ -72,6 +74,7 @@ impl HttpTarget {
         };
         Ok(HttpTarget {
             addr,
+            prefix: base.prefix.clone(),
             headers,
             tls,
             idle: Mutex::new(Vec::new()),
@@ -82,6 +85,7 @@ impl HttpTarget {
     pub fn new_pool(&self) -> HttpTarget {
         HttpTarget {
             addr: self.addr,
+            prefix: self.prefix.clone(),
             headers: self.headers.clone(),
             tls: self.tls.clone(),
             idle: Mutex::new(Vec::new()),
@@ -139,6 +143,7 @@ impl HttpTarget {
     pub fn request<'a>(&'a self, path: &'a str, body: Option<&'a [u8]>) -> Request<'a> {
         Request {
             method: if body.is_some() { "POST" } else { "GET" },
+            prefix: &self.prefix,
             path,
             headers: &self.headers,
             body,
@@ -259,6 +264,28 @@ mod tests {
         let body = connection.read_body(usize::MAX).await.unwrap();
         target.checkin(connection);
         (head.status, head.wanted, body)
+    }
+
+    #[tokio::test]
+    async fn a_base_url_with_a_path_prefixes_every_request_path_but_not_the_host() {
+        let (url, server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]])
+        .await;
+        let target = target(&format!("{url}/openai/v1/"), None).await;
+        assert_eq!(post(&target, "{}").await.0, 200);
+        assert_eq!(target.get("/v1/models", 16).await.unwrap().0, 200);
+        let seen = server.await.unwrap();
+        let authority = url.trim_start_matches("http://");
+        assert!(
+            seen[0][0].starts_with(&format!(
+                "POST /openai/v1/completions HTTP/1.1\r\nhost: {authority}\r\n"
+            )),
+            "{}",
+            seen[0][0]
+        );
+        assert!(seen[0][1].starts_with("GET /openai/v1/models HTTP/1.1\r\n"));
     }
 
     #[tokio::test]

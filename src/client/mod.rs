@@ -38,7 +38,7 @@ pub async fn connect(
         .map_err(|err| match err {
             http::TargetError::Tls(err) => ClientError::Tls(err),
             err => ClientError::Unreachable {
-                url: base.text.clone(),
+                url: base.root(),
                 why: err.to_string(),
             },
         })?;

@@ -23,10 +23,11 @@ struct ModelEntry {
     id: String,
 }
 
-/// A server's base URL, checked: `http://` or `https://`, host, optional port.
+/// A server's base URL, checked: `http://` or `https://`, host, optional port, optional
+/// path prefix (a gateway's `https://host/openai/v1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
-    /// `SCHEME://HOST[:PORT]`, without a trailing `/` or `/v1`.
+    /// `SCHEME://HOST[:PORT]`, as written, without the path.
     pub text: String,
     /// Whether it is https.
     pub tls: bool,
@@ -34,40 +35,51 @@ pub struct BaseUrl {
     pub host: String,
     /// `host:port`, the default port filled in (80, or 443 for https).
     pub authority: String,
+    /// The path before `/v1` (`/openai`), without a trailing `/`; empty for none.
+    pub prefix: String,
 }
 
 impl BaseUrl {
-    /// Parses what a user may write (`.../`, `.../v1`).
+    /// Parses what a user may write (`.../`, `.../v1`, `.../openai/v1`).
     pub fn parse(url: &str) -> Result<BaseUrl, ClientError> {
         let trimmed = url.trim().trim_end_matches('/');
         let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
         let bad = || ClientError::BadUrl {
             url: url.to_string(),
-            why: "write it as http://HOST[:PORT] or https://HOST[:PORT]".to_string(),
+            why: "write it as http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]".to_string(),
         };
         let (tls, rest) = match trimmed.split_once("://") {
             Some(("http", rest)) => (false, rest),
             Some(("https", rest)) => (true, rest),
             _ => return Err(bad()),
         };
-        if rest.is_empty() || rest.contains(['/', '?', '#']) || rest.contains(char::is_whitespace) {
+        let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let unsafe_prefix = prefix.contains(['?', '#', '%']) || prefix.contains("//");
+        if authority.is_empty() || rest.contains(char::is_whitespace) || unsafe_prefix {
             return Err(bad());
         }
-        let (host, port) = match rest.rsplit_once(':') {
+        let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !port.contains(']') => {
                 (host, port.parse::<u16>().map_err(|_| bad())?)
             }
-            _ => (rest, if tls { 443 } else { 80 }),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(bad());
         }
+        let scheme = if tls { "https" } else { "http" };
         Ok(BaseUrl {
-            text: trimmed.to_string(),
+            text: format!("{scheme}://{authority}"),
             tls,
             host: host.to_string(),
             authority: format!("{host}:{port}"),
+            prefix: prefix.to_string(),
         })
+    }
+
+    /// The URL its routes hang from: `SCHEME://HOST[:PORT][/PREFIX]` (then `/v1/...`).
+    pub fn root(&self) -> String {
+        format!("{}{}", self.text, self.prefix)
     }
 }
 
@@ -163,6 +175,23 @@ mod tests {
             (secure.tls, secure.host.as_str(), secure.authority.as_str()),
             (true, "gemma.example.com", "gemma.example.com:443")
         );
+        let gateway = BaseUrl::parse("https://gateway.example.com/openai/v1/").unwrap();
+        assert_eq!(
+            (gateway.text.as_str(), gateway.prefix.as_str()),
+            ("https://gateway.example.com", "/openai")
+        );
+        assert_eq!(gateway.root(), "https://gateway.example.com/openai");
+        assert_eq!(BaseUrl::parse("http://h:1/a/b").unwrap().prefix, "/a/b");
+        assert_eq!(BaseUrl::parse("http://h:1/v1").unwrap().prefix, "");
+        for wrong in [
+            "http://h/a?b",
+            "http://h/a#b",
+            "http://h//a",
+            "http://h/a b",
+            "http:///a",
+        ] {
+            assert!(BaseUrl::parse(wrong).is_err(), "{wrong}");
+        }
         let ipv6 = BaseUrl::parse("https://[::1]:8443").unwrap();
         assert_eq!(
             (ipv6.host.as_str(), ipv6.authority.as_str()),
@@ -181,12 +210,12 @@ mod tests {
             "http://",
             "ftp://host",
             "http://host:port",
-            "http://host:8080/openai",
+            "http://host:8080/openai?x=1",
             "http://:8080",
         ] {
             let text = BaseUrl::parse(url).unwrap_err().to_string();
             assert!(
-                text.contains("http://HOST[:PORT] or https://HOST[:PORT]"),
+                text.contains("http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH]"),
                 "{url}: {text}"
             );
         }

@@ -18,7 +18,8 @@ use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let config = args.profile.config(args.url, args.out, args.run_id)?;
+    let url = args.server_url();
+    let config = args.profile.config(url, args.out, args.run_id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -187,7 +187,7 @@ pub async fn run_load(
     watch: Option<DeploymentWatch>,
 ) -> Result<LoadOutcome, LoadError> {
     let (base, http) = connect(&config.url, config.api_key.as_deref(), &config.trust).await?;
-    let model = preflight::check_server(&http, &base.text, config.model.as_deref()).await?;
+    let model = preflight::check_server(&http, &base.root(), config.model.as_deref()).await?;
     let work = requests(config, &model)?;
     let dir = &config.out_dir;
     crate::common::durable::create_private_dir_all(dir).or_output(dir, "")?;
@@ -215,7 +215,7 @@ pub async fn run_load(
         model,
         interrupted: cancel.is_cancelled(),
     };
-    summary::write(dir, config, &base.text, started_at, &outcome).or_output(dir, "")?;
+    summary::write(dir, config, &base.root(), started_at, &outcome).or_output(dir, "")?;
     Ok(outcome)
 }
 

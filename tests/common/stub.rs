@@ -85,17 +85,35 @@ impl Stub {
         script: impl Fn(u64) -> Behaviour + Send + Sync + 'static,
     ) -> Stub {
         let acceptor = super::tls_listener::acceptor(certs);
-        let mut stub =
-            Stub::with_listener(Arc::new(move |n, _: &str| script(n)), true, Some(acceptor));
+        let mut stub = Stub::with_listener(
+            Arc::new(move |n, _: &str| script(n)),
+            true,
+            Some(acceptor),
+            "",
+        );
         stub.url = stub.url.replacen("http://", "https://", 1);
         stub
     }
 
-    fn with(script: Script, openai: bool) -> Stub {
-        Stub::with_listener(script, openai, None)
+    /// An OpenAI-compatible stub behind a gateway: its routes only under `prefix`
+    /// (`/openai/v1/completions`).
+    pub fn behind_gateway(
+        prefix: &'static str,
+        script: impl Fn(u64) -> Behaviour + Send + Sync + 'static,
+    ) -> Stub {
+        Stub::with_listener(Arc::new(move |n, _: &str| script(n)), true, None, prefix)
     }
 
-    fn with_listener(script: Script, openai: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Stub {
+    fn with(script: Script, openai: bool) -> Stub {
+        Stub::with_listener(script, openai, None, "")
+    }
+
+    fn with_listener(
+        script: Script,
+        openai: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        prefix: &str,
+    ) -> Stub {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -106,11 +124,15 @@ impl Stub {
             served: AtomicU64::new(0),
             openai,
         });
-        let router = Router::new()
+        let routes = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/completions", post(completion))
             .route("/v1/chat/completions", post(completion))
             .with_state(state.clone());
+        let router = match prefix {
+            "" => routes,
+            prefix => Router::new().nest(prefix, routes),
+        };
         let addr: SocketAddr = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
