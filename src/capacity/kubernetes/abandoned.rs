@@ -13,9 +13,10 @@ use super::KubeError;
 use super::release::{Scope, release};
 use super::run_lease::{EXPIRY_WAIT, observe_leases, take_if_abandoned};
 
-/// Deletes the objects of every run in `namespace` (but `except`, the caller's own) whose Lease is not renewed
-/// over [`EXPIRY_WAIT`] from now (so this takes that long); `holder` takes each such Lease
-/// first, so no runner of that run starts while its objects go. Returns what was deleted.
+/// Deletes the objects of every run in `namespace` (but `except`, the caller's own) whose
+/// Lease is not renewed over [`EXPIRY_WAIT`] from now (so this takes that long); `holder`
+/// takes each such Lease first, so no runner of that run starts while its objects go.
+/// Returns what was deleted.
 pub async fn sweep_abandoned(
     client: &Client,
     namespace: &str,
