@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
-use gembatch::model::fetch;
-use gembatch::model::tokenizer::{GemmaTokenizer, GgufVocab};
+use gembatch::model::tokenizer::GemmaTokenizer;
+use gembatch::model::{self, fetch};
 
 /// What the server accepts as a body (its `--max-body` default).
 const BODY_LIMIT: usize = 4 << 20;
@@ -36,10 +35,8 @@ pub struct CostlyPrompt {
 pub fn default_tokenizer() -> GemmaTokenizer {
     let path =
         fetch::ensure_default_model(false, |line| eprintln!("{line}")).expect("default model");
-    let mut file = std::fs::File::open(&path).expect("open the default model");
-    let content = gguf_file::Content::read(&mut file).expect("GGUF header");
-    let vocab = GgufVocab::read(&content, &path.display().to_string()).expect("vocabulary");
-    GemmaTokenizer::from_vocab(vocab).expect("tokenizer")
+    let (tokenizer, _context) = model::load_tokenizer(&path).expect("the default tokenizer");
+    tokenizer
 }
 
 /// The costliest prompt for `context`: each of [`COSTLY_UNITS`] repeated to the longest
