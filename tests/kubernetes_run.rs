@@ -12,7 +12,7 @@ use common::cluster::Cluster;
 use common::kube_fixtures::*;
 use common::run::text;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams};
 
 #[test]
 fn a_batch_runs_on_the_pods_of_a_provisioned_reservation_and_nothing_is_left() {
@@ -91,14 +91,11 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
     );
 }
 
-/// How long the stand-in for a runner's Job lives: past the slowest stage's reach (pods
-/// serving and a shard committed), then it fails as a Job whose retries ran out does.
-const RUNNER_JOB_SECONDS: i64 = 90;
-
 /// A stand-in for the CronJob's runner Job that a killed runner belonged to: its pod never
-/// starts (the runner runs as a local process, and no kubelet takes that pod), the Job
-/// fails at its deadline and its `ttlSecondsAfterFinished` deletes it, as the real one is
-/// once its retries are spent.
+/// starts (the runner runs as a local process, and no kubelet takes that pod). The test
+/// deletes it, as Kubernetes does once the real one's retries are spent and its
+/// `ttlSecondsAfterFinished` passed. (It once failed by an `activeDeadlineSeconds` of its
+/// own; under CI's load the Job controller let that deadline pass by over a minute.)
 async fn runner_job(client: &kube::Client, run_id: &str) -> Job {
     let job: Job = serde_json::from_value(serde_json::json!({
         "apiVersion": "batch/v1",
@@ -106,8 +103,6 @@ async fn runner_job(client: &kube::Client, run_id: &str) -> Job {
         "metadata": {"name": format!("runner-{run_id}")},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": RUNNER_JOB_SECONDS,
-            "ttlSecondsAfterFinished": 0,
             "template": {"spec": {
                 "restartPolicy": "Never",
                 "containers": [{"name": "runner", "image": "gembatch:cpu"}]
@@ -154,7 +149,6 @@ fn a_runner_killed_at_any_stage_leaves_nothing_once_its_job_is_gone() {
     runtime().block_on(async {
         let client = ready(&cluster).await;
         let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-        let started = std::time::Instant::now();
 
         // Waiting for capacity: the Lease, the template and the request exist, no serve Job.
         kill_at_stage(&cluster, &client, &job, "kill-wait", || async {
@@ -183,38 +177,28 @@ fn a_runner_killed_at_any_stage_leaves_nothing_once_its_job_is_gone() {
             until_a_shard_is_committed(&run_dir).await;
         })
         .await;
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(RUNNER_JOB_SECONDS as u64),
-            "the stages took {:?}: the runner Jobs ended before their kill",
-            started.elapsed()
-        );
 
-        // Nothing but time. The serving pods stop hearing their runner (3 s) and exit at
-        // once, giving their GPUs back; every object goes once the runner's Job is gone.
+        // The serving pods stop hearing their runner (3 s) and exit at once, giving their
+        // GPUs back; every object goes once the runner's Job is gone.
         kubelet
             .assert_all_exited_within(
                 std::time::Instant::now(),
                 std::time::Duration::from_secs(20),
             )
             .await;
-        let bound = std::time::Duration::from_secs(RUNNER_JOB_SECONDS as u64 + 60);
         for run_id in ["kill-wait", "kill-pods", "kill-batch"] {
-            let name = format!("runner-{run_id}");
-            while let Some(job) = jobs.get_opt(&name).await.unwrap() {
-                assert!(
-                    started.elapsed() < bound,
-                    "{name} is still there: {:?}",
-                    job.status
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
+            jobs.delete(&format!("runner-{run_id}"), &DeleteParams::background())
+                .await
+                .unwrap();
         }
+        let deleted = std::time::Instant::now();
+        let bound = std::time::Duration::from_secs(60);
         for run_id in ["kill-wait", "kill-pods", "kill-batch"] {
             assert_nothing_left_within(
                 &client,
                 "default",
                 run_id,
-                bound.saturating_sub(started.elapsed()),
+                bound.saturating_sub(deleted.elapsed()),
             )
             .await;
         }
