@@ -476,7 +476,7 @@ fn a_parquet_dataset_feeds_the_requests() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = dir.path().join("prompts.parquet");
     let columns = vec![
-        Column::new("id", Kind::U64, |i: &u64| Cell::U64(Some(*i))),
+        Column::new("id", Kind::I64, |i: &u64| Cell::int(Some(*i))),
         Column::new("prompt", Kind::Str, |i: &u64| {
             Cell::owned_text(Some(format!("prompt {i}")))
         }),

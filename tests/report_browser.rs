@@ -160,7 +160,8 @@ fn the_report_renders_its_charts_in_headless_chromium() {
             hpa_desired: (i != 6).then_some(3),
         })
         .collect();
-    write_replicas(&first, &samples).unwrap();
+    let origin = gembatch::results::origin::RunOrigin::now("first");
+    write_replicas(&first, &origin, &samples).unwrap();
     let rebuilt = Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .arg("report")
         .arg(&first)

@@ -379,7 +379,7 @@ fn a_runner_killed_at_random_points_resumes_to_exactly_one_result_per_row() {
     assert!(requests.strs("status").iter().all(|s| s == "ok"));
     // A shard committed before a kill was never sent again: its rows finished before it.
     let shards = requests.table.u64s("shard").unwrap();
-    let finished = requests.table.f64s("finished_at").unwrap();
+    let finished = requests.table.instants("finished_at").unwrap();
     for (killed_at, committed) in &kills {
         for (shard, finished) in shards.iter().zip(&finished) {
             if committed.contains(&shard.unwrap()) {

@@ -1,4 +1,5 @@
-//! The wall clock as Unix seconds, the one time unit of every result file.
+//! The wall clock as Unix seconds, the unit of every instant in memory (files hold them as
+//! timestamps: see `results::table`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -138,7 +138,7 @@ impl Ledger {
     ) -> std::io::Result<()> {
         let rows = records.len() as u64;
         let path = self.shard_path(shard);
-        let mut writer = records_writer(&path).map_err(std::io::Error::other)?;
+        let mut writer = records_writer(&path, None).map_err(std::io::Error::other)?;
         for record in records {
             writer.push(record).map_err(std::io::Error::other)?;
         }

@@ -36,7 +36,7 @@ pub fn write_outputs(
     mut each: impl FnMut(&BatchRecord),
 ) -> std::io::Result<RunTotals> {
     let io = std::io::Error::other;
-    let mut requests = records_writer(&dir.join(REQUESTS_FILE)).map_err(io)?;
+    let mut requests = records_writer(&dir.join(REQUESTS_FILE), Some(run_id)).map_err(io)?;
     let mut output = JsonLines::create(&dir.join(OUTPUT_FILE))?;
     let mut errors = JsonLines::create(&dir.join(ERRORS_FILE))?;
     let mut run = Figures::default();
@@ -78,7 +78,7 @@ pub fn write_outputs(
     let rows = std::iter::once(totals.run.clone())
         .chain(totals.pods.iter().cloned())
         .chain(shards);
-    write_all(&dir.join(SUMMARY_FILE), summary_columns(), rows).map_err(io)?;
+    write_all(&dir.join(SUMMARY_FILE), summary_columns(run_id), rows).map_err(io)?;
     Ok(totals)
 }
 

@@ -68,12 +68,14 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver sending `work` (cycled) over `clients`, reporting to `events`.
+    /// A driver sending `work` (cycled) over `clients`, reporting to `events`; its records'
+    /// instants count from `run_start`.
     pub fn new(
         clients: ClientThreads,
         work: Arc<[WorkItem]>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
+        run_start: Instant,
         seed: u64,
     ) -> Arc<Driver> {
         assert!(!work.is_empty(), "a workload has at least one request");
@@ -88,7 +90,7 @@ impl Driver {
             work,
             next_id: AtomicU64::new(0),
             events,
-            run_start: Instant::now(),
+            run_start,
             health: HealthMonitor::start(cancel.child_token(), &handles),
             cancel,
             seed,

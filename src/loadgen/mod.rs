@@ -27,7 +27,7 @@ pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,7 @@ use crate::client::{ClientError, HttpTarget, Target, WorkItem, connect, prefligh
 use crate::common::blame::Blame;
 use crate::dataset::DatasetError;
 use crate::results::load as tables;
+use crate::results::origin::RunOrigin;
 use crate::results::replicas::write_replicas;
 use crate::results::request::RequestRecord;
 use crate::results::table::TableWriter;
@@ -191,31 +192,31 @@ pub async fn run_load(
     let work = requests(config, &model)?;
     let dir = &config.out_dir;
     crate::common::durable::create_private_dir_all(dir).or_output(dir, "")?;
-    let writer = tables::requests_writer(dir).or_output(dir, "")?;
+    let origin = RunOrigin::now(&config.run_id);
+    let writer = tables::requests_writer(dir, &origin).or_output(dir, "")?;
 
-    let started_at = SystemTime::now();
     let stop_watch = cancel.child_token();
     let watching = watch
         .zip(config.watch.as_ref())
         .map(|(watch, (_, interval))| {
-            tokio::spawn(watch.run(Instant::now(), *interval, stop_watch.clone()))
+            tokio::spawn(watch.run(origin.instant, *interval, stop_watch.clone()))
         });
-    let collected = drive(config, &http, work, writer, observer, &cancel).await?;
+    let collected = drive(config, &http, work, writer, &origin, observer, &cancel).await?;
     stop_watch.cancel();
     if let Some(watching) = watching {
         let samples = watching
             .await
             .or_output(dir, "the Deployment watch failed")?;
-        write_replicas(dir, &samples).or_output(dir, "")?;
+        write_replicas(dir, &origin, &samples).or_output(dir, "")?;
     }
 
-    tables::write_steps(dir, &collected.steps).or_output(dir, "")?;
+    tables::write_steps(dir, &origin, &collected.steps).or_output(dir, "")?;
     let outcome = LoadOutcome {
         collected,
         model,
         interrupted: cancel.is_cancelled(),
     };
-    summary::write(dir, config, &base.root(), started_at, &outcome).or_output(dir, "")?;
+    summary::write(dir, config, &base.root(), origin.wall, &outcome).or_output(dir, "")?;
     Ok(outcome)
 }
 
@@ -254,6 +255,7 @@ async fn drive(
     http: &HttpTarget,
     work: Arc<[WorkItem]>,
     writer: TableWriter<RequestRecord>,
+    origin: &RunOrigin,
     observer: &mut dyn Observer,
     cancel: &CancellationToken,
 ) -> Result<Collected, LoadError> {
@@ -268,7 +270,14 @@ async fn drive(
     let clients = ClientThreads::start(cpus, target, &stop_driver)
         .or_output(dir, "cannot start the client threads")?;
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let driver = Driver::new(clients, work, events, stop_driver.clone(), config.seed);
+    let driver = Driver::new(
+        clients,
+        work,
+        events,
+        stop_driver.clone(),
+        origin.instant.into(),
+        config.seed,
+    );
     let plan = config.plan.clone();
     let driving = tokio::spawn(async move { driver.run(&plan).await });
     let collected = collector::collect(inbox, writer, &config.slo, observer).await;

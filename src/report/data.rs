@@ -349,8 +349,9 @@ mod tests {
             interrupted: false,
         };
         write_summary(dir.path(), &summary).unwrap();
-        write_steps(dir.path(), &[StepRow::fixture()]).unwrap();
-        let mut writer = requests_writer(dir.path()).unwrap();
+        let origin = crate::results::origin::RunOrigin::now("load-1");
+        write_steps(dir.path(), &origin, &[StepRow::fixture()]).unwrap();
+        let mut writer = requests_writer(dir.path(), &origin).unwrap();
         let ms = Duration::from_millis;
         for id in 0..5u64 {
             let failed = id == 4;

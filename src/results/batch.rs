@@ -6,22 +6,22 @@ use std::path::Path;
 use super::batch_record::{BatchRecord, Status, Times};
 use crate::common::Route;
 
-use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
+use super::table::{Cell, Column, Kind, Table, TableError, TableWriter, with_run_id};
 
 /// File name of the per-row table.
 pub const REQUESTS_FILE: &str = "requests.parquet";
 /// File name of the per-pod and per-shard summary.
 pub const SUMMARY_FILE: &str = "summary.parquet";
 
-/// The columns of a run's per-row table; times are Unix seconds, latencies seconds.
+/// The columns of a run's per-row table: instants as timestamps, latencies in seconds.
 pub fn record_columns() -> Vec<Column<BatchRecord>> {
     type R = BatchRecord;
     vec![
         Column::new("id", Kind::Str, |r: &R| Cell::text(Some(&r.id))),
-        Column::new("line", Kind::U64, |r: &R| Cell::U64(Some(r.line))),
-        Column::new("shard", Kind::U64, |r: &R| Cell::U64(Some(r.shard))),
+        Column::new("line", Kind::I64, |r: &R| Cell::int(Some(r.line))),
+        Column::new("shard", Kind::I64, |r: &R| Cell::int(Some(r.shard))),
         Column::new("pod", Kind::Str, |r: &R| Cell::text(r.pod.as_deref())),
-        Column::new("attempts", Kind::U32, |r: &R| Cell::U32(Some(r.attempts))),
+        Column::new("attempts", Kind::I64, |r: &R| Cell::int(Some(r.attempts))),
         Column::new("status", Kind::Str, |r: &R| {
             Cell::text(Some(r.status.as_str()))
         }),
@@ -29,17 +29,15 @@ pub fn record_columns() -> Vec<Column<BatchRecord>> {
             Cell::text(r.error_code.as_deref())
         }),
         Column::new("error", Kind::Str, |r: &R| Cell::text(r.error.as_deref())),
-        Column::new("http_status", Kind::U32, |r: &R| {
-            Cell::U32(r.http_status.map(u32::from))
-        }),
+        Column::new("http_status", Kind::I64, |r: &R| Cell::int(r.http_status)),
         Column::new("route", Kind::Str, |r: &R| {
             Cell::text(r.route.map(Route::as_str))
         }),
-        Column::new("prompt_tokens", Kind::U32, |r: &R| {
-            Cell::U32(r.prompt_tokens)
+        Column::new("prompt_tokens", Kind::I64, |r: &R| {
+            Cell::int(r.prompt_tokens)
         }),
-        Column::new("output_tokens", Kind::U32, |r: &R| {
-            Cell::U32(r.output_tokens)
+        Column::new("output_tokens", Kind::I64, |r: &R| {
+            Cell::int(r.output_tokens)
         }),
         Column::new("finish_reason", Kind::Str, |r: &R| {
             Cell::text(r.finish_reason.as_deref())
@@ -47,23 +45,33 @@ pub fn record_columns() -> Vec<Column<BatchRecord>> {
         Column::new("queue_s", Kind::F64, |r: &R| Cell::F64(r.queue_s())),
         Column::new("ttft_s", Kind::F64, |r: &R| Cell::F64(r.ttft_s())),
         Column::new("e2e_s", Kind::F64, |r: &R| Cell::F64(r.e2e_s())),
-        Column::new("queued_at", Kind::F64, |r: &R| Cell::F64(r.times.queued)),
-        Column::new("started_at", Kind::F64, |r: &R| Cell::F64(r.times.started)),
-        Column::new("first_token_at", Kind::F64, |r: &R| {
-            Cell::F64(r.times.first_token)
+        Column::new("queued_at", Kind::Time, |r: &R| {
+            Cell::unix_seconds(r.times.queued)
         }),
-        Column::new("finished_at", Kind::F64, |r: &R| {
-            Cell::F64(Some(r.times.finished))
+        Column::new("started_at", Kind::Time, |r: &R| {
+            Cell::unix_seconds(r.times.started)
+        }),
+        Column::new("first_token_at", Kind::Time, |r: &R| {
+            Cell::unix_seconds(r.times.first_token)
+        }),
+        Column::new("finished_at", Kind::Time, |r: &R| {
+            Cell::unix_seconds(Some(r.times.finished))
         }),
         Column::new("output", Kind::Str, |r: &R| Cell::text(r.output.as_deref())),
     ]
 }
 
-/// Streams per-row results to `path`.
+/// Streams per-row results to `path`: a shard's file, or with `run_id` (its column first)
+/// the run's published table.
 pub fn records_writer(
     path: &Path,
+    run_id: Option<&str>,
 ) -> Result<TableWriter<BatchRecord>, parquet::errors::ParquetError> {
-    TableWriter::create(path, record_columns())
+    let columns = match run_id {
+        Some(run_id) => with_run_id(run_id, record_columns()),
+        None => record_columns(),
+    };
+    TableWriter::create(path, columns)
 }
 
 /// Reads a per-row table (a shard's file or `requests.parquet`) back.
@@ -87,10 +95,10 @@ pub fn read_records(path: &Path) -> Result<Vec<BatchRecord>, TableError> {
     let prompt_tokens = table.u32s("prompt_tokens")?;
     let output_tokens = table.u32s("output_tokens")?;
     let reasons = table.strs("finish_reason")?;
-    let queued = table.f64s("queued_at")?;
-    let started = table.f64s("started_at")?;
-    let first = table.f64s("first_token_at")?;
-    let finished = table.f64s("finished_at")?;
+    let queued = table.instants("queued_at")?;
+    let started = table.instants("started_at")?;
+    let first = table.instants("first_token_at")?;
+    let finished = table.instants("finished_at")?;
     let outputs = table.strs("output")?;
     let mut records = Vec::with_capacity(table.len());
     for i in 0..table.len() {
@@ -158,18 +166,18 @@ pub struct SummaryRow {
 /// The percentiles in a summary row.
 pub const SUMMARY_PERCENTILES: [(&str, f64); 3] = [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)];
 
-/// The columns of `summary.parquet`.
-pub fn summary_columns() -> Vec<Column<SummaryRow>> {
+/// The columns of `summary.parquet`, `run_id` first.
+pub fn summary_columns(run_id: &str) -> Vec<Column<SummaryRow>> {
     type S = SummaryRow;
     let mut columns = vec![
         Column::new("scope", Kind::Str, |s: &S| Cell::text(Some(s.scope))),
         Column::new("key", Kind::Str, |s: &S| Cell::text(Some(&s.key))),
-        Column::new("rows", Kind::U64, |s: &S| Cell::U64(Some(s.rows))),
-        Column::new("ok", Kind::U64, |s: &S| Cell::U64(Some(s.ok))),
-        Column::new("errors", Kind::U64, |s: &S| Cell::U64(Some(s.errors))),
-        Column::new("retries", Kind::U64, |s: &S| Cell::U64(Some(s.retries))),
-        Column::new("output_tokens", Kind::U64, |s: &S| {
-            Cell::U64(Some(s.output_tokens))
+        Column::new("rows", Kind::I64, |s: &S| Cell::int(Some(s.rows))),
+        Column::new("ok", Kind::I64, |s: &S| Cell::int(Some(s.ok))),
+        Column::new("errors", Kind::I64, |s: &S| Cell::int(Some(s.errors))),
+        Column::new("retries", Kind::I64, |s: &S| Cell::int(Some(s.retries))),
+        Column::new("output_tokens", Kind::I64, |s: &S| {
+            Cell::int(Some(s.output_tokens))
         }),
         Column::new("duration_s", Kind::F64, |s: &S| {
             Cell::F64(Some(s.duration_s))
@@ -195,7 +203,7 @@ pub fn summary_columns() -> Vec<Column<SummaryRow>> {
             move |s: &S| Cell::F64(s.e2e[index]),
         ));
     }
-    columns
+    with_run_id(run_id, columns)
 }
 
 /// The figures of a whole run.
@@ -218,8 +226,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard.parquet");
         let ok = BatchRecord::fixture("a", 3, "pod-0");
-        let invalid = BatchRecord::invalid("b".into(), 7, 3, "too long".into());
-        let mut writer = records_writer(&path).unwrap();
+        let mut invalid = BatchRecord::invalid("b".into(), 7, 3, "too long".into());
+        // Instants are kept to the microsecond.
+        invalid.times.finished = 1_796_342_400.25;
+        let mut writer = records_writer(&path, None).unwrap();
         writer.push(ok.clone()).unwrap();
         writer.push(invalid.clone()).unwrap();
         writer.finish().unwrap();

@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::origin::RunOrigin;
 use super::request::RequestRecord;
 use super::step::{ClientHealth, Latency, Stat, StepRow, share};
 use crate::common::Outcome;
 
-use super::table::{Cell, Column, Kind, Table, TableError, TableWriter};
+use super::table::{Cell, Column, Kind, Table, TableError, TableWriter, with_run_id};
 
 /// File name of the per-request table.
 pub const REQUESTS_FILE: &str = "requests.parquet";
@@ -19,15 +20,21 @@ fn seconds(value: Option<Duration>) -> Cell<'static> {
     Cell::F64(value.map(|d| d.as_secs_f64()))
 }
 
-/// The columns of `requests.parquet`; times are seconds, instants are offsets from the run's
-/// start (`summary.json` has the start's wall-clock time).
-pub fn request_columns() -> Vec<Column<RequestRecord>> {
+/// An instant `offset` after the run's start at Unix second `origin`, as a timestamp.
+fn instant(origin: f64, offset: Option<Duration>) -> Cell<'static> {
+    Cell::unix_seconds(offset.map(|offset| origin + offset.as_secs_f64()))
+}
+
+/// The columns of `requests.parquet`, `run_id` first; latencies are seconds, instants are
+/// both offsets from the run's start (`*_s`) and timestamps (`*_at`).
+pub fn request_columns(origin: &RunOrigin) -> Vec<Column<RequestRecord>> {
     type R = RequestRecord;
-    vec![
-        Column::new("id", Kind::U64, |r: &R| Cell::U64(Some(r.id))),
-        Column::new("step", Kind::U32, |r: &R| Cell::U32(Some(r.step))),
+    let t0 = origin.unix_s();
+    let columns = vec![
+        Column::new("id", Kind::I64, |r: &R| Cell::int(Some(r.id))),
+        Column::new("step", Kind::I64, |r: &R| Cell::int(Some(r.step))),
         Column::new("warmup", Kind::Bool, |r: &R| Cell::Bool(Some(r.warmup))),
-        Column::new("user", Kind::U32, |r: &R| Cell::U32(r.user)),
+        Column::new("user", Kind::I64, |r: &R| Cell::int(r.user)),
         Column::new("route", Kind::Str, |r: &R| {
             Cell::text(Some(r.route.as_str()))
         }),
@@ -38,6 +45,18 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
         Column::new("start_s", Kind::F64, |r: &R| seconds(Some(r.start))),
         Column::new("first_token_s", Kind::F64, |r: &R| seconds(r.first_token)),
         Column::new("end_s", Kind::F64, |r: &R| seconds(Some(r.end))),
+        Column::new("intended_start_at", Kind::Time, move |r: &R| {
+            instant(t0, Some(r.intended_start))
+        }),
+        Column::new("started_at", Kind::Time, move |r: &R| {
+            instant(t0, Some(r.start))
+        }),
+        Column::new("first_token_at", Kind::Time, move |r: &R| {
+            instant(t0, r.first_token)
+        }),
+        Column::new("ended_at", Kind::Time, move |r: &R| {
+            instant(t0, Some(r.end))
+        }),
         Column::new("ttft_s", Kind::F64, |r: &R| seconds(r.ttft())),
         Column::new("ttft_corrected_s", Kind::F64, |r: &R| {
             seconds(r.ttft_corrected())
@@ -49,11 +68,11 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
         Column::new("e2e_corrected_s", Kind::F64, |r: &R| {
             seconds(Some(r.e2e_corrected()))
         }),
-        Column::new("prompt_tokens", Kind::U32, |r: &R| {
-            Cell::U32(r.prompt_tokens)
+        Column::new("prompt_tokens", Kind::I64, |r: &R| {
+            Cell::int(r.prompt_tokens)
         }),
-        Column::new("output_tokens", Kind::U32, |r: &R| {
-            Cell::U32(Some(r.output_tokens))
+        Column::new("output_tokens", Kind::I64, |r: &R| {
+            Cell::int(Some(r.output_tokens))
         }),
         Column::new("token_source", Kind::Str, |r: &R| {
             Cell::text(Some(r.token_source.as_str()))
@@ -61,21 +80,21 @@ pub fn request_columns() -> Vec<Column<RequestRecord>> {
         Column::new("outcome", Kind::Str, |r: &R| {
             Cell::text(Some(r.outcome.as_str()))
         }),
-        Column::new("http_status", Kind::U32, |r: &R| {
-            Cell::U32(r.http_status.map(u32::from))
-        }),
+        Column::new("http_status", Kind::I64, |r: &R| Cell::int(r.http_status)),
         Column::new("error", Kind::Str, |r: &R| Cell::text(r.error.as_deref())),
         Column::new("replica", Kind::Str, |r: &R| {
             Cell::text(r.replica.as_deref())
         }),
-    ]
+    ];
+    with_run_id(&origin.run_id, columns)
 }
 
 /// Streams request rows to `dir/requests.parquet`.
 pub fn requests_writer(
     dir: &Path,
+    origin: &RunOrigin,
 ) -> Result<TableWriter<RequestRecord>, parquet::errors::ParquetError> {
-    TableWriter::create(&dir.join(REQUESTS_FILE), request_columns())
+    TableWriter::create(&dir.join(REQUESTS_FILE), request_columns(origin))
 }
 
 fn latency_column_name(stat: Stat, latency: Latency) -> String {
@@ -86,24 +105,28 @@ fn count_column_name(outcome: Outcome) -> String {
     format!("{}_count", outcome.as_str())
 }
 
-/// The columns of `steps.parquet`.
-pub fn step_columns() -> Vec<Column<StepRow>> {
+/// The columns of `steps.parquet`, `run_id` first.
+pub fn step_columns(origin: &RunOrigin) -> Vec<Column<StepRow>> {
     type S = StepRow;
+    let t0 = origin.unix_s();
     let mut columns = vec![
-        Column::new("step", Kind::U32, |s: &S| Cell::U32(Some(s.step))),
-        Column::new("users", Kind::U32, |s: &S| Cell::U32(s.users)),
+        Column::new("step", Kind::I64, |s: &S| Cell::int(Some(s.step))),
+        Column::new("users", Kind::I64, |s: &S| Cell::int(s.users)),
         Column::new("offered_rate", Kind::F64, |s: &S| Cell::F64(s.offered_rate)),
         Column::new("started_s", Kind::F64, |s: &S| Cell::F64(Some(s.started_s))),
+        Column::new("started_at", Kind::Time, move |s: &S| {
+            Cell::unix_seconds(Some(t0 + s.started_s))
+        }),
         Column::new("duration_s", Kind::F64, |s: &S| {
             Cell::F64(Some(s.duration_s))
         }),
-        Column::new("requests", Kind::U64, |s: &S| Cell::U64(Some(s.requests))),
+        Column::new("requests", Kind::I64, |s: &S| Cell::int(Some(s.requests))),
     ];
     for outcome in Outcome::ALL {
         columns.push(Column::new(
             count_column_name(outcome),
-            Kind::U64,
-            move |s: &S| Cell::U64(Some(s.counts[outcome.index()])),
+            Kind::I64,
+            move |s: &S| Cell::int(Some(s.counts[outcome.index()])),
         ));
     }
     columns.extend([
@@ -153,12 +176,17 @@ pub fn step_columns() -> Vec<Column<StepRow>> {
             Cell::owned_text(s.invalid_reason())
         }),
     ]);
-    columns
+    with_run_id(&origin.run_id, columns)
 }
 
 /// Writes `dir/steps.parquet`.
-pub fn write_steps(dir: &Path, rows: &[StepRow]) -> Result<(), parquet::errors::ParquetError> {
-    super::table::write_all(&dir.join(STEPS_FILE), step_columns(), rows.iter().cloned())
+pub fn write_steps(
+    dir: &Path,
+    origin: &RunOrigin,
+    rows: &[StepRow],
+) -> Result<(), parquet::errors::ParquetError> {
+    let path = dir.join(STEPS_FILE);
+    super::table::write_all(&path, step_columns(origin), rows.iter().cloned())
 }
 
 /// Reads `dir/steps.parquet` back.
@@ -315,14 +343,15 @@ mod tests {
     fn steps_round_trip_through_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let row = StepRow::fixture();
-        write_steps(dir.path(), std::slice::from_ref(&row)).unwrap();
+        write_steps(dir.path(), &RunOrigin::now("r"), std::slice::from_ref(&row)).unwrap();
         assert_eq!(read_steps(dir.path()).unwrap(), vec![row]);
     }
 
     #[test]
     fn requests_are_read_back_for_the_report() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = requests_writer(dir.path()).unwrap();
+        let origin = RunOrigin::now("load-1");
+        let mut writer = requests_writer(dir.path(), &origin).unwrap();
         writer.push(record(0, Outcome::Ok)).unwrap();
         writer.push(record(1, Outcome::Timeout)).unwrap();
         writer.finish().unwrap();
@@ -336,7 +365,13 @@ mod tests {
         let table = Table::read(&dir.path().join(REQUESTS_FILE)).unwrap();
         assert_eq!(table.strs("route").unwrap()[1].as_deref(), Some("chat"));
         assert_eq!(table.strs("row_id").unwrap()[1].as_deref(), Some("row-7"));
-        let columns: Vec<String> = request_columns().into_iter().map(|c| c.name).collect();
+        let columns: Vec<String> = request_columns(&origin)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert!(columns.contains(&"ttft_corrected_s".to_string()));
+        assert_eq!(table.strs("run_id").unwrap()[1].as_deref(), Some("load-1"));
+        let ended = table.instants("ended_at").unwrap()[1].unwrap();
+        assert!((ended - origin.unix_at(Duration::from_millis(310))).abs() < 1e-6);
     }
 }

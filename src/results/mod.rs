@@ -5,12 +5,13 @@
 //! - a load run: `request` (one request), `step` (one step's figures), `load` (their
 //!   tables), `load_summary` (`summary.json`), `replicas` (when it watched a Deployment);
 //! - a batch run: `batch_record` (one row's result), `batch` (its tables and totals);
-//! - `run_id`: run ids.
+//! - `run_id`: run ids; `origin`: a run's id and start, for the columns every table has.
 
 pub mod batch;
 pub mod batch_record;
 pub mod load;
 pub mod load_summary;
+pub mod origin;
 pub mod replicas;
 pub mod request;
 pub mod run_id;

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::table::{Cell, Column, Kind, Table, TableError, write_all};
+use super::origin::RunOrigin;
+use super::table::{Cell, Column, Kind, Table, TableError, with_run_id, write_all};
 
 /// The file's name in a run's directory.
 pub const REPLICAS_FILE: &str = "replicas.parquet";
@@ -25,28 +26,35 @@ pub struct ReplicaSample {
     pub hpa_desired: Option<u32>,
 }
 
-fn columns() -> Vec<Column<ReplicaSample>> {
+fn columns(origin: &RunOrigin) -> Vec<Column<ReplicaSample>> {
     type S = ReplicaSample;
-    vec![
+    let t0 = origin.unix_s();
+    let columns = vec![
         Column::new("t_s", Kind::F64, |s: &S| Cell::F64(Some(s.t_s))),
-        Column::new("spec_replicas", Kind::U32, |s: &S| {
-            Cell::U32(s.spec_replicas)
+        Column::new("at", Kind::Time, move |s: &S| {
+            Cell::unix_seconds(Some(t0 + s.t_s))
         }),
-        Column::new("replicas", Kind::U32, |s: &S| Cell::U32(s.replicas)),
-        Column::new("ready_replicas", Kind::U32, |s: &S| {
-            Cell::U32(s.ready_replicas)
+        Column::new("spec_replicas", Kind::I64, |s: &S| {
+            Cell::int(s.spec_replicas)
         }),
-        Column::new("hpa_current", Kind::U32, |s: &S| Cell::U32(s.hpa_current)),
-        Column::new("hpa_desired", Kind::U32, |s: &S| Cell::U32(s.hpa_desired)),
-    ]
+        Column::new("replicas", Kind::I64, |s: &S| Cell::int(s.replicas)),
+        Column::new("ready_replicas", Kind::I64, |s: &S| {
+            Cell::int(s.ready_replicas)
+        }),
+        Column::new("hpa_current", Kind::I64, |s: &S| Cell::int(s.hpa_current)),
+        Column::new("hpa_desired", Kind::I64, |s: &S| Cell::int(s.hpa_desired)),
+    ];
+    with_run_id(&origin.run_id, columns)
 }
 
 /// Writes `dir/replicas.parquet`.
 pub fn write_replicas(
     dir: &Path,
+    origin: &RunOrigin,
     samples: &[ReplicaSample],
 ) -> Result<(), parquet::errors::ParquetError> {
-    write_all(&dir.join(REPLICAS_FILE), columns(), samples.iter().cloned())
+    let path = dir.join(REPLICAS_FILE);
+    write_all(&path, columns(origin), samples.iter().cloned())
 }
 
 /// Reads `dir/replicas.parquet` back; `None` when the run watched no Deployment.
@@ -103,7 +111,7 @@ mod tests {
                 ..ReplicaSample::default()
             },
         ];
-        write_replicas(dir.path(), &samples).unwrap();
+        write_replicas(dir.path(), &RunOrigin::now("r"), &samples).unwrap();
         assert_eq!(read_replicas(dir.path()).unwrap(), Some(samples));
     }
 }

@@ -1,6 +1,12 @@
 //! Typed rows to Parquet and back: a table is a list of named columns, each a function
 //! from a row to a cell. Rows are written in batches as they come, so a table of millions
 //! of rows never sits in memory, and the file appears under its name only once complete.
+//!
+//! The types are the ones warehouses load as they are (BigQuery, Spark, DuckDB): signed
+//! 64-bit integers (BigQuery has no unsigned ones), doubles, booleans, UTF-8 text, and
+//! instants as `TIMESTAMP(MICROS, UTC)`. The readers also take what earlier versions wrote
+//! (unsigned integers, instants as Unix seconds in a double), so a run started by one
+//! resumes under the next.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -8,10 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, RecordBatch,
-    StringArray, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMicrosecondType, UInt32Type, UInt64Type,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -28,26 +37,29 @@ const ROW_GROUP_ROWS: usize = 65_536;
 /// A column's Arrow type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `uint32`.
-    U32,
-    /// `uint64`.
-    U64,
+    /// `int64`.
+    I64,
     /// `double`.
     F64,
     /// `bool`.
     Bool,
     /// `utf8`.
     Str,
+    /// `timestamp[us, tz=UTC]`: an instant.
+    Time,
 }
+
+/// The zone of every instant column.
+const UTC: &str = "UTC";
 
 impl Kind {
     fn data_type(self) -> DataType {
         match self {
-            Kind::U32 => DataType::UInt32,
-            Kind::U64 => DataType::UInt64,
+            Kind::I64 => DataType::Int64,
             Kind::F64 => DataType::Float64,
             Kind::Bool => DataType::Boolean,
             Kind::Str => DataType::Utf8,
+            Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         }
     }
 }
@@ -55,16 +67,16 @@ impl Kind {
 /// One value, borrowed from its row where it can be; `None` is null.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell<'a> {
-    /// A `uint32` value.
-    U32(Option<u32>),
-    /// A `uint64` value.
-    U64(Option<u64>),
+    /// An `int64` value.
+    I64(Option<i64>),
     /// A `double` value.
     F64(Option<f64>),
     /// A `bool` value.
     Bool(Option<bool>),
     /// A `utf8` value.
     Str(Option<Cow<'a, str>>),
+    /// An instant, microseconds since the Unix epoch.
+    Time(Option<i64>),
 }
 
 impl<'a> Cell<'a> {
@@ -77,6 +89,26 @@ impl<'a> Cell<'a> {
     pub fn owned_text(value: Option<String>) -> Cell<'a> {
         Cell::Str(value.map(Cow::Owned))
     }
+
+    /// An `int64` value from any integer that fits one (counts past `i64::MAX` saturate).
+    pub fn int<N: TryInto<i64>>(value: Option<N>) -> Cell<'a> {
+        Cell::I64(value.map(|n| n.try_into().unwrap_or(i64::MAX)))
+    }
+
+    /// An instant given as Unix seconds, to the microsecond.
+    pub fn unix_seconds(value: Option<f64>) -> Cell<'a> {
+        Cell::Time(value.map(|seconds| (seconds * 1e6).round() as i64))
+    }
+}
+
+/// A column of `run_id` on every row, first in the table: a warehouse that loads many
+/// runs' files into one table tells their rows apart by it.
+pub fn with_run_id<T>(run_id: &str, columns: Vec<Column<T>>) -> Vec<Column<T>> {
+    let run_id: Arc<str> = run_id.into();
+    let column = Column::new("run_id", Kind::Str, move |_: &T| {
+        Cell::owned_text(Some(run_id.to_string()))
+    });
+    std::iter::once(column).chain(columns).collect()
 }
 
 /// A named column of rows of type `T`.
@@ -203,10 +235,14 @@ fn build_array<T>(column: &Column<T>, rows: &[T]) -> ArrayRef {
         }};
     }
     match column.kind {
-        Kind::U32 => build!(UInt32Builder, U32),
-        Kind::U64 => build!(UInt64Builder, U64),
+        Kind::I64 => build!(Int64Builder, I64),
         Kind::F64 => build!(Float64Builder, F64),
         Kind::Bool => build!(BooleanBuilder, Bool),
+        Kind::Time => {
+            let array: ArrayRef = build!(TimestampMicrosecondBuilder, Time);
+            let zoned = array.as_primitive::<TimestampMicrosecondType>().clone();
+            Arc::new(zoned.with_timezone(UTC))
+        }
         Kind::Str => {
             let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
             for row in rows {
@@ -293,52 +329,123 @@ impl Table {
         self.len() == 0
     }
 
-    /// Every value of column `name`, read from arrays of type `A` by `value`.
-    fn values<A: Array + 'static, T>(
+    /// Every value of column `name`, read from each batch's array by `read` (`None`: the
+    /// column is not of a type it takes).
+    fn values<T>(
         &self,
         name: &str,
         expected: &'static str,
-        value: impl Fn(&A, usize) -> T,
+        read: impl Fn(&dyn Array) -> Option<Vec<Option<T>>>,
     ) -> Result<Vec<Option<T>>, TableError> {
         let mut out = Vec::with_capacity(self.len());
         for batch in &self.batches {
-            let array = batch
+            let values = batch
                 .column_by_name(name)
-                .and_then(|array| array.as_any().downcast_ref::<A>())
+                .and_then(|array| read(array.as_ref()))
                 .ok_or_else(|| TableError::Column {
                     path: self.path.clone(),
                     column: name.to_string(),
                     expected,
                 })?;
-            out.extend((0..array.len()).map(|i| (!array.is_null(i)).then(|| value(array, i))));
+            out.extend(values);
         }
         Ok(out)
     }
 
-    /// A `uint32` column.
-    pub fn u32s(&self, name: &str) -> Result<Vec<Option<u32>>, TableError> {
-        self.values(name, "uint32", |a: &UInt32Array, i| a.value(i))
+    /// An integer column (`int64`, or the `int32`, `uint32` and `uint64` of earlier files).
+    pub fn ints(&self, name: &str) -> Result<Vec<Option<i64>>, TableError> {
+        self.values(name, "an integer", |array| {
+            let widen = |values: Vec<Option<i64>>| Some(values);
+            match array.data_type() {
+                DataType::Int64 => widen(array.as_primitive::<Int64Type>().iter().collect()),
+                DataType::Int32 => widen(
+                    (array.as_primitive::<Int32Type>().iter())
+                        .map(|v| v.map(i64::from))
+                        .collect(),
+                ),
+                DataType::UInt32 => widen(
+                    (array.as_primitive::<UInt32Type>().iter())
+                        .map(|v| v.map(i64::from))
+                        .collect(),
+                ),
+                DataType::UInt64 => widen(
+                    (array.as_primitive::<UInt64Type>().iter())
+                        .map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        })
     }
 
-    /// A `uint64` column.
+    /// An integer column as `u32`s; a value out of that range reads as null.
+    pub fn u32s(&self, name: &str) -> Result<Vec<Option<u32>>, TableError> {
+        Ok(narrow(self.ints(name)?))
+    }
+
+    /// An integer column as `u64`s; a negative value reads as null.
     pub fn u64s(&self, name: &str) -> Result<Vec<Option<u64>>, TableError> {
-        self.values(name, "uint64", |a: &UInt64Array, i| a.value(i))
+        Ok(narrow(self.ints(name)?))
     }
 
     /// A `double` column.
     pub fn f64s(&self, name: &str) -> Result<Vec<Option<f64>>, TableError> {
-        self.values(name, "double", |a: &Float64Array, i| a.value(i))
+        self.values(name, "double", |array| {
+            let array = array.as_primitive_opt::<Float64Type>()?;
+            Some(array.iter().collect())
+        })
+    }
+
+    /// An instant column as Unix seconds (a timestamp of any unit and zone, or the Unix
+    /// seconds in a double of earlier files).
+    pub fn instants(&self, name: &str) -> Result<Vec<Option<f64>>, TableError> {
+        self.values(name, "a timestamp", |array| {
+            let seconds = match array.data_type() {
+                DataType::Float64 => {
+                    return Some(array.as_primitive::<Float64Type>().iter().collect());
+                }
+                DataType::Timestamp(unit, _) => match unit {
+                    TimeUnit::Second => 1.0,
+                    TimeUnit::Millisecond => 1e-3,
+                    TimeUnit::Microsecond => 1e-6,
+                    TimeUnit::Nanosecond => 1e-9,
+                },
+                _ => return None,
+            };
+            let ticks = arrow::compute::cast(array, &DataType::Int64).ok()?;
+            let ticks = ticks.as_primitive::<Int64Type>();
+            Some(
+                ticks
+                    .iter()
+                    .map(|t| t.map(|t| t as f64 * seconds))
+                    .collect(),
+            )
+        })
     }
 
     /// A `bool` column.
     pub fn bools(&self, name: &str) -> Result<Vec<Option<bool>>, TableError> {
-        self.values(name, "bool", |a: &BooleanArray, i| a.value(i))
+        self.values(name, "bool", |array| {
+            let array = array.as_any().downcast_ref::<BooleanArray>()?;
+            Some(array.iter().collect())
+        })
     }
 
     /// A `utf8` column.
     pub fn strs(&self, name: &str) -> Result<Vec<Option<String>>, TableError> {
-        self.values(name, "utf8", |a: &StringArray, i| a.value(i).to_string())
+        self.values(name, "utf8", |array| {
+            let array = array.as_any().downcast_ref::<StringArray>()?;
+            Some(array.iter().map(|v| v.map(str::to_string)).collect())
+        })
     }
+}
+
+/// Integers read into a narrower type: one that does not fit is null, not a wrong number.
+fn narrow<N: TryFrom<i64>>(values: Vec<Option<i64>>) -> Vec<Option<N>> {
+    values
+        .into_iter()
+        .map(|v| v.and_then(|v| N::try_from(v).ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -352,16 +459,19 @@ mod tests {
         value: f64,
     }
 
+    /// 2026-12-04T00:00:00Z in Unix seconds.
+    const AN_INSTANT: f64 = 1_796_342_400.0;
+
     fn columns() -> Vec<Column<Row>> {
         vec![
-            Column::new("id", Kind::U64, |r: &Row| Cell::U64(Some(r.id))),
+            Column::new("id", Kind::I64, |r: &Row| Cell::int(Some(r.id))),
             Column::new("name", Kind::Str, |r: &Row| Cell::text(r.name.as_deref())),
             Column::new("value", Kind::F64, |r: &Row| Cell::F64(Some(r.value))),
             Column::new("even", Kind::Bool, |r: &Row| {
                 Cell::Bool(Some(r.id.is_multiple_of(2)))
             }),
-            Column::new("small", Kind::U32, |r: &Row| {
-                Cell::U32(u32::try_from(r.id).ok())
+            Column::new("at", Kind::Time, |r: &Row| {
+                Cell::unix_seconds(Some(AN_INSTANT + r.value))
             }),
         ]
     }
@@ -395,12 +505,101 @@ mod tests {
         assert_eq!(table.strs("name").unwrap()[4].as_deref(), Some("row 4"));
         assert_eq!(table.f64s("value").unwrap()[5], Some(2.5));
         assert_eq!(table.bools("even").unwrap()[2], Some(true));
-        assert_eq!(table.u32s("small").unwrap()[1], Some(1));
+        assert_eq!(table.instants("at").unwrap()[5], Some(AN_INSTANT + 2.5));
         let err = table.f64s("id").err().unwrap().to_string();
         assert!(
             err.contains("column `id` is missing or is not double"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn integers_are_signed_and_instants_are_utc_microsecond_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        write_all(
+            &path,
+            with_run_id("run-7", columns()),
+            [Row {
+                id: 3,
+                name: None,
+                value: 0.5,
+            }],
+        )
+        .unwrap();
+        let file = File::open(&path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let schema = reader.schema();
+        let types: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|field| (field.name().clone(), field.data_type().to_string()))
+            .collect();
+        let expected = [
+            ("run_id", "Utf8"),
+            ("id", "Int64"),
+            ("name", "Utf8"),
+            ("value", "Float64"),
+            ("even", "Boolean"),
+            ("at", "Timestamp(µs, \"UTC\")"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect();
+        assert_eq!(types, expected);
+        let table = Table::read(&path).unwrap();
+        assert_eq!(table.strs("run_id").unwrap(), [Some("run-7".to_string())]);
+    }
+
+    #[test]
+    fn files_of_earlier_versions_read_the_same() {
+        use arrow::array::{Float64Array, UInt32Array, UInt64Array};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.parquet");
+        let batch = RecordBatch::try_from_iter([
+            (
+                "line",
+                Arc::new(UInt64Array::from(vec![Some(7), None])) as ArrayRef,
+            ),
+            (
+                "attempts",
+                Arc::new(UInt32Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            (
+                "finished_at",
+                Arc::new(Float64Array::from(vec![AN_INSTANT, 1.5])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let table = Table::read(&path).unwrap();
+        assert_eq!(table.u64s("line").unwrap(), [Some(7), None]);
+        assert_eq!(table.u32s("attempts").unwrap(), [Some(1), Some(2)]);
+        assert_eq!(
+            table.instants("finished_at").unwrap(),
+            [Some(AN_INSTANT), Some(1.5)]
+        );
+        let err = table.instants("attempts").err().unwrap().to_string();
+        assert!(
+            err.contains("`attempts` is missing or is not a timestamp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_negative_or_oversized_integer_reads_as_null_not_as_a_wrong_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let column = Column::new("n", Kind::I64, |n: &i64| Cell::I64(Some(*n)));
+        write_all(&path, vec![column], [-1, 5, i64::from(u32::MAX) + 1]).unwrap();
+        let table = Table::read(&path).unwrap();
+        assert_eq!(table.u32s("n").unwrap(), [None, Some(5), None]);
+        assert_eq!(table.u64s("n").unwrap(), [None, Some(5), Some(1 << 32)]);
+        assert_eq!(Cell::int(Some(u64::MAX)), Cell::I64(Some(i64::MAX)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The project's own Python virtual environment of peers (llama-cpp-python's server, the
-//! openai SDK, kubernetes-validate, Prometheus' client and its text parser), made by
-//! `.ci/python-venv` (a step of `.ci/setup`).
+//! openai SDK, kubernetes-validate, Prometheus' client and its text parser, pyarrow and
+//! DuckDB), made by `.ci/python-venv` (a step of `.ci/setup`).
 
 use std::path::PathBuf;
 

@@ -125,11 +125,11 @@ impl Requests {
             .collect()
     }
 
-    /// A `uint32` column, nulls as 0.
+    /// An integer column as `u32`s, nulls as 0.
     pub fn u32s(&self, column: &str) -> Vec<u32> {
         self.table
             .u32s(column)
-            .expect("uint32 column")
+            .expect("integer column")
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect()
