@@ -209,6 +209,18 @@ pub struct LoadArgs {
     /// What to send and check.
     #[command(flatten)]
     pub profile: LoadProfile,
+    /// Where --watch-deployment looks.
+    #[command(flatten)]
+    pub cluster: ContextArg,
+}
+
+/// The kubeconfig context a command's Kubernetes calls use.
+#[derive(Debug, Args)]
+pub struct ContextArg {
+    /// Kubeconfig context [default: the kubeconfig's current one, else the in-cluster
+    /// service account].
+    #[arg(long)]
+    pub context: Option<String>,
 }
 
 /// `gembatch run`.
@@ -228,6 +240,13 @@ pub struct RunArgs {
     /// Where the pods run, instead of the job's `capacity.backend`.
     #[arg(long, value_parser = ["local", "kubernetes"])]
     pub backend: Option<String>,
+    /// Namespace of the run's objects, instead of the job's `capacity.kubernetes.namespace`
+    /// [default: the kubeconfig context's].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The cluster of the Kubernetes backend.
+    #[command(flatten)]
+    pub cluster: ContextArg,
     /// Send to servers that already exist (any OpenAI-compatible one), comma-separated;
     /// nothing is reserved or started.
     #[arg(long, value_delimiter = ',')]
@@ -264,9 +283,12 @@ pub struct ReserveArgs {
     /// GPUs (one per pod), 1 to 10, reserved all or nothing.
     #[arg(long)]
     pub gpus: u32,
-    /// Namespace of the PodTemplate and the request.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// Namespace of the PodTemplate and the request [default: the kubeconfig context's].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ContextArg,
     /// Provisioning class: GKE's DWS, or cluster-autoscaler's
     /// `best-effort-atomic-scale-up.autoscaling.x-k8s.io` / `check-capacity.autoscaling.x-k8s.io`.
     #[arg(long, default_value = "queued-provisioning.gke.io")]
@@ -303,9 +325,12 @@ pub struct ReserveArgs {
 pub struct ReleaseArgs {
     /// The run whose objects to delete.
     pub run_id: Option<String>,
-    /// Namespace of the run's objects.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// Namespace of the run's objects [default: the kubeconfig context's].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ContextArg,
     /// Every object gembatch created, in every namespace.
     #[arg(long)]
     pub all_mine: bool,

@@ -18,6 +18,7 @@ use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    kubernetes::cluster::use_context(args.cluster.context.clone());
     let url = args.server_url();
     let config = args.profile.config(url, args.out, args.run_id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,16 +9,18 @@ use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::release::{Scope, release, release_after_failure};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::kubernetes::run_lease::{EXPIRY_WAIT, holder_identity};
-use crate::capacity::kubernetes::{self, KubeError};
+use crate::capacity::kubernetes::{self, KubeError, cluster};
 use crate::cli::{ReleaseArgs, ReserveArgs};
 use crate::results::run_id::new_run_id;
 use crate::shutdown::cancel_on_signals;
 
 /// Reserves, or prints what it would create.
 pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
+    cluster::use_context(args.cluster.context);
+    let runtime = runtime()?;
     let plan = ReservePlan {
         run_id: args.run_id.unwrap_or_else(|| new_run_id("reserve")),
-        namespace: args.namespace,
+        namespace: runtime.block_on(cluster::namespace(args.namespace.as_deref()))?,
         gpus: args.gpus,
         class: args.class,
         max_run_duration: args.max_run_duration,
@@ -38,7 +40,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         backoff: args.retry_backoff,
         ..FailedRetries::default()
     };
-    runtime()?.block_on(async {
+    runtime.block_on(async {
         let client = kubernetes::client().await?;
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());
@@ -71,29 +73,24 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
 
 /// Deletes a run's objects, every abandoned run's, or every object gembatch created.
 pub fn run_release(args: ReleaseArgs) -> anyhow::Result<()> {
-    if args.abandoned {
-        return runtime()?.block_on(async {
-            let client = kubernetes::client().await?;
+    cluster::use_context(args.cluster.context);
+    runtime()?.block_on(async {
+        let client = kubernetes::client().await?;
+        let namespace = cluster::namespace(args.namespace.as_deref()).await?;
+        if args.abandoned {
             eprintln!(
-                "watching the runs' Leases in {} for {} s",
-                args.namespace,
+                "watching the runs' Leases in {namespace} for {} s",
                 EXPIRY_WAIT.as_secs()
             );
             let holder = holder_identity();
-            let deleted = sweep_abandoned(&client, &args.namespace, None, &holder).await?;
+            let deleted = sweep_abandoned(&client, &namespace, None, &holder).await?;
             println!("released: {}", released_words(&deleted));
-            Ok(())
-        });
-    }
-    let scope = match args.run_id {
-        Some(run_id) if !args.all_mine => Scope::Run {
-            run_id,
-            namespace: args.namespace,
-        },
-        _ => Scope::AllMine,
-    };
-    runtime()?.block_on(async {
-        let client = kubernetes::client().await?;
+            return Ok(());
+        }
+        let scope = match args.run_id {
+            Some(run_id) if !args.all_mine => Scope::Run { run_id, namespace },
+            _ => Scope::AllMine,
+        };
         let deleted = release(&client, &scope).await?;
         println!("released: {}", released_words(&deleted));
         Ok::<_, anyhow::Error>(())

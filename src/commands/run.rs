@@ -63,7 +63,9 @@ struct Remaining {
 
 /// Runs the job.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let job = job_with_flags(&args)?;
+    crate::capacity::kubernetes::cluster::use_context(args.cluster.context.clone());
+    let mut job = job_with_flags(&args)?;
+    super::run_kubernetes::settle_namespace(&mut job)?;
     let load = load_profile(&job, args.no_load_verification)?;
     if args.dry_run {
         return dry_run(&job, &args);
@@ -271,6 +273,9 @@ fn job_with_flags(args: &RunArgs) -> Result<JobSpec, JobError> {
     }
     if !args.endpoints.is_empty() {
         job.capacity.endpoints = args.endpoints.clone();
+    }
+    if let Some(namespace) = &args.namespace {
+        job.capacity.kubernetes.namespace = Some(namespace.clone());
     }
     job.check().map_err(|(field, message)| JobError::Invalid {
         path: args.job.clone(),

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::capacity::CapacityError;
 use crate::capacity::kubernetes::abandoned::sweep_abandoned;
+use crate::capacity::kubernetes::cluster;
 use crate::capacity::kubernetes::model_mount::ModelMount;
 use crate::capacity::kubernetes::objects::ReservePlan;
 use crate::capacity::kubernetes::owners;
@@ -16,12 +17,29 @@ use crate::capacity::kubernetes::run_lease::{Claim, RunLease, holder_identity};
 use crate::common::PodAccess;
 use crate::job::{Backend, JobSpec};
 
+/// Settles the namespace of a Kubernetes run (the flag's or the job's, else the kubeconfig
+/// context's), before `--dry-run` prints it or anything is created.
+pub(super) fn settle_namespace(job: &mut JobSpec) -> anyhow::Result<()> {
+    if job.capacity.backend != Backend::Kubernetes || !job.capacity.endpoints.is_empty() {
+        return Ok(());
+    }
+    let chosen = job.capacity.kubernetes.namespace.take();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let namespace = runtime
+        .block_on(cluster::namespace(chosen.as_deref()))
+        .map_err(CapacityError::from)?;
+    job.capacity.kubernetes.namespace = Some(namespace);
+    Ok(())
+}
+
 /// The reservation, its retries and the pods of `job` for run `run_id`.
 pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries, PodsPlan) {
     let kubernetes = &job.capacity.kubernetes;
     let plan = ReservePlan {
         run_id: run_id.to_string(),
-        namespace: kubernetes.namespace.clone(),
+        namespace: kubernetes.namespace().to_string(),
         gpus: job.capacity.gpus,
         class: kubernetes.provisioning_class.clone(),
         max_run_duration: kubernetes.max_run_duration,
@@ -78,12 +96,12 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
     let client = crate::capacity::kubernetes::client()
         .await
         .map_err(CapacityError::from)?;
-    let namespace = &job.capacity.kubernetes.namespace;
+    let namespace = job.capacity.kubernetes.namespace();
     let waiting = |holder: &str| {
         eprintln!("run {run_id} is held by {holder}; waiting for its Lease to expire")
     };
     let claim = Claim {
-        namespace: namespace.clone(),
+        namespace: namespace.to_string(),
         run_id: run_id.to_string(),
         holder: holder_identity(),
         anchor: owners::runner_job(),

@@ -109,8 +109,9 @@ pub struct Capacity {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubernetesSpec {
-    /// Namespace of every object.
-    pub namespace: String,
+    /// Namespace of every object [default: the kubeconfig context's, in a cluster the
+    /// runner pod's own, else `default`]; `gembatch run` settles it before anything uses it.
+    pub namespace: Option<String>,
     /// The pods' image (the `gembatch` image, CUDA build).
     pub image: String,
     /// ProvisioningRequest class.
@@ -144,10 +145,19 @@ pub struct KubernetesSpec {
     pub finished_ttl: Duration,
 }
 
+impl KubernetesSpec {
+    /// The namespace of every object: the one set, else `default` (see `namespace`).
+    pub fn namespace(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .unwrap_or(crate::capacity::kubernetes::cluster::DEFAULT_NAMESPACE)
+    }
+}
+
 impl Default for KubernetesSpec {
     fn default() -> KubernetesSpec {
         KubernetesSpec {
-            namespace: "default".into(),
+            namespace: None,
             image: "gembatch:latest".into(),
             provisioning_class: "queued-provisioning.gke.io".into(),
             accelerator: "nvidia-l4".into(),

@@ -12,10 +12,12 @@
 //! - `owners`: which object of a run owns which, so the collector deletes them together;
 //! - `release`: delete everything a run (or gembatch) created, found by label;
 //! - `run_lease`: the run's lock on the cluster, one Lease per run;
-//! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure.
+//! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure;
+//! - `cluster`: which kubeconfig context and namespace a command works in.
 
 pub mod abandoned;
 pub mod backend;
+pub mod cluster;
 pub mod deployment_watch;
 pub mod model_mount;
 pub mod objects;
@@ -62,7 +64,9 @@ pub enum KubeError {
     #[error("{0}")]
     Plan(String),
     /// No kubeconfig or in-cluster configuration.
-    #[error("no Kubernetes configuration ({0}); set KUBECONFIG or run in a cluster")]
+    #[error(
+        "no Kubernetes configuration ({0}); set KUBECONFIG (or --context) to a kubeconfig context, or run in a cluster"
+    )]
     Config(String),
     /// An API call failed.
     #[error("cannot {what}: {why}")]
@@ -182,9 +186,4 @@ impl KubeError {
     }
 }
 
-/// A client from `KUBECONFIG` (or `~/.kube/config`), else the in-cluster service account.
-pub async fn client() -> Result<kube::Client, KubeError> {
-    kube::Client::try_default()
-        .await
-        .map_err(|err| KubeError::Config(err.to_string()))
-}
+pub use cluster::client;
