@@ -25,7 +25,7 @@ fn every_outcome_class_is_counted_exactly() {
     let script = [
         ok,
         Behaviour::Status(500),
-        Behaviour::Status(429),
+        Behaviour::Shed { retry_after_s: 3 },
         Behaviour::Status(400),
         Behaviour::Cut { tokens: 2 },
         Behaviour::Empty,
@@ -86,6 +86,22 @@ fn every_outcome_class_is_counted_exactly() {
         };
         assert_eq!(statuses[i], expected_status, "request {i} ({class})");
     }
+    // The 429s asked for 3 s each: counted in every place, not waited for.
+    let asked = table.f64s("retry_after_s").unwrap();
+    for (i, class) in classes.iter().enumerate() {
+        let expected = (class == "http_429").then_some(3.0);
+        assert_eq!(asked[i], expected, "request {i} ({class})");
+    }
+    assert_eq!(step.retry_asked.count, 2);
+    assert_eq!(step.retry_asked.longest, Duration::from_secs(3));
+    let summary = gembatch::results::load_summary::read(dir.path()).unwrap();
+    assert_eq!(summary.retry_after.count, 2);
+    assert_eq!(summary.retry_after.longest_s, 3.0);
+    let words = stderr(&output);
+    assert!(
+        words.contains("2 answers asked to retry later (Retry-After up to 3.00 s)"),
+        "{words}"
+    );
 }
 
 #[test]

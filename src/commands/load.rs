@@ -13,7 +13,7 @@ use crate::loadgen::plan::{Hold, Load, Step};
 use crate::loadgen::slo::Judgement;
 use crate::loadgen::step_line::step_line;
 use crate::report;
-use crate::results::step::StepRow;
+use crate::results::step::{RetryAsked, StepRow};
 use crate::shutdown::cancel_on_signals;
 
 /// Runs the load test.
@@ -47,6 +47,20 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         config.out_dir.display(),
         page.display()
     );
+    let asked = outcome
+        .collected
+        .steps
+        .iter()
+        .fold(RetryAsked::default(), |total, row| {
+            total.merge(row.retry_asked)
+        });
+    if asked.count > 0 {
+        eprintln!(
+            "note: {} answers asked to retry later (Retry-After up to {}); the load test sends on regardless",
+            asked.count,
+            format_seconds(Some(asked.longest.as_secs_f64()))
+        );
+    }
     for unjudged in outcome.unjudged() {
         eprintln!("note: {unjudged}");
     }

@@ -68,6 +68,7 @@ fn finish(item: &WorkItem, ticket: Ticket, run_start: Instant, timed: Timed) -> 
         token_source,
         outcome,
         http_status: progress.status,
+        retry_after: progress.retry_after,
         error,
         replica: progress.replica,
     }

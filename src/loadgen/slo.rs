@@ -329,6 +329,7 @@ mod tests {
             duration_s: 1.0,
             requests,
             counts: [0; Outcome::ALL.len()],
+            retry_asked: Default::default(),
             error_rate,
             empty_rate: 0.25,
             achieved_rate: 10.0,

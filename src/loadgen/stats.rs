@@ -9,7 +9,7 @@ use super::plan::{Load, Step};
 use crate::common::Outcome;
 use crate::results::request::RequestRecord;
 use crate::results::step::{
-    ClientHealth, Latency, Stat, StepRow, micros_histogram, share, successes,
+    ClientHealth, Latency, RetryAsked, Stat, StepRow, micros_histogram, share, successes,
 };
 
 /// Folds the records of one step.
@@ -17,6 +17,7 @@ use crate::results::step::{
 pub struct StepStats {
     step: Step,
     counts: [u64; Outcome::ALL.len()],
+    retry_asked: RetryAsked,
     histograms: Vec<Histogram<u64>>,
     output_tokens: u64,
     prompt_tokens: u64,
@@ -32,6 +33,7 @@ impl StepStats {
         StepStats {
             step,
             counts: [0; Outcome::ALL.len()],
+            retry_asked: RetryAsked::default(),
             histograms: vec![histogram; Latency::ALL.len()],
             output_tokens: 0,
             prompt_tokens: 0,
@@ -44,6 +46,7 @@ impl StepStats {
     /// Adds one request.
     pub fn add(&mut self, record: &RequestRecord) {
         self.counts[record.outcome.index()] += 1;
+        self.retry_asked.add(record.retry_after);
         self.busy += record.e2e();
         self.first_start = Some(
             self.first_start
@@ -116,6 +119,7 @@ impl StepStats {
             duration_s: duration,
             requests,
             counts: self.counts,
+            retry_asked: self.retry_asked,
             error_rate: share(requests - ok, requests),
             empty_rate: share(self.counts[Outcome::EmptyCompletion.index()], requests),
             achieved_rate: requests as f64 / duration,

@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::plan::{Hold, Load};
 use super::{LoadConfig, LoadOutcome, Prompts};
 use crate::common::Outcome;
-use crate::results::load_summary::{Summary, write_summary};
+use crate::results::load_summary::{RetryAfterTotal, Summary, write_summary};
+use crate::results::step::RetryAsked;
 
 /// Writes `dir/summary.json`.
 pub fn write(
@@ -24,6 +25,9 @@ pub fn write(
             (class.as_str().to_string(), count)
         })
         .collect();
+    let asked = steps.iter().fold(RetryAsked::default(), |total, row| {
+        total.merge(row.retry_asked)
+    });
     let summary = Summary {
         run_id: config.run_id.clone(),
         gembatch_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -55,6 +59,10 @@ pub fn write(
         seed: config.seed,
         requests: outcome.collected.requests,
         outcomes,
+        retry_after: RetryAfterTotal {
+            count: asked.count,
+            longest_s: asked.longest.as_secs_f64(),
+        },
         slo: config
             .slo
             .gates

@@ -78,6 +78,10 @@ pub struct StepData {
     pub requests: u64,
     /// Requests by outcome class (only the classes seen).
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Answers that asked the client to wait (`Retry-After`).
+    pub retry_after_count: u64,
+    /// The longest wait asked, seconds.
+    pub retry_after_max_s: Option<f64>,
     /// Failed share.
     pub error_rate: f64,
     /// Share of requests that completed without text.
@@ -123,6 +127,9 @@ impl StepData {
                 .filter(|class| row.counts[class.index()] > 0)
                 .map(|class| (class.as_str(), row.counts[class.index()]))
                 .collect(),
+            retry_after_count: row.retry_asked.count,
+            retry_after_max_s: (row.retry_asked.count > 0)
+                .then_some(row.retry_asked.longest.as_secs_f64()),
             error_rate: row.error_rate,
             empty_rate: row.empty_rate,
             achieved_rate: row.achieved_rate,
@@ -341,6 +348,7 @@ mod tests {
             seed: 0,
             requests: 5,
             outcomes: vec![("ok".into(), 4), ("http_5xx".into(), 1)],
+            retry_after: Default::default(),
             slo: vec!["error_rate<=25%".into()],
             slo_min_requests: 1,
             violations: Vec::new(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::origin::RunOrigin;
 use super::request::RequestRecord;
-use super::step::{ClientHealth, Latency, Stat, StepRow, share};
+use super::step::{ClientHealth, Latency, RetryAsked, Stat, StepRow, share};
 use crate::common::Outcome;
 
 use super::table::{Cell, Column, Kind, Table, TableError, TableWriter, with_run_id};
@@ -81,6 +81,7 @@ pub fn request_columns(origin: &RunOrigin) -> Vec<Column<RequestRecord>> {
             Cell::text(Some(r.outcome.as_str()))
         }),
         Column::new("http_status", Kind::I64, |r: &R| Cell::int(r.http_status)),
+        Column::new("retry_after_s", Kind::F64, |r: &R| seconds(r.retry_after)),
         Column::new("error", Kind::Str, |r: &R| Cell::text(r.error.as_deref())),
         Column::new("replica", Kind::Str, |r: &R| {
             Cell::text(r.replica.as_deref())
@@ -130,6 +131,12 @@ pub fn step_columns(origin: &RunOrigin) -> Vec<Column<StepRow>> {
         ));
     }
     columns.extend([
+        Column::new("retry_after_count", Kind::I64, |s: &S| {
+            Cell::int(Some(s.retry_asked.count))
+        }),
+        Column::new("retry_after_max_s", Kind::F64, |s: &S| {
+            seconds((s.retry_asked.count > 0).then_some(s.retry_asked.longest))
+        }),
         Column::new("error_rate", Kind::F64, |s: &S| {
             Cell::F64(Some(s.error_rate))
         }),
@@ -209,6 +216,15 @@ pub fn read_steps(dir: &Path) -> Result<Vec<StepRow>, TableError> {
         .iter()
         .map(|&outcome| table.u64s(&count_column_name(outcome)))
         .collect::<Result<Vec<_>, _>>()?;
+    // Runs written before these columns existed were asked for nothing.
+    let retry_counts = match table.has_column("retry_after_count") {
+        true => table.u64s("retry_after_count")?,
+        false => vec![None; table.len()],
+    };
+    let retry_longest = match table.has_column("retry_after_max_s") {
+        true => f64s("retry_after_max_s")?,
+        false => vec![None; table.len()],
+    };
     let error_rate = required(f64s("error_rate")?);
     let achieved = required(f64s("achieved_rate")?);
     let rps = required(f64s("rps")?);
@@ -233,6 +249,10 @@ pub fn read_steps(dir: &Path) -> Result<Vec<StepRow>, TableError> {
             duration_s: duration[i],
             requests: requests[i].unwrap_or(0),
             counts: std::array::from_fn(|class| counts[class][i].unwrap_or(0)),
+            retry_asked: RetryAsked {
+                count: retry_counts[i].unwrap_or(0),
+                longest: Duration::from_secs_f64(retry_longest[i].unwrap_or(0.0).max(0.0)),
+            },
             error_rate: error_rate[i],
             // From the counts, so runs written before the column existed read the same.
             empty_rate: share(

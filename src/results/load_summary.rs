@@ -39,6 +39,9 @@ pub struct Summary {
     pub requests: u64,
     /// Requests in measured steps, by outcome class.
     pub outcomes: Vec<(String, u64)>,
+    /// Answers in measured steps that asked the client to wait (`Retry-After`).
+    #[serde(default)]
+    pub retry_after: RetryAfterTotal,
     /// SLO gates as written.
     pub slo: Vec<String>,
     /// Requests a step needed before the gates judged it.
@@ -53,6 +56,15 @@ pub struct Summary {
     pub invalid_steps: Vec<String>,
     /// Cut short by Ctrl-C or SIGTERM.
     pub interrupted: bool,
+}
+
+/// How often and how long a run's server asked its client to wait.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryAfterTotal {
+    /// Answers with a `Retry-After` header.
+    pub count: u64,
+    /// The longest wait asked, seconds.
+    pub longest_s: f64,
 }
 
 /// The minimum of summaries written before it was recorded.

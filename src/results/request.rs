@@ -60,6 +60,8 @@ pub struct RequestRecord {
     pub outcome: Outcome,
     /// The HTTP status, when an answer came.
     pub http_status: Option<u16>,
+    /// The wait a refusal (429, 503) asked for in `Retry-After`.
+    pub retry_after: Option<Duration>,
     /// What went wrong, for every failed outcome.
     pub error: Option<String>,
     /// The replica that served it (from a response header), when the server says.
@@ -125,6 +127,7 @@ impl RequestRecord {
             token_source: TokenSource::Usage,
             outcome: Outcome::Ok,
             http_status: Some(200),
+            retry_after: None,
             error: None,
             replica: None,
         }

@@ -132,6 +132,34 @@ pub fn successes(counts: &[u64; Outcome::ALL.len()]) -> u64 {
         .sum()
 }
 
+/// The answers that asked the client to wait (a 429 or 503 with `Retry-After`): the load
+/// generator does not wait (it measures), but says how often and how long it was asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetryAsked {
+    /// Answers with a `Retry-After`.
+    pub count: u64,
+    /// The longest wait asked.
+    pub longest: Duration,
+}
+
+impl RetryAsked {
+    /// Counts one answer's `Retry-After`, if it had one.
+    pub fn add(&mut self, wait: Option<Duration>) {
+        if let Some(wait) = wait {
+            self.count += 1;
+            self.longest = self.longest.max(wait);
+        }
+    }
+
+    /// Both counts together.
+    pub fn merge(self, other: RetryAsked) -> RetryAsked {
+        RetryAsked {
+            count: self.count + other.count,
+            longest: self.longest.max(other.longest),
+        }
+    }
+}
+
 /// One step's figures: a row of `steps.parquet` and what SLOs are checked against.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRow {
@@ -149,6 +177,8 @@ pub struct StepRow {
     pub requests: u64,
     /// Requests by outcome, in [`Outcome::ALL`] order.
     pub counts: [u64; Outcome::ALL.len()],
+    /// Answers that asked the client to wait.
+    pub retry_asked: RetryAsked,
     /// Share of requests that failed.
     pub error_rate: f64,
     /// Share of requests that completed without text (successes, counted apart).
@@ -254,6 +284,10 @@ impl StepRow {
             duration_s: 1.0,
             requests: 5,
             counts,
+            retry_asked: RetryAsked {
+                count: 1,
+                longest: Duration::from_secs(2),
+            },
             error_rate: 0.2,
             empty_rate: 0.0,
             achieved_rate: 5.0,

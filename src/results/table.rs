@@ -324,6 +324,13 @@ impl Table {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
 
+    /// Whether the file has a column `name` (one added in a later version).
+    pub fn has_column(&self, name: &str) -> bool {
+        self.batches
+            .first()
+            .is_none_or(|batch| batch.schema().column_with_name(name).is_some())
+    }
+
     /// Whether it has no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -142,6 +142,7 @@
       ["requests", (run, s) => s.requests], ["ok req/s", (run, s) => number(s.rps, 2)],
       ["out tok/s", (run, s) => number(s.output_tokens_per_s, 1)], ["in flight", (run, s) => number(s.mean_concurrency, 1)],
       ["errors", (run, s) => percent(s.error_rate)], ["empty", (run, s) => percent(s.empty_rate)],
+      ["retry-after", (run, s) => s.retry_after_count ? `${s.retry_after_count} (≤ ${seconds(s.retry_after_max_s)})` : "0"],
       ["p50 ttft", (run, s) => seconds(s.latency.ttft.p50)], ["p95 ttft", (run, s) => seconds(s.latency.ttft.p95)],
       ["p95 ttft (corr.)", (run, s) => seconds(s.latency.ttft_corrected.p95)],
       ["p50 tpot", (run, s) => seconds(s.latency.tpot.p50)], ["p95 itl", (run, s) => seconds(s.latency.itl.p95)],
