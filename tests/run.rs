@@ -148,6 +148,49 @@ fn a_retry_waits_as_long_as_the_servers_retry_after_asks() {
 }
 
 #[test]
+fn passthrough_fields_reach_requests_parquet_and_never_the_model() {
+    let space = Workspace::new();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let stub = Stub::start_by_body(move |_, body| {
+        seen.lock().unwrap().push(body.to_string());
+        quick()
+    });
+    let text: String = (0..30usize)
+        .map(|i| {
+            let lang = if i.is_multiple_of(2) { "\"en\"" } else { "null" };
+            format!("{{\"id\": \"r{i:04}\", \"prompt\": \"p {i}\", \"doc_id\": {i}, \"lang\": {lang}}}\n")
+        })
+        .collect();
+    let dataset = space.file("data.jsonl", &text);
+    let job = space.file(
+        "job.yaml",
+        &format!(
+            "name: test\ndataset:\n  path: {}\n  fields: {{passthrough: [doc_id, lang]}}\noutput: {}\nshard_size: 7\n",
+            dataset.display(),
+            space.results().display()
+        ),
+    );
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "kept"]);
+    assert_success(&output);
+    let requests = Requests::read(&space.run_dir("kept"));
+    let ids = requests.strs("id");
+    let docs = requests.strs("doc_id");
+    let langs = requests.table.strs("lang").unwrap();
+    assert_eq!(ids.len(), 30);
+    for ((id, doc), lang) in ids.iter().zip(&docs).zip(&langs) {
+        let i: usize = id[1..].parse().unwrap();
+        assert_eq!(doc, &i.to_string(), "{id}");
+        assert_eq!(lang.as_deref(), i.is_multiple_of(2).then_some("en"), "{id}");
+    }
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 30);
+    for body in bodies.iter() {
+        assert!(!body.contains("doc_id") && !body.contains("lang"), "{body}");
+    }
+}
+
+#[test]
 fn failures_are_retried_with_backoff_then_recorded() {
     let space = Workspace::new();
     // Every third row is shed (429) on its first attempt only; row 7 always fails with 503,

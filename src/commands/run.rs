@@ -79,7 +79,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("validating {}", job.dataset.path.display());
     let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
     let (run_id, dir, _lock, resumed) = run_dir(&job, &args, &dataset, validation.rows)?;
-    let ledger = Ledger::open(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let ledger = Ledger::open(&dir, &job.dataset.fields.passthrough)
+        .with_context(|| format!("cannot open {}", dir.display()))?;
     let committed = ledger.committed_rows();
     if committed == validation.rows {
         return rebuild_finished(&job, &args, &run_id, &dir, ledger);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{DatasetError, Fields, Row, RowRequest};
+use super::{DatasetError, Fields, Row, RowRequest, passthrough_text};
 
 /// Longest line read: a row's prompt must fit a model's context, which no model's does at
 /// this size, and a file with no line ends must not be read whole into memory.
@@ -139,8 +139,13 @@ fn parse_row(text: &str, line: u64, fields: &Fields) -> Result<Row, String> {
     let Value::Object(mut object) = value else {
         return Err("not a JSON object: each line must be one {...} row".into());
     };
+    let passthrough = fields
+        .passthrough
+        .iter()
+        .map(|name| object.remove(name).and_then(passthrough_text))
+        .collect();
     if object.contains_key("custom_id") || object.contains_key("body") {
-        return batch_row(object, line);
+        return batch_row(object, line, passthrough);
     }
     let id = take_id(&mut object, &fields.id, line)?;
     let request = take_request(&mut object, "", &fields.prompt, &fields.messages)?;
@@ -149,6 +154,7 @@ fn parse_row(text: &str, line: u64, fields: &Fields) -> Result<Row, String> {
         line,
         request,
         params: object,
+        passthrough,
     })
 }
 
@@ -164,8 +170,13 @@ fn readable_id(text: &str, fields: &Fields) -> Option<String> {
         })
 }
 
-/// A row of the OpenAI Batch API input format.
-fn batch_row(mut object: Map<String, Value>, line: u64) -> Result<Row, String> {
+/// A row of the OpenAI Batch API input format, with its passthrough fields' values (taken
+/// beside `custom_id`).
+fn batch_row(
+    mut object: Map<String, Value>,
+    line: u64,
+    passthrough: Vec<Option<String>>,
+) -> Result<Row, String> {
     let id = take_id(&mut object, "custom_id", line)?;
     if let Some(method) = object.get("method")
         && method.as_str() != Some("POST")
@@ -200,6 +211,7 @@ fn batch_row(mut object: Map<String, Value>, line: u64) -> Result<Row, String> {
         line,
         request,
         params: body,
+        passthrough,
     })
 }
 
@@ -291,6 +303,36 @@ mod tests {
         assert_eq!(rows[2].line, 4);
         assert_eq!(rows[2].params["max_tokens"], 9);
         assert!(!rows[2].params.contains_key("model"));
+    }
+
+    #[test]
+    fn passthrough_fields_are_kept_as_text_and_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"id\": \"a\", \"prompt\": \"Hi\", \"doc\": 7, \"lang\": \"en\", \"temperature\": 0}\n",
+                "{\"custom_id\": \"b\", \"doc\": {\"k\": [1]}, \"method\": \"POST\", ",
+                "\"url\": \"/v1/completions\", \"body\": {\"prompt\": \"Yo\"}}\n",
+            ),
+        )
+        .unwrap();
+        let fields = Fields {
+            passthrough: vec!["doc".into(), "lang".into()],
+            ..Fields::default()
+        };
+        let rows: Vec<Row> = JsonlReader::open(&path, &fields)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows[0].passthrough, [Some("7".into()), Some("en".into())]);
+        assert!(!rows[0].params.contains_key("doc") && !rows[0].params.contains_key("lang"));
+        assert_eq!(
+            rows[0].params["temperature"], 0,
+            "other fields still go to the model"
+        );
+        assert_eq!(rows[1].passthrough, [Some("{\"k\":[1]}".into()), None]);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Fields {
     pub prompt: String,
     /// The chat messages, for `/v1/chat/completions` [default: `messages`].
     pub messages: String,
+    /// Fields (columns) copied to the run's outputs as they are, one column each, and not
+    /// sent to the model: a pipeline's own keys (`doc_id`, `lang`) [default: none].
+    pub passthrough: Vec<String>,
 }
 
 impl Default for Fields {
@@ -72,6 +75,7 @@ impl Default for Fields {
             id: "id".into(),
             prompt: "prompt".into(),
             messages: "messages".into(),
+            passthrough: Vec::new(),
         }
     }
 }
@@ -96,6 +100,18 @@ pub struct Row {
     pub request: RowRequest,
     /// Generation parameters the row carries (a Batch API `body`'s other fields).
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// The values of [`Fields::passthrough`], in its order, as text (text as it is, other
+    /// JSON as JSON); `None` where the row lacks the field.
+    pub passthrough: Vec<Option<String>>,
+}
+
+/// A passthrough field's value as text: a string as it is, any other JSON value as JSON.
+pub fn passthrough_text(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => Some(text),
+        other => Some(other.to_string()),
+    }
 }
 
 /// A dataset problem, naming the file and line.

@@ -28,6 +28,7 @@ pub struct ParquetReader {
     kind: RequestKind,
     column: String,
     id_column: String,
+    passthrough: Vec<String>,
     batch: Option<RecordBatch>,
     next_in_batch: usize,
     row: u64,
@@ -64,6 +65,18 @@ impl ParquetReader {
                 ),
             });
         };
+        if let Some(missing) = fields
+            .passthrough
+            .iter()
+            .find(|name| schema.field_with_name(name).is_err())
+        {
+            return Err(DatasetError::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "no column `{missing}`, which the job's `dataset.fields.passthrough` names"
+                ),
+            });
+        }
         let batches = builder
             .with_batch_size(BATCH_ROWS)
             .build()
@@ -74,6 +87,7 @@ impl ParquetReader {
             kind,
             column: column.clone(),
             id_column: fields.id.clone(),
+            passthrough: fields.passthrough.clone(),
             batch: None,
             next_in_batch: 0,
             row: 0,
@@ -118,8 +132,28 @@ impl ParquetReader {
             line: self.row,
             request,
             params: serde_json::Map::new(),
+            passthrough: self
+                .passthrough
+                .iter()
+                .map(|name| cell_text(batch, name, index))
+                .collect(),
         })
     }
+}
+
+/// A cell of any type as text (as Arrow displays it), `None` when null.
+fn cell_text(batch: &RecordBatch, name: &str, index: usize) -> Option<String> {
+    let column = batch.column_by_name(name)?;
+    if column.is_null(index) {
+        return None;
+    }
+    if let Some(text) = column.as_any().downcast_ref::<StringArray>() {
+        return Some(text.value(index).to_string());
+    }
+    let options = arrow::util::display::FormatOptions::default();
+    let formatter =
+        arrow::util::display::ArrayFormatter::try_new(column.as_ref(), &options).ok()?;
+    Some(formatter.value(index).to_string())
 }
 
 /// The id column's value as text, if the column exists and the cell is set.
@@ -219,6 +253,36 @@ mod tests {
         assert_eq!(rows[2000].id, "3000");
         assert_eq!(rows[2000].line, 2001);
         assert_eq!(rows[2000].request, RowRequest::Prompt("prompt 2000".into()));
+        assert!(rows[2000].passthrough.is_empty());
+    }
+
+    #[test]
+    fn passthrough_columns_of_any_type_are_read_as_text_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.parquet");
+        write(
+            &path,
+            vec![
+                ("prompt", Arc::new(StringArray::from(vec!["a", "b"]))),
+                ("doc", Arc::new(Int64Array::from(vec![Some(7), None]))),
+                ("lang", Arc::new(StringArray::from(vec!["en", "fr"]))),
+            ],
+        );
+        let fields = |names: &[&str]| Fields {
+            passthrough: names.iter().map(|name| name.to_string()).collect(),
+            ..Fields::default()
+        };
+        let rows: Vec<Row> = ParquetReader::open(&path, &fields(&["doc", "lang"]))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows[0].passthrough, [Some("7".into()), Some("en".into())]);
+        assert_eq!(rows[1].passthrough, [None, Some("fr".into())]);
+        let err = ParquetReader::open(&path, &fields(&["nope"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no column `nope`"), "{err}");
     }
 
     #[test]

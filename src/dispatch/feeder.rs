@@ -85,6 +85,7 @@ fn open_shard(
                     shard,
                     line: row.line,
                     item: WorkItem::for_row(&row, &plan.generation, &plan.model),
+                    passthrough: row.passthrough,
                     attempts: 0,
                     queued: now,
                 }),

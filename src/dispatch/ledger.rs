@@ -44,11 +44,13 @@ pub struct Ledger {
     file: File,
     committed: BTreeMap<u64, u64>,
     model: Option<String>,
+    passthrough: Vec<String>,
 }
 
 impl Ledger {
-    /// Opens (or starts) the ledger of the run in `dir`.
-    pub fn open(dir: &Path) -> std::io::Result<Ledger> {
+    /// Opens (or starts) the ledger of the run in `dir`, whose rows carry the dataset's
+    /// `passthrough` fields.
+    pub fn open(dir: &Path, passthrough: &[String]) -> std::io::Result<Ledger> {
         std::fs::create_dir_all(dir.join(SHARDS_DIR))?;
         let path = dir.join(LEDGER_FILE);
         let mut file = OpenOptions::new()
@@ -97,6 +99,7 @@ impl Ledger {
             file,
             committed,
             model,
+            passthrough: passthrough.to_vec(),
         })
     }
 
@@ -123,6 +126,11 @@ impl Ledger {
         self.model.as_deref()
     }
 
+    /// The dataset fields the rows carry to the outputs.
+    pub fn passthrough(&self) -> &[String] {
+        &self.passthrough
+    }
+
     /// Where `shard`'s rows are kept.
     pub fn shard_path(&self, shard: u64) -> PathBuf {
         shard_path(&self.dir, shard)
@@ -138,7 +146,8 @@ impl Ledger {
     ) -> std::io::Result<()> {
         let rows = records.len() as u64;
         let path = self.shard_path(shard);
-        let mut writer = records_writer(&path, None).map_err(std::io::Error::other)?;
+        let mut writer =
+            records_writer(&path, None, &self.passthrough).map_err(std::io::Error::other)?;
         for record in records {
             writer.push(record).map_err(std::io::Error::other)?;
         }
@@ -174,7 +183,7 @@ mod tests {
     #[test]
     fn commits_survive_reopening_and_a_torn_line_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), &[]).unwrap();
         ledger
             .commit(0, "gemma", vec![BatchRecord::fixture("a", 0, "p")])
             .unwrap();
@@ -189,18 +198,18 @@ mod tests {
         file.write_all(b"{\"shard\": 5, \"ro").unwrap();
         drop(file);
 
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), &[]).unwrap();
         assert!(ledger.is_committed(0) && ledger.is_committed(2));
         assert!(!ledger.is_committed(1) && !ledger.is_committed(5));
         assert_eq!(ledger.committed_rows(), 4);
-        assert_eq!(read_records(&ledger.shard_path(2)).unwrap().len(), 3);
+        assert_eq!(read_records(&ledger.shard_path(2), &[]).unwrap().len(), 3);
         ledger
             .commit(5, "gemma-2", vec![BatchRecord::fixture("c", 5, "p")])
             .unwrap();
         drop(ledger);
         let text = std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
-        let reopened = Ledger::open(dir.path()).unwrap();
+        let reopened = Ledger::open(dir.path(), &[]).unwrap();
         assert!(reopened.is_committed(5));
         assert_eq!(reopened.model(), Some("gemma-2"), "the last shard's model");
     }
@@ -213,7 +222,7 @@ mod tests {
             "{\"shard\":0,\"rows\":2}\n{\"shard\":1,\"rows\":3}\n",
         )
         .unwrap();
-        let ledger = Ledger::open(dir.path()).unwrap();
+        let ledger = Ledger::open(dir.path(), &[]).unwrap();
         assert_eq!((ledger.committed_rows(), ledger.model()), (5, None));
     }
 
@@ -225,7 +234,7 @@ mod tests {
             "garbage\n{\"shard\":1,\"rows\":1}\n",
         )
         .unwrap();
-        let err = Ledger::open(dir.path()).err().unwrap().to_string();
+        let err = Ledger::open(dir.path(), &[]).err().unwrap().to_string();
         assert!(err.contains("line 1 is not a ledger entry"), "{err}");
     }
 }

@@ -79,6 +79,8 @@ pub struct PendingRow {
     pub line: u64,
     /// The request.
     pub item: WorkItem,
+    /// The row's passthrough fields, for its result.
+    pub passthrough: Vec<Option<String>>,
     /// Failed attempts so far.
     pub attempts: u32,
     /// When it was first queued.

@@ -36,7 +36,9 @@ pub fn write_outputs(
     mut each: impl FnMut(&BatchRecord),
 ) -> std::io::Result<RunTotals> {
     let io = std::io::Error::other;
-    let mut requests = records_writer(&dir.join(REQUESTS_FILE), Some(run_id)).map_err(io)?;
+    let passthrough = ledger.passthrough();
+    let mut requests =
+        records_writer(&dir.join(REQUESTS_FILE), Some(run_id), passthrough).map_err(io)?;
     let mut output = JsonLines::create(&dir.join(OUTPUT_FILE))?;
     let mut errors = JsonLines::create(&dir.join(ERRORS_FILE))?;
     let mut run = Figures::default();
@@ -44,7 +46,8 @@ pub fn write_outputs(
     let mut shards = Vec::new();
     let mut invalid = 0;
     for entry in ledger.entries() {
-        let records = read_records(&shard_path(dir, entry.shard)).map_err(std::io::Error::other)?;
+        let records = read_records(&shard_path(dir, entry.shard), passthrough)
+            .map_err(std::io::Error::other)?;
         let mut shard = Figures::default();
         for record in records {
             invalid += u64::from(record.status == Status::Invalid);
@@ -260,7 +263,7 @@ mod tests {
     #[test]
     fn writes_every_output_from_the_committed_shards() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), &[]).unwrap();
         let mut chat = BatchRecord::fixture("b", 0, "pod-1");
         chat.route = Some(Route::Chat);
         chat.attempts = 3;

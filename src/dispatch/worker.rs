@@ -196,6 +196,7 @@ fn record_of(pod: &PodLink, job: PendingRow, timed: Timed, clock: &Clock) -> Bat
         output_tokens,
         finish_reason: exchange.finish_reason,
         output: exchange.text.filter(|_| status == Status::Ok),
+        passthrough: job.passthrough,
         times: Times {
             queued: Some(unix(job.queued)),
             started: Some(unix(timed.start)),

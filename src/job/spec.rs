@@ -258,6 +258,9 @@ impl JobSpec {
         if self.shard_size == 0 {
             return fail("shard_size", "must be at least 1 row");
         }
+        if let Some(message) = passthrough_problem(&self.dataset.fields) {
+            return fail("dataset.fields.passthrough", &message);
+        }
         if !(1..=1024).contains(&self.concurrency_per_pod) {
             return fail("concurrency_per_pod", "must be 1 to 1024");
         }
@@ -311,6 +314,29 @@ fn default_request_timeout() -> Duration {
 
 fn default_output() -> PathBuf {
     PathBuf::from("results")
+}
+
+/// What is wrong with the fields named to pass through, if anything: each becomes a column
+/// of `requests.parquet` under its own name, so it may not repeat, be the row's id, prompt
+/// or messages, or take the name of a result column.
+fn passthrough_problem(fields: &Fields) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    for name in &fields.passthrough {
+        if name.is_empty() || !seen.insert(name) {
+            return Some(format!("{name:?} is empty or named twice"));
+        }
+        if [&fields.id, &fields.prompt, &fields.messages].contains(&name) {
+            return Some(format!(
+                "`{name}` is the row's id, prompt or messages, which the outputs hold already"
+            ));
+        }
+        if !crate::results::batch::is_free_column_name(name) {
+            return Some(format!(
+                "`{name}` is already a column of requests.parquet; rename the field in the dataset"
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -386,6 +412,30 @@ mod tests {
             let err =
                 JobSpec::parse(&format!("{MINIMAL}load_verification: {{{key}: x}}\n")).unwrap_err();
             assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn passthrough_fields_may_not_clash_with_the_outputs_columns() {
+        let with = |names: &str| {
+            let spec = JobSpec::parse(&format!(
+                "name: t\ndataset:\n  path: d.jsonl\n  fields: {{passthrough: [{names}]}}\n"
+            ))
+            .unwrap();
+            spec.check()
+                .err()
+                .map(|(field, message)| format!("{field}: {message}"))
+        };
+        assert_eq!(with("doc_id, lang"), None);
+        for (names, words) in [
+            ("doc_id, doc_id", "named twice"),
+            ("prompt", "the row's id, prompt or messages"),
+            ("status", "already a column of requests.parquet"),
+            ("run_id", "already a column of requests.parquet"),
+        ] {
+            let err = with(names).expect(names);
+            assert!(err.starts_with("dataset.fields.passthrough: "), "{err}");
+            assert!(err.contains(words), "{names}: {err}");
         }
     }
 }

@@ -335,12 +335,14 @@ mod tests {
                 line: 1,
                 request: RowRequest::Prompt("Hi".into()),
                 params,
+                passthrough: Vec::new(),
             },
             Row {
                 id: "b".into(),
                 line: 2,
                 request: RowRequest::Messages(json!([{"role": "user", "content": "Yo"}])),
                 params: Default::default(),
+                passthrough: Vec::new(),
             },
         ];
         let items = from_rows(

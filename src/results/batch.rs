@@ -13,10 +13,11 @@ pub const REQUESTS_FILE: &str = "requests.parquet";
 /// File name of the per-pod and per-shard summary.
 pub const SUMMARY_FILE: &str = "summary.parquet";
 
-/// The columns of a run's per-row table: instants as timestamps, latencies in seconds.
-pub fn record_columns() -> Vec<Column<BatchRecord>> {
+/// The columns of a run's per-row table: instants as timestamps, latencies in seconds,
+/// then one text column per `passthrough` field of the dataset.
+pub fn record_columns(passthrough: &[String]) -> Vec<Column<BatchRecord>> {
     type R = BatchRecord;
-    vec![
+    let mut columns = vec![
         Column::new("id", Kind::Str, |r: &R| Cell::text(Some(&r.id))),
         Column::new("line", Kind::I64, |r: &R| Cell::int(Some(r.line))),
         Column::new("shard", Kind::I64, |r: &R| Cell::int(Some(r.shard))),
@@ -58,24 +59,38 @@ pub fn record_columns() -> Vec<Column<BatchRecord>> {
             Cell::unix_seconds(Some(r.times.finished))
         }),
         Column::new("output", Kind::Str, |r: &R| Cell::text(r.output.as_deref())),
-    ]
+    ];
+    for (index, name) in passthrough.iter().enumerate() {
+        columns.push(Column::new(name.clone(), Kind::Str, move |r: &R| {
+            Cell::text(r.passthrough.get(index).and_then(Option::as_deref))
+        }));
+    }
+    columns
+}
+
+/// Whether a dataset field can be passed through under its own name: not a column the
+/// per-row table (or `run_id`) already has.
+pub fn is_free_column_name(name: &str) -> bool {
+    name != "run_id" && !record_columns(&[]).iter().any(|column| column.name == name)
 }
 
 /// Streams per-row results to `path`: a shard's file, or with `run_id` (its column first)
-/// the run's published table.
+/// the run's published table; `passthrough` names the dataset fields the rows carry.
 pub fn records_writer(
     path: &Path,
     run_id: Option<&str>,
+    passthrough: &[String],
 ) -> Result<TableWriter<BatchRecord>, parquet::errors::ParquetError> {
     let columns = match run_id {
-        Some(run_id) => with_run_id(run_id, record_columns()),
-        None => record_columns(),
+        Some(run_id) => with_run_id(run_id, record_columns(passthrough)),
+        None => record_columns(passthrough),
     };
     TableWriter::create(path, columns)
 }
 
-/// Reads a per-row table (a shard's file or `requests.parquet`) back.
-pub fn read_records(path: &Path) -> Result<Vec<BatchRecord>, TableError> {
+/// Reads a per-row table (a shard's file or `requests.parquet`) back, with the
+/// `passthrough` fields' columns.
+pub fn read_records(path: &Path, passthrough: &[String]) -> Result<Vec<BatchRecord>, TableError> {
     let table = Table::read(path)?;
     let bad = |column: &str, expected: &'static str| TableError::Column {
         path: path.to_path_buf(),
@@ -100,6 +115,10 @@ pub fn read_records(path: &Path) -> Result<Vec<BatchRecord>, TableError> {
     let first = table.instants("first_token_at")?;
     let finished = table.instants("finished_at")?;
     let outputs = table.strs("output")?;
+    let mut kept = passthrough
+        .iter()
+        .map(|name| table.strs(name))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut records = Vec::with_capacity(table.len());
     for i in 0..table.len() {
         let status = statuses[i]
@@ -123,6 +142,7 @@ pub fn read_records(path: &Path) -> Result<Vec<BatchRecord>, TableError> {
             output_tokens: output_tokens[i],
             finish_reason: reasons[i].clone(),
             output: outputs[i].clone(),
+            passthrough: kept.iter_mut().map(|column| column[i].take()).collect(),
             times: Times {
                 queued: queued[i],
                 started: started[i],
@@ -229,11 +249,11 @@ mod tests {
         let mut invalid = BatchRecord::invalid("b".into(), 7, 3, "too long".into());
         // Instants are kept to the microsecond.
         invalid.times.finished = 1_796_342_400.25;
-        let mut writer = records_writer(&path, None).unwrap();
+        let mut writer = records_writer(&path, None, &[]).unwrap();
         writer.push(ok.clone()).unwrap();
         writer.push(invalid.clone()).unwrap();
         writer.finish().unwrap();
-        let back = read_records(&path).unwrap();
+        let back = read_records(&path, &[]).unwrap();
         assert_eq!(back, vec![ok.clone(), invalid]);
         let table = Table::read(&path).unwrap();
         assert_eq!(table.f64s("queue_s").unwrap()[0], Some(0.5));

@@ -67,6 +67,8 @@ pub struct BatchRecord {
     pub finish_reason: Option<String>,
     /// The generated text.
     pub output: Option<String>,
+    /// The row's passthrough fields (the job's `dataset.fields.passthrough`, in order).
+    pub passthrough: Vec<Option<String>>,
     /// Wall-clock times, Unix seconds: queued, last attempt sent, its first token, finished.
     pub times: Times,
 }
@@ -117,6 +119,7 @@ impl BatchRecord {
             output_tokens: None,
             finish_reason: None,
             output: None,
+            passthrough: Vec::new(),
             times: Times {
                 finished: unix_now(),
                 ..Times::default()
@@ -150,6 +153,7 @@ impl BatchRecord {
             output_tokens: Some(8),
             finish_reason: Some("length".into()),
             output: Some(format!("answer to {id}")),
+            passthrough: Vec::new(),
             times: Times {
                 queued: Some(100.0),
                 started: Some(100.5),
