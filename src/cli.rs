@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+use crate::common::say::LogFormat;
 use crate::common::units::parse_duration;
 use crate::loadgen::profile::LoadProfile;
 use crate::model::choice::ModelChoice;
@@ -18,6 +19,16 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How gembatch's own lines on stderr are written: `json` gives one Cloud Logging
+    /// object per line (`severity`, `message`, `time`), for GKE.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "GEMBATCH_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// The subcommands.

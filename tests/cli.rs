@@ -161,6 +161,68 @@ fn seeded_sampling_reproduces_its_output() {
     assert_eq!(first["output_ids"].as_array().unwrap().len(), 12);
 }
 
+/// Every stderr line of `out` as a Cloud Logging object.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{stderr}"));
+            let severity = value["severity"].as_str().unwrap_or_default();
+            assert!(
+                ["INFO", "NOTICE", "WARNING", "ERROR"].contains(&severity),
+                "{line}"
+            );
+            assert!(
+                value["message"].is_string() && value["time"].is_string(),
+                "{line}"
+            );
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn with_log_format_json_every_stderr_line_is_a_cloud_logging_object() {
+    let model = default_model_path().display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["--log-format", "json", "tokenize", "--model", &model, "hi"])
+        .env("GEMBATCH_THREADS", "2")
+        .env("GEMBATCH_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    let loaded = lines
+        .iter()
+        .find(|line| line["message"] == "model loaded")
+        .expect("the tracing event, as JSON");
+    assert_eq!(loaded["severity"], "INFO");
+    assert_eq!(loaded["threads"], 2, "numbers stay numbers");
+    let target = loaded["logging.googleapis.com/labels"]["target"]
+        .as_str()
+        .unwrap();
+    assert!(target.starts_with("gembatch"), "{target}");
+
+    // A user error: exit 2, its one line an ERROR naming what is wrong.
+    let out = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["tokenize", "--model", "/nonexistent/model.gguf", "hi"])
+        .env("GEMBATCH_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let lines = json_lines(&out);
+    let last = lines.last().unwrap();
+    assert_eq!(last["severity"], "ERROR");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/model.gguf")
+    );
+}
+
 #[test]
 fn missing_model_file_is_named() {
     let out = generate_with_model(Path::new("/nonexistent/model.gguf"));

@@ -8,6 +8,7 @@ use candle_core::IndexOp;
 
 use crate::cli::BenchModelArgs;
 use crate::common::proc_file::proc_bytes;
+use crate::common::say;
 use crate::model::argmax::top2;
 use crate::model::error::ModelError;
 use crate::model::kv_cache::SequenceCache;
@@ -25,7 +26,7 @@ pub fn run(args: BenchModelArgs) -> anyhow::Result<()> {
     ] {
         check(name, value >= 1, "must be at least 1")?;
     }
-    let loaded = args.model.load(|line| eprintln!("{line}"))?;
+    let loaded = args.model.load(|line| say::info(line))?;
     let model = &loaded.model;
     // The decode measurements start from the prompt's first 16 tokens and the batch's
     // prompts from 8 tokens up: a shorter prompt leaves them nothing to vary.

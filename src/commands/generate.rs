@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use crate::cli::GenerateArgs;
+use crate::common::say;
 use crate::model::ModelError;
 use crate::model::generate::generate;
 use crate::model::sampling::{SamplingParams, random_seed};
@@ -20,7 +21,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed.unwrap_or_else(random_seed),
     };
     sampling.validate()?;
-    let loaded = args.model.load(|line| eprintln!("{line}"))?;
+    let loaded = args.model.load(|line| say::info(line))?;
     let tokenizer = &loaded.tokenizer;
     let prompt_ids = tokenizer.encode(&args.prompt, true, true)?;
     let mut stream = TextStream::default();
@@ -68,14 +69,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         writeln!(stdout, "{report}")?;
     } else {
         writeln!(stdout)?;
-        eprintln!(
+        say::info(format!(
             "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {:?}]",
             prompt_ids.len(),
             per_second(prompt_ids.len(), generation.prefill_seconds),
             generation.output_ids.len(),
             per_second(generation.decode_steps, generation.decode_seconds),
             generation.finish,
-        );
+        ));
     }
     Ok(())
 }

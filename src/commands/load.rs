@@ -6,6 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::capacity::kubernetes;
 use crate::cli::LoadArgs;
+use crate::common::say;
 use crate::common::units::format_seconds;
 use crate::loadgen;
 use crate::loadgen::collector::{Live, Observer};
@@ -55,14 +56,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             total.merge(row.retry_asked)
         });
     if asked.count > 0 {
-        eprintln!(
-            "note: {} answers asked to retry later (Retry-After up to {}); the load test sends on regardless",
+        say::notice(format!(
+            "{} answers asked to retry later (Retry-After up to {}); the load test sends on regardless",
             asked.count,
             format_seconds(Some(asked.longest.as_secs_f64()))
-        );
+        ));
     }
     for unjudged in outcome.unjudged() {
-        eprintln!("note: {unjudged}");
+        say::notice(unjudged);
     }
     if outcome.interrupted {
         bail!("interrupted; the results cover what ran");
@@ -91,8 +92,8 @@ impl Progress {
 
     fn say(&self, line: String) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| say::info(line)),
+            None => say::info(line),
         }
     }
 }

@@ -7,12 +7,13 @@ use std::io::{BufWriter, Write};
 use anyhow::Context;
 
 use crate::cli::LogitsArgs;
+use crate::common::say;
 use crate::model::device::device_name;
 use crate::model::{BatchEntry, ModelError};
 
 /// Runs the subcommand; prints one JSON line describing what was written.
 pub fn run(args: LogitsArgs) -> anyhow::Result<()> {
-    let loaded = args.model.load(|line| eprintln!("{line}"))?;
+    let loaded = args.model.load(|line| say::info(line))?;
     let ids = match &args.text {
         Some(text) => loaded.tokenizer.encode(text, true, true)?,
         None => args.ids.clone(),

@@ -11,6 +11,7 @@ use crate::capacity::kubernetes::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::kubernetes::run_lease::{EXPIRY_WAIT, holder_identity};
 use crate::capacity::kubernetes::{self, KubeError, cluster};
 use crate::cli::{ReleaseArgs, ReserveArgs};
+use crate::common::say;
 use crate::results::run_id::new_run_id;
 use crate::shutdown::cancel_on_signals;
 
@@ -44,7 +45,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         let client = kubernetes::client().await?;
         let cancel = CancellationToken::new();
         cancel_on_signals(cancel.clone());
-        let mut show = |progress: Progress| eprintln!("{progress}");
+        let mut show = |progress: Progress| say::info(progress);
         let result = tokio::select! {
             result = reserve(&client, &plan, retries, &mut show) => result.map_err(anyhow::Error::from),
             () = cancel.cancelled() => Err(anyhow::anyhow!("interrupted")),
@@ -63,7 +64,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
                 let released =
                     release_after_failure(&client, &plan.run_id, &plan.namespace, &mut show).await;
                 if let Some(deleted) = released {
-                    eprintln!("released: {}", released_words(&deleted));
+                    say::info(format!("released: {}", released_words(&deleted)));
                 }
                 Err(err)
             }
@@ -78,10 +79,10 @@ pub fn run_release(args: ReleaseArgs) -> anyhow::Result<()> {
         let client = kubernetes::client().await?;
         let namespace = cluster::namespace(args.namespace.as_deref()).await?;
         if args.abandoned {
-            eprintln!(
+            say::info(format!(
                 "watching the runs' Leases in {namespace} for {} s",
                 EXPIRY_WAIT.as_secs()
-            );
+            ));
             let holder = holder_identity();
             let deleted = sweep_abandoned(&client, &namespace, None, &holder).await?;
             println!("released: {}", released_words(&deleted));

@@ -19,6 +19,7 @@ use crate::capacity::local::{LocalConfig, LocalPods, size_pods};
 use crate::capacity::{CapacityError, Reservation};
 use crate::cli::RunArgs;
 use crate::common::Endpoint;
+use crate::common::say;
 use crate::dataset::DatasetError;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::run_dir::Fingerprint;
@@ -76,7 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         source,
     })?;
 
-    eprintln!("validating {}", job.dataset.path.display());
+    say::info(format!("validating {}", job.dataset.path.display()));
     let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
     let (run_id, dir, _lock, resumed) = run_dir(&job, &args, &dataset, validation.rows)?;
     let ledger = Ledger::open(&dir, &job.dataset.fields.passthrough)
@@ -138,7 +139,7 @@ async fn reserve_and_run(
         .catch_unwind()
         .await;
     let released = reservation.release().await;
-    eprintln!("released: {released}");
+    say::info(format!("released: {released}"));
     ended.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
@@ -151,14 +152,14 @@ async fn run_on_pods(
 ) -> anyhow::Result<Ended> {
     let pods = reservation.pods();
     write_pods_file(context.dir, &pods, &reservation.pids())?;
-    eprintln!(
+    say::info(format!(
         "{} pod(s) ready: {}",
         pods.len(),
         pods.iter()
             .map(|pod| format!("{} {}", pod.name, pod.url))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     // Kubernetes pods exit when they stop hearing from this runner (see `heartbeat`).
     let heartbeat = cancel.child_token();
     let _stop_beating = heartbeat.clone().drop_guard();
@@ -317,9 +318,7 @@ fn local_model(job: &JobSpec) -> anyhow::Result<Option<PathBuf>> {
             path: path.display().to_string(),
         }
         .into()),
-        None if local => Ok(Some(ensure_default_model(false, |line| {
-            eprintln!("{line}")
-        })?)),
+        None if local => Ok(Some(ensure_default_model(false, |line| say::info(line))?)),
         _ => Ok(None),
     }
 }
@@ -396,23 +395,23 @@ async fn reserve(
             if context.resumed {
                 super::run_kubernetes::remove_earlier_attempt(&client, &plan).await?;
             }
-            eprintln!(
+            say::info(format!(
                 "reserving {} GPU(s) in namespace {} ({})",
                 plan.gpus, plan.namespace, plan.class
-            );
-            let mut show = |progress: Progress| eprintln!("{progress}");
+            ));
+            let mut show = |progress: Progress| say::info(progress);
             Ok(reserve_pods(client, plan, retries, &pods, &mut show, cancel).await?)
         }
         Backend::Local => {
             let model = local_model.expect("the local backend always has a model file");
             let sizing = size_pods(job.capacity.gpus, job.capacity.threads_per_pod, &model);
             if let Some(why) = &sizing.capped {
-                eprintln!("note: {why}");
+                say::notice(why);
             }
-            eprintln!(
+            say::info(format!(
                 "starting {} local pod(s), {} thread(s) each",
                 sizing.pods, sizing.threads_per_pod
-            );
+            ));
             let config = LocalConfig {
                 pods: sizing.pods,
                 threads_per_pod: sizing.threads_per_pod,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 
 use crate::cli::RunArgs;
+use crate::common::say;
 use crate::common::units::format_seconds;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::outputs::write_outputs;
@@ -28,9 +29,9 @@ pub(super) fn rebuild_finished(
     ledger: Ledger,
 ) -> anyhow::Result<()> {
     let shards = ledger.entries().count() as u64;
-    eprintln!(
+    say::info(format!(
         "every shard of {run_id} ({shards}) is committed: writing its outputs again; nothing is reserved"
-    );
+    ));
     let model = ledger
         .model()
         .map(str::to_string)
@@ -73,18 +74,18 @@ pub(super) fn finish(
         Some(Ok(outcome)) => {
             if let Some(load_dir) = &load_dir {
                 let page = crate::report::write_report(load_dir)?;
-                eprintln!("load verification: report {}", page.display());
+                say::info(format!("load verification: report {}", page.display()));
                 if let Ok(relative) = page.strip_prefix(dir) {
                     report.link_load_report(relative.display().to_string());
                 }
             }
             for unjudged in outcome.unjudged() {
-                eprintln!("load verification: {unjudged}");
+                say::notice(format!("load verification: {unjudged}"));
             }
             outcome.violations().to_vec()
         }
         Some(Err(err)) => {
-            eprintln!("load verification failed: {err}");
+            say::warning(format!("load verification failed: {err}"));
             Vec::new()
         }
         None => Vec::new(),

@@ -15,6 +15,7 @@ use crate::capacity::kubernetes::release::{Scope, release_capacity};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Reserved};
 use crate::capacity::kubernetes::run_lease::{Claim, RunLease, holder_identity};
 use crate::common::PodAccess;
+use crate::common::say;
 use crate::job::{Backend, JobSpec};
 
 /// Settles the namespace of a Kubernetes run (the flag's or the job's, else the kubeconfig
@@ -98,7 +99,9 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
         .map_err(CapacityError::from)?;
     let namespace = job.capacity.kubernetes.namespace();
     let waiting = |holder: &str| {
-        eprintln!("run {run_id} is held by {holder}; waiting for its Lease to expire")
+        say::info(format!(
+            "run {run_id} is held by {holder}; waiting for its Lease to expire"
+        ))
     };
     let claim = Claim {
         namespace: namespace.to_string(),
@@ -118,7 +121,10 @@ pub(super) async fn run_lease(job: &JobSpec, run_id: &str) -> anyhow::Result<Opt
         );
         match swept.await {
             Ok(deleted) if deleted.is_empty() => {}
-            Ok(deleted) => eprintln!("removed what abandoned runs left: {}", deleted.join(", ")),
+            Ok(deleted) => say::info(format!(
+                "removed what abandoned runs left: {}",
+                deleted.join(", ")
+            )),
             Err(err) => tracing::warn!("could not sweep abandoned runs: {err}"),
         }
     });
@@ -138,7 +144,10 @@ pub(super) async fn remove_earlier_attempt(
     };
     let left = release_capacity(client, &scope).await?;
     if !left.is_empty() {
-        eprintln!("removed what the earlier attempt left: {}", left.join(", "));
+        say::info(format!(
+            "removed what the earlier attempt left: {}",
+            left.join(", ")
+        ));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::common::say;
 use crate::dispatch::collector::Observer;
 use crate::dispatch::worker::PodLink;
 use crate::loadgen::collector::{Live, Observer as LoadObserver};
@@ -122,7 +123,7 @@ impl Observer for RunProgress {
             if self.last_log.elapsed() >= LOG_PERIOD {
                 self.last_log = Instant::now();
                 let (done, total) = (self.overall.position(), self.overall.length().unwrap_or(0));
-                eprintln!("rows {done}/{total} | {rate}");
+                say::info(format!("rows {done}/{total} | {rate}"));
             }
         } else {
             self.overall.set_message(format!("| {rate}"));
@@ -162,7 +163,7 @@ impl LoadObserver for LoadLines {
             step_line(row, self.steps, judgement)
         );
         if self.printer.is_hidden() {
-            eprintln!("{line}");
+            say::info(line);
         } else {
             let _ = self.printer.println(line);
         }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::cli::RunArgs;
+use crate::common::say;
 use crate::dispatch::run_dir::{Fingerprint, MANIFEST_FILE, RunDirError, RunManifest};
 use crate::dispatch::run_lock::RunLock;
 use crate::job::{JobError, JobSpec};
@@ -18,7 +19,7 @@ pub(super) fn run_dir(
     dataset: &Fingerprint,
     rows: u64,
 ) -> anyhow::Result<(String, PathBuf, RunLock, bool)> {
-    let warn = |line: String| eprintln!("warning: {line}");
+    let warn = |line: String| say::warning(line);
     let (run_id, flag) = requested_run_id(job, args);
     if !is_valid_run_id(&run_id) {
         return Err(JobError::Invalid {
@@ -32,7 +33,7 @@ pub(super) fn run_dir(
     let resume = |dir: PathBuf| -> anyhow::Result<(String, PathBuf, RunLock, bool)> {
         let (manifest, lock) = RunManifest::open(&dir, warn)?;
         manifest.check_resume(&dir, job, dataset)?;
-        eprintln!("resuming {}", dir.display());
+        say::info(format!("resuming {}", dir.display()));
         Ok((run_id.clone(), dir, lock, true))
     };
     let start_or_resume = args.start_or_resume.is_some();

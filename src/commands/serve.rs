@@ -10,6 +10,7 @@ use axum::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
+use crate::common::say;
 use crate::model::ModelError;
 use crate::model::device::device_name;
 use crate::server::api::Limits;
@@ -46,7 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-    let loaded = Arc::new(args.model.load(|line| eprintln!("{line}"))?);
+    let loaded = Arc::new(args.model.load(|line| say::info(line))?);
     let served_model = args
         .served_model_name
         .clone()
@@ -100,10 +101,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 watch.until_silent().await;
-                eprintln!(
+                say::warning(format!(
                     "gembatch serve: no heartbeat from the batch runner for {:.0} s; shutting down so the GPU is released",
                     timeout.as_secs_f64()
-                );
+                ));
                 shutdown.cancel();
             });
         }
@@ -114,7 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Duration::from_secs(args.drain_seconds),
         )
         .await?;
-        eprintln!("gembatch serve: drained, exiting");
+        say::info("gembatch serve: drained, exiting");
         Ok(())
     })
 }

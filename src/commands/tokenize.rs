@@ -1,10 +1,11 @@
 //! `gembatch tokenize`: print the token ids of a text.
 
 use crate::cli::TokenizeArgs;
+use crate::common::say;
 
 /// Runs the subcommand.
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
-    let loaded = args.model.load(|line| eprintln!("{line}"))?;
+    let loaded = args.model.load(|line| say::info(line))?;
     let ids = loaded
         .tokenizer
         .encode(&args.text, args.bos, args.special)?;

@@ -12,6 +12,7 @@
 //! - `proc_file`: sizes from Linux's `/proc` files;
 //! - `retries`: the batch runner's retry policy;
 //! - `route`: the OpenAI route of a request;
+//! - `say`: gembatch's own lines on stderr, as text or as Cloud Logging JSON;
 //! - `units`: the one duration and number parser;
 //! - `wall_clock`: now, as Unix seconds.
 
@@ -26,6 +27,7 @@ pub mod pod_access;
 pub mod proc_file;
 pub mod retries;
 pub mod route;
+pub mod say;
 pub mod units;
 pub mod wall_clock;
 

@@ -185,6 +185,12 @@ impl ReservePlan {
                         value: Some(SCRATCH_PATH.into()),
                         ..EnvVar::default()
                     },
+                    // Cloud Logging files each line by its own severity.
+                    EnvVar {
+                        name: "GEMBATCH_LOG_FORMAT".into(),
+                        value: Some("json".into()),
+                        ..EnvVar::default()
+                    },
                 ]),
                 resources: Some(ResourceRequirements {
                     limits: Some(gpu.clone()),
