@@ -161,4 +161,33 @@ mod tests {
         let job = JobSpec::parse(include_str!("../../jobs/nightly.yaml")).unwrap();
         insta::assert_snapshot!(dry_run_yaml(&job, "nightly-20261204-000000").unwrap());
     }
+
+    #[test]
+    fn every_object_and_pod_carries_the_run_id_and_the_recommended_labels() {
+        let job = JobSpec::parse(include_str!("../../jobs/nightly.yaml")).unwrap();
+        let text = dry_run_yaml(&job, "nightly-1").unwrap();
+        let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        assert_eq!(objects.len(), 4, "template, request, service, job");
+        let expected = [
+            ("gembatch.dev/run-id", "nightly-1"),
+            ("app.kubernetes.io/managed-by", "gembatch"),
+            ("app.kubernetes.io/name", "gembatch"),
+            ("app.kubernetes.io/instance", "nightly-1"),
+            ("app.kubernetes.io/version", env!("CARGO_PKG_VERSION")),
+        ];
+        for object in &objects {
+            let kind = object["kind"].as_str().unwrap();
+            let mut label_sets = vec![&object["metadata"]["labels"]];
+            for pods in [&object["template"], &object["spec"]["template"]] {
+                if !pods.is_null() {
+                    label_sets.push(&pods["metadata"]["labels"]);
+                }
+            }
+            for labels in label_sets {
+                for (key, value) in expected {
+                    assert_eq!(labels[key], value, "{kind}: {key}");
+                }
+            }
+        }
+    }
 }

@@ -21,6 +21,22 @@ use super::request::{PodSet, ProvisioningRequest, ProvisioningRequestSpec, Templ
 pub const RUN_LABEL: &str = "gembatch.dev/run-id";
 /// Label marking every object gembatch creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gembatch");
+/// The labels of every object of run `run_id`: the run id, which gembatch alone sets and
+/// selects by, and Kubernetes' recommended `app.kubernetes.io/*` set (name, instance,
+/// version, managed-by), which dashboards and cost reports group by.
+pub fn run_labels(run_id: &str) -> BTreeMap<String, String> {
+    [
+        (RUN_LABEL, run_id),
+        (MANAGED_BY.0, MANAGED_BY.1),
+        ("app.kubernetes.io/name", "gembatch"),
+        ("app.kubernetes.io/instance", run_id),
+        ("app.kubernetes.io/version", env!("CARGO_PKG_VERSION")),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
+}
+
 /// GKE's Dynamic Workload Scheduler.
 pub const DWS_CLASS: &str = "queued-provisioning.gke.io";
 /// The taint GKE puts on nodes of a queued-provisioning pool.
@@ -112,12 +128,9 @@ impl ReservePlan {
         }
     }
 
-    /// The labels of every object of this run.
+    /// The labels of every object of this run (see [`run_labels`]).
     pub fn labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (RUN_LABEL.to_string(), self.run_id.clone()),
-            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ])
+        run_labels(&self.run_id)
     }
 
     /// The metadata of this run's object `name`: its namespace and the run's labels.

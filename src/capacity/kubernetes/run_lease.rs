@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::KubeError;
-use super::objects::{MANAGED_BY, RUN_LABEL, object_name};
+use super::objects::{RUN_LABEL, object_name, run_labels};
 
 /// How long a Lease holds without renewal.
 pub const LEASE_SECONDS: i32 = 60;
@@ -77,13 +77,7 @@ impl Claim {
         lease.metadata.name = Some(self.name());
         lease.metadata.namespace = Some(self.namespace.clone());
         lease.metadata.owner_references = self.anchor.clone().map(|anchor| vec![anchor]);
-        lease.metadata.labels = Some(
-            [
-                (RUN_LABEL.to_string(), self.run_id.clone()),
-                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-            ]
-            .into(),
-        );
+        lease.metadata.labels = Some(run_labels(&self.run_id));
         lease
     }
 }
