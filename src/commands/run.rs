@@ -71,6 +71,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(&job, &args);
     }
+    if let Some(fs_type) = crate::common::mounts::fuse_file_system(&job.output) {
+        say::warning(format!(
+            "the results go to {} on a FUSE file system ({fs_type}, such as a bucket through \
+             Cloud Storage FUSE): its fsync does not finalize an object and a rename or an \
+             append re-uploads it whole, so a crash there can lose or repeat committed shards; \
+             write the results to a disk (a PersistentVolume) and copy them to the bucket after the run",
+            job.output.display()
+        ));
+    }
     let local_model = local_model(&job)?;
     let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
         path: job.dataset.path.clone(),

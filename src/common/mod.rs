@@ -7,6 +7,7 @@
 //! - `error_text`: an error and its causes on one line;
 //! - `host`: this machine's (or pod's) name;
 //! - `model_location`: where pods mount a model, and bucket paths;
+//! - `mounts`: whether a path is on a FUSE mount of a bucket;
 //! - `outcome`: how one request ended;
 //! - `pod_access`: how the runner reaches Kubernetes pods;
 //! - `proc_file`: sizes from Linux's `/proc` files;
@@ -22,6 +23,7 @@ pub mod endpoint;
 pub mod error_text;
 pub mod host;
 pub mod model_location;
+pub mod mounts;
 pub mod outcome;
 pub mod pod_access;
 pub mod proc_file;
