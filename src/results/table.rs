@@ -18,8 +18,7 @@ use arrow::array::{
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
-    TimestampMicrosecondType, UInt32Type, UInt64Type,
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -359,29 +358,13 @@ impl Table {
         Ok(out)
     }
 
-    /// An integer column (`int64`, or the `int32`, `uint32` and `uint64` of earlier files).
+    /// An integer column (`int64`, or the `uint32` and `uint64` of earlier files, or any
+    /// other integer type); a value `int64` cannot hold reads as null.
     pub fn ints(&self, name: &str) -> Result<Vec<Option<i64>>, TableError> {
         self.values(name, "an integer", |array| {
-            let widen = |values: Vec<Option<i64>>| Some(values);
-            match array.data_type() {
-                DataType::Int64 => widen(array.as_primitive::<Int64Type>().iter().collect()),
-                DataType::Int32 => widen(
-                    (array.as_primitive::<Int32Type>().iter())
-                        .map(|v| v.map(i64::from))
-                        .collect(),
-                ),
-                DataType::UInt32 => widen(
-                    (array.as_primitive::<UInt32Type>().iter())
-                        .map(|v| v.map(i64::from))
-                        .collect(),
-                ),
-                DataType::UInt64 => widen(
-                    (array.as_primitive::<UInt64Type>().iter())
-                        .map(|v| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
-                        .collect(),
-                ),
-                _ => None,
-            }
+            array.data_type().is_integer().then_some(())?;
+            let ints = arrow::compute::cast(array, &DataType::Int64).ok()?;
+            Some(ints.as_primitive::<Int64Type>().iter().collect())
         })
     }
 
