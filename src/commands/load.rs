@@ -48,13 +48,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         config.out_dir.display(),
         page.display()
     );
-    let asked = outcome
-        .collected
-        .steps
-        .iter()
-        .fold(RetryAsked::default(), |total, row| {
-            total.merge(row.retry_asked)
-        });
+    let asked = RetryAsked::of_run(&outcome.collected.steps);
     if asked.count > 0 {
         say::notice(format!(
             "{} answers asked to retry later (Retry-After up to {}); the load test sends on regardless",

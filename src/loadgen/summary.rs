@@ -25,9 +25,7 @@ pub fn write(
             (class.as_str().to_string(), count)
         })
         .collect();
-    let asked = steps.iter().fold(RetryAsked::default(), |total, row| {
-        total.merge(row.retry_asked)
-    });
+    let asked = RetryAsked::of_run(steps);
     let summary = Summary {
         run_id: config.run_id.clone(),
         gembatch_version: env!("CARGO_PKG_VERSION").to_string(),

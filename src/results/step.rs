@@ -151,12 +151,14 @@ impl RetryAsked {
         }
     }
 
-    /// Both counts together.
-    pub fn merge(self, other: RetryAsked) -> RetryAsked {
-        RetryAsked {
-            count: self.count + other.count,
-            longest: self.longest.max(other.longest),
-        }
+    /// The asks of every step of a run together.
+    pub fn of_run(steps: &[StepRow]) -> RetryAsked {
+        steps
+            .iter()
+            .fold(RetryAsked::default(), |total, row| RetryAsked {
+                count: total.count + row.retry_asked.count,
+                longest: total.longest.max(row.retry_asked.longest),
+            })
     }
 }
 
