@@ -9,7 +9,10 @@ use gembatch::common::say::{self, JsonEvents, LogFormat, Severity};
 use gembatch::exit_code::exit_code;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return ExitCode::from(say::usage_error(&err, std::env::args())),
+    };
     say::set_format(cli.log_format);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

@@ -221,6 +221,14 @@ fn with_log_format_json_every_stderr_line_is_a_cloud_logging_object() {
             .unwrap()
             .contains("/nonexistent/model.gguf")
     );
+
+    // A command line clap refuses: one ERROR object too, exit 2, naming the argument.
+    let out = gembatch(&["--log-format", "json", "tokenize", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["severity"], "ERROR");
+    assert!(lines[0]["message"].as_str().unwrap().contains("--bogus"));
 }
 
 #[test]

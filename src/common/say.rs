@@ -111,6 +111,33 @@ pub fn warning(message: impl std::fmt::Display) {
     say(Severity::Warning, message);
 }
 
+/// Reports a command line clap refused (or `--help`, `--version`) and returns the exit
+/// code: as clap prints it, or as one ERROR object when `args` or `GEMBATCH_LOG_FORMAT` ask
+/// for `json` (the format itself could not be parsed with the rest).
+pub fn usage_error(err: &clap::Error, args: impl IntoIterator<Item = String>) -> u8 {
+    let from_env = std::env::var("GEMBATCH_LOG_FORMAT").is_ok_and(|value| value == "json");
+    if !err.use_stderr() || !(from_env || json_asked(args)) {
+        let _ = err.print();
+        return u8::try_from(err.exit_code()).unwrap_or(2);
+    }
+    let text = err.render().to_string();
+    let message = text.trim().trim_start_matches("error: ");
+    eprintln!("{}", line(LogFormat::Json, Severity::Error, message));
+    2
+}
+
+/// Whether a command line asks for `--log-format json` (or `--log-format=json`).
+fn json_asked(args: impl IntoIterator<Item = String>) -> bool {
+    let mut previous = String::new();
+    for arg in args {
+        if arg == "--log-format=json" || (previous == "--log-format" && arg == "json") {
+            return true;
+        }
+        previous = arg;
+    }
+    false
+}
+
 /// The `tracing` events as Cloud Logging objects: the event's message, its fields beside
 /// it, its target as `logging.googleapis.com/labels.target`.
 pub struct JsonEvents;
@@ -199,5 +226,14 @@ mod tests {
         assert_eq!(json["message"], "a \"b\"");
         let time = json["time"].as_str().unwrap();
         assert!(time.parse::<jiff::Timestamp>().is_ok(), "{time}");
+    }
+
+    #[test]
+    fn a_command_line_asks_for_json_in_either_spelling() {
+        let asks = |args: &[&str]| json_asked(args.iter().map(|arg| arg.to_string()));
+        assert!(asks(&["gembatch", "--log-format", "json", "run", "--bad"]));
+        assert!(asks(&["gembatch", "run", "--log-format=json"]));
+        assert!(!asks(&["gembatch", "--log-format", "text", "run"]));
+        assert!(!asks(&["gembatch", "json"]));
     }
 }
