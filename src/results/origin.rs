@@ -3,7 +3,7 @@
 //! warehouse that joins runs).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A run's id and its start.
 #[derive(Debug, Clone)]
@@ -32,25 +32,20 @@ impl RunOrigin {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64())
     }
-
-    /// The Unix time `offset` after the start.
-    pub fn unix_at(&self, offset: Duration) -> f64 {
-        self.unix_s() + offset.as_secs_f64()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn offsets_land_on_the_wall_clock_from_the_start() {
+    fn the_start_is_its_wall_clock_time_in_unix_seconds() {
         let origin = RunOrigin {
             run_id: "r".into(),
             instant: Instant::now(),
             wall: UNIX_EPOCH + Duration::from_secs(1_796_342_400),
         };
         assert_eq!(origin.unix_s(), 1_796_342_400.0);
-        assert_eq!(origin.unix_at(Duration::from_millis(1500)), 1_796_342_401.5);
     }
 }
