@@ -14,12 +14,16 @@
 mod common;
 
 use candle_core::IndexOp;
+use common::server::Server;
 use common::{Golden, default_model, golden};
+use futures_util::StreamExt;
 use gembatch::model::argmax::top2;
 use gembatch::model::generate::generate;
 use gembatch::model::sampling::SamplingParams;
 use gembatch::model::{BatchEntry, LoadedModel};
+use gembatch::server::token_logprobs::TokenText;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// Below this gap (in logits) between llama.cpp's top token and another, which of the two
 /// is top is a property of the CPU's summation order, not of the model. Measured over these
@@ -180,8 +184,8 @@ fn check_case(case: &TopKCase, measured: &mut Measured) {
     );
 }
 
-/// Checks every case of one top-k file and reports what it measured.
-fn check_file(name: &str) {
+/// The cases of one top-k file.
+fn top_k_cases(name: &str) -> Vec<TopKCase> {
     let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     let cases: Vec<TopKCase> = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("{path}: {err}"))
@@ -189,6 +193,12 @@ fn check_file(name: &str) {
         .map(|line| serde_json::from_str(line).expect("a top-k golden line"))
         .collect();
     assert_eq!(cases.len(), 11, "{name}");
+    cases
+}
+
+/// Checks every case of one top-k file and reports what it measured.
+fn check_file(name: &str) {
+    let cases = top_k_cases(name);
     assert!(
         cases.iter().any(|case| case.prompt_ids.len() > 512 + 200),
         "a prompt beyond the 512-token sliding window"
@@ -229,4 +239,124 @@ fn every_step_of_llama_cpp_greedy_paths_matches_within_cross_cpu_bounds() {
 #[test]
 fn every_step_matches_llama_cpp_built_for_another_instruction_set_too() {
     check_file("gemma3-270m-llamacpp-topk-sse42.jsonl");
+}
+
+/// Every this many steps of each path, the API is asked for the step's log-probabilities.
+const API_STEP_STRIDE: usize = 8;
+
+/// The API's log-probabilities of one step: `/v1/completions` with the path so far as
+/// token ids, greedy, one token, the 20 most likely reported.
+async fn api_top_logprobs(url: &str, prompt: Vec<u32>) -> serde_json::Map<String, Value> {
+    let body = json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20});
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    answer["choices"][0]["logprobs"]["top_logprobs"][0]
+        .as_object()
+        .unwrap_or_else(|| panic!("no top_logprobs in {answer}"))
+        .clone()
+}
+
+/// The logits llama.cpp reported come through the API: at every [`API_STEP_STRIDE`]th step
+/// of every path, the server's log-probabilities of llama.cpp's top ten are llama.cpp's
+/// logits less one constant (the log of the softmax's normalizer, taken as the median
+/// difference), within the bounds the in-process logits meet; a token of llama.cpp's top
+/// ten missing from the server's top 20 must have been outranked by them.
+#[tokio::test(flavor = "multi_thread")]
+async fn llama_cpps_top_logits_come_through_the_api_as_logprobs() {
+    let tokenizer = &default_model().tokenizer;
+    let key = |id: u32| {
+        TokenText {
+            bytes: tokenizer.token_bytes(id),
+            logprob: 0.0,
+        }
+        .text()
+    };
+    let server = Server::start(&[], &[]);
+    let url = server.at("/v1/completions");
+    let cases = top_k_cases("gemma3-270m-llamacpp-topk.jsonl");
+    let steps: Vec<(&TopKCase, usize)> = cases
+        .iter()
+        .flat_map(|case| {
+            (0..case.path.len())
+                .step_by(API_STEP_STRIDE)
+                .map(move |step| (case, step))
+        })
+        .collect();
+    let answers: Vec<_> = futures_util::stream::iter(steps.iter().map(|&(case, step)| {
+        let prompt = [&case.prompt_ids[..], &case.path[..step]].concat();
+        api_top_logprobs(&url, prompt)
+    }))
+    .buffered(4)
+    .collect()
+    .await;
+    let mut deltas = Vec::new();
+    for (&(case, step), top) in steps.iter().zip(&answers) {
+        let where_ = format!(
+            "{:?}... step {step}",
+            case.prompt.chars().take(30).collect::<String>()
+        );
+        let reference = &case.steps[step];
+        let keys: Vec<String> = reference.ids.iter().map(|&id| key(id)).collect();
+        let unique = |k: &String| keys.iter().filter(|other| *other == k).count() == 1;
+        let api = |k: &String| top.get(k).and_then(Value::as_f64).map(|lp| lp as f32);
+        assert!(
+            api(&keys[0]).is_some(),
+            "{where_}: llama.cpp's top token {:?} is not in the API's top 20: {top:?}",
+            keys[0]
+        );
+        let mut residuals: Vec<f32> = keys
+            .iter()
+            .zip(&reference.logits)
+            .filter(|(k, _)| unique(k))
+            .filter_map(|(k, &logit)| api(k).map(|lp| lp - logit))
+            .collect();
+        residuals.sort_by(f32::total_cmp);
+        let shift = residuals[residuals.len() / 2];
+        let lowest = top
+            .values()
+            .filter_map(Value::as_f64)
+            .fold(f64::MAX, f64::min) as f32;
+        for (k, &logit) in keys
+            .iter()
+            .zip(&reference.logits)
+            .filter(|(k, _)| unique(k))
+        {
+            match api(k) {
+                Some(lp) => {
+                    let delta = (lp - shift - logit).abs();
+                    deltas.push(delta);
+                    assert!(
+                        delta <= MAX_LOGIT_DELTA,
+                        "{where_}: {k:?}: API {lp:.4} - {shift:.4} against llama.cpp's {logit:.4}"
+                    );
+                }
+                None => assert!(
+                    logit + shift <= lowest + MAX_LOGIT_DELTA,
+                    "{where_}: {k:?} (llama.cpp {logit:.4}) should be in the API's top 20 (lowest {lowest:.4})"
+                ),
+            }
+        }
+    }
+    deltas.sort_by(f32::total_cmp);
+    let median = deltas[deltas.len() / 2];
+    eprintln!(
+        "{} steps through the API: |logprob - shift - llama.cpp logit| largest {:.4}, median {median:.4}",
+        steps.len(),
+        deltas.last().unwrap()
+    );
+    assert!(
+        deltas.len() >= steps.len() * 8,
+        "too few of llama.cpp's tokens compared: {}",
+        deltas.len()
+    );
+    assert!(
+        median <= MEDIAN_LOGIT_DELTA,
+        "median {median:.4} above {MEDIAN_LOGIT_DELTA}"
+    );
 }

@@ -1,5 +1,6 @@
 """The official openai SDK against a running `gembatch serve` (URL as the only argument):
-completions and chat, streaming and not, usage, and an error mapped to the SDK's type."""
+completions and chat, streaming and not, usage, several choices with log-probabilities, and
+an error mapped to the SDK's type."""
 import sys
 
 import openai
@@ -33,6 +34,19 @@ assert streamed_chat == chat.choices[0].message.content, (streamed_chat, chat)
 sampled = [client.completions.create(model=model, prompt="Once upon a time", max_tokens=10,
                                      temperature=0.9, seed=42).choices[0].text for _ in range(2)]
 assert sampled[0] == sampled[1], sampled
+
+several = client.chat.completions.create(model=model, messages=messages, max_tokens=6, n=2,
+                                         temperature=0.8, seed=5, logprobs=True, top_logprobs=2)
+assert [c.index for c in several.choices] == [0, 1], several
+for choice in several.choices:
+    entries = choice.logprobs.content
+    assert bytes(b for e in entries for b in e.bytes).decode() == choice.message.content, choice
+    assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries), entries
+assert several.usage.completion_tokens == sum(len(c.logprobs.content) for c in several.choices)
+legacy = client.completions.create(model=model, prompt="The capital of France is", max_tokens=4,
+                                   temperature=0, logprobs=1)
+assert "".join(legacy.choices[0].logprobs.tokens) == legacy.choices[0].text, legacy
+assert len(legacy.choices[0].logprobs.top_logprobs) == legacy.usage.completion_tokens, legacy
 
 try:
     client.completions.create(model=model, prompt="hi", max_tokens=0)

@@ -324,7 +324,17 @@ async fn bad_input_gets_400_naming_the_field_and_the_server_keeps_serving() {
             json!({"prompt": PROMPT, "model": "gpt-4"}),
             Some("model"),
         ),
-        (&completions, json!({"prompt": PROMPT, "n": 3}), Some("n")),
+        (&completions, json!({"prompt": PROMPT, "n": 17}), Some("n")),
+        (
+            &completions,
+            json!({"prompt": PROMPT, "logprobs": 21}),
+            Some("logprobs"),
+        ),
+        (
+            &chat,
+            json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}),
+            Some("top_logprobs"),
+        ),
         (
             &chat,
             json!({"messages": [{"role": "user", "content": 7}]}),
@@ -377,7 +387,7 @@ async fn bad_input_gets_400_naming_the_field_and_the_server_keeps_serving() {
             "gembatch:request_errors_total",
             "class=\"bad_request\""
         ),
-        13.0
+        15.0
     );
 }
 
@@ -511,4 +521,165 @@ async fn a_prompt_too_long_to_fit_is_refused_before_tokenizing() {
     );
     let (status, _, body) = post(&completions, json!({"prompt": PROMPT, "max_tokens": 3})).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The chunks of a streamed request, checking that it ends with one `[DONE]`.
+async fn streamed(url: &str, body: Value) -> Vec<Value> {
+    let text = client()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    assert_eq!(data.iter().filter(|&&d| d == "[DONE]").count(), 1);
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// What one chat choice said and the bytes of its tokens' log-probability entries.
+fn chat_choice(choice: &Value) -> (String, Vec<u8>, usize) {
+    let content = choice["logprobs"]["content"].as_array().unwrap();
+    let bytes: Vec<u8> = content
+        .iter()
+        .flat_map(|entry| entry["bytes"].as_array().unwrap().clone())
+        .map(|byte| byte.as_u64().unwrap() as u8)
+        .collect();
+    for entry in content {
+        let top: Vec<f64> = entry["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["logprob"].as_f64().unwrap())
+            .collect();
+        assert_eq!(top.len(), 3, "{entry}");
+        assert!(top.windows(2).all(|w| w[0] >= w[1]), "{entry}");
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        let mass: f64 = top.iter().map(|lp| lp.exp()).sum();
+        assert!(mass <= 1.0 + 1e-4, "{entry}");
+    }
+    let text = choice["message"]["content"].as_str().unwrap().to_string();
+    (text, bytes, content.len())
+}
+
+#[tokio::test]
+async fn logprobs_and_several_choices_come_in_openais_shapes_streamed_or_not() {
+    let server = Server::start(&[], &[]);
+    let chat = server.at("/v1/chat/completions");
+    let request = json!({
+        "messages": [{"role": "user", "content": "Write one line about the sea."}],
+        "max_tokens": 12, "temperature": 0.9, "seed": 11, "n": 3,
+        "logprobs": true, "top_logprobs": 3,
+    });
+    let (status, _, whole) = post(&chat, request.clone()).await;
+    assert_eq!(status, 200, "{whole}");
+    let choices = whole["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    let mut entries = 0;
+    for (index, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], index);
+        let (text, bytes, count) = chat_choice(choice);
+        // Every counted token has its entry, and their bytes spell the answer exactly.
+        assert_eq!(String::from_utf8(bytes).unwrap(), text, "{choice}");
+        entries += count;
+    }
+    assert_eq!(whole["usage"]["completion_tokens"], entries);
+    let texts: Vec<&str> = choices
+        .iter()
+        .map(|c| c["message"]["content"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts[0] != texts[1] || texts[1] != texts[2],
+        "three sampled choices all alike: {texts:?}"
+    );
+
+    // Streamed, the same choices arrive interleaved by index, with the same entries (the
+    // same seeds in the same batch draw the same tokens).
+    let mut streaming = request.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let chunks = streamed(&chat, streaming).await;
+    for (index, choice) in choices.iter().enumerate() {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"].as_array().and_then(|a| a.first()))
+            .filter(|c| c["index"] == index)
+            .collect();
+        assert_eq!(mine[0]["delta"]["role"], "assistant");
+        let text: String = mine
+            .iter()
+            .filter_map(|c| c["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, choice["message"]["content"].as_str().unwrap());
+        let content: Vec<Value> = mine
+            .iter()
+            .filter_map(|c| c["logprobs"]["content"].as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        assert_eq!(Value::from(content), choice["logprobs"]["content"]);
+        let finish = mine.iter().filter(|c| !c["finish_reason"].is_null());
+        assert_eq!(finish.count(), 1);
+    }
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage, &whole["usage"]);
+
+    // Completions: the legacy parallel lists; the tokens spell the text.
+    let (status, _, completion) = post(
+        &server.at("/v1/completions"),
+        json!({"prompt": PROMPT, "max_tokens": 8, "temperature": 0, "logprobs": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{completion}");
+    let choice = &completion["choices"][0];
+    let logprobs = &choice["logprobs"];
+    let tokens: Vec<&str> = logprobs["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.concat(), choice["text"].as_str().unwrap());
+    let offsets: Vec<usize> = tokens
+        .iter()
+        .scan(0, |offset, token| {
+            let at = *offset;
+            *offset += token.chars().count();
+            Some(at)
+        })
+        .collect();
+    assert_eq!(logprobs["text_offset"], json!(offsets));
+    for (position, top) in logprobs["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let top = top.as_object().unwrap();
+        // Greedy: the sampled token is the most likely, so it is one of the two.
+        assert_eq!(top.len(), 2, "{top:?}");
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(logprobs["token_logprobs"][position].as_f64().unwrap(), best);
+        assert!(top.contains_key(tokens[position]));
+    }
+    let (status, _, plain) = post(
+        &server.at("/v1/completions"),
+        json!({"prompt": PROMPT, "max_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(plain["choices"][0]["logprobs"], Value::Null);
+    assert_eq!(plain["choices"][0]["text"], choice["text"]);
 }

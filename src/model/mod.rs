@@ -16,6 +16,7 @@ pub mod hf_config;
 pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
+pub mod logprobs;
 pub mod rope;
 pub mod sampling;
 pub mod tanh;

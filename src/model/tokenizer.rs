@@ -233,6 +233,19 @@ impl GemmaTokenizer {
         self.inner.decode(ids, true).map_err(tokenizer_error)
     }
 
+    /// The bytes one token stands for: a byte-fallback token (`<0xE6>`) its byte, which may
+    /// be part of a character; any other its piece with U+2581 as a space; a control token
+    /// its name (`<end_of_turn>`).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(piece) = self.inner.id_to_token(id) else {
+            return Vec::new();
+        };
+        match fallback_byte(&piece) {
+            Some(byte) => vec![byte],
+            None => piece.replace(SPACE_MARK, " ").into_bytes(),
+        }
+    }
+
     /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, false).map_err(tokenizer_error)
@@ -247,6 +260,12 @@ impl GemmaTokenizer {
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.contains(&id)
     }
+}
+
+/// The byte of a byte-fallback piece (`<0xE6>`).
+fn fallback_byte(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
 }
 
 fn tokenizer_error(e: impl std::fmt::Display) -> ModelError {

@@ -17,6 +17,7 @@ use super::api::GenerationSpec;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::sequence::{Outcome, Sequence};
+use super::token_logprobs::GeneratedToken;
 use crate::model::generate::FinishReason;
 use crate::model::{LoadedModel, ModelError};
 
@@ -31,11 +32,15 @@ pub struct EngineConfig {
     pub max_waiting: usize,
 }
 
-/// What a request hears back, in order: text pieces, then one `Finished` or `Failed`.
+/// What a sequence hears back, in order: text pieces, then one `Finished` or `Failed`.
 #[derive(Debug)]
 pub enum Event {
-    /// Newly generated text.
-    Text(String),
+    /// Newly generated text (possibly empty), and the log-probabilities of the tokens
+    /// generated since the last piece when the request asked for them.
+    Text {
+        text: String,
+        logprobs: Vec<GeneratedToken>,
+    },
     /// Generation ended normally.
     Finished(Usage),
     /// Generation failed; nothing more follows.
@@ -116,34 +121,52 @@ pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics
 }
 
 impl EngineHandle {
-    /// Queues a request; refused with 429 when the waiting queue is full and with 503
-    /// while draining.
+    /// Queues a request as one sequence per choice (`n`), all or none: refused with 429
+    /// when the waiting queue has no room for them all and with 503 while draining. Each
+    /// choice answers on its own channel, in choice order.
     pub fn submit(
         &self,
         spec: GenerationSpec,
         arrived: Instant,
-    ) -> Result<UnboundedReceiver<Event>, ApiError> {
+    ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
         if self.is_draining() {
             return Err(ApiError::Draining);
         }
         let max_waiting = self.shared.config.max_waiting;
-        if !self.shared.metrics.try_enqueue(max_waiting) {
+        if spec.choices > max_waiting {
+            return Err(ApiError::bad_param(
+                "n",
+                format!(
+                    "n = {} is more than this server queues at once ({max_waiting}, its \
+                     --max-waiting); ask for fewer choices",
+                    spec.choices
+                ),
+            ));
+        }
+        if !self.shared.metrics.try_enqueue(spec.choices, max_waiting) {
             return Err(ApiError::Overloaded {
                 waiting: max_waiting,
                 retry_after: 1,
             });
         }
-        let (events, receiver) = unbounded_channel();
-        let request = Request {
-            spec,
-            events,
-            arrived,
-        };
-        if self.requests.send(request).is_err() {
-            self.shared.metrics.dequeue();
-            return Err(ApiError::Internal("the engine has stopped".into()));
+        let mut receivers = Vec::with_capacity(spec.choices);
+        for index in 0..spec.choices {
+            let (events, receiver) = unbounded_channel();
+            let request = Request {
+                spec: spec.for_choice(index),
+                events,
+                arrived,
+            };
+            if self.requests.send(request).is_err() {
+                // The engine is gone: nothing will dequeue the choices not sent.
+                for _ in index..spec.choices {
+                    self.shared.metrics.dequeue();
+                }
+                return Err(ApiError::Internal("the engine has stopped".into()));
+            }
+            receivers.push(receiver);
         }
-        Ok(receiver)
+        Ok(receivers)
     }
 
     /// Stops admitting requests (the server is shutting down).

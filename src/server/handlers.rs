@@ -10,8 +10,10 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::AppState;
 use super::api::{self, GenerationRequest, GenerationSpec, Prompt};
@@ -19,7 +21,7 @@ use super::chat_template;
 use super::engine::Event;
 use super::error::ApiError;
 use super::long_prompts::{self, Refused};
-use super::responses::{Endpoint, ResponseMeta};
+use super::responses::{ChoiceAnswer, Endpoint, ResponseMeta};
 
 /// `POST /v1/completions`.
 pub async fn completions(
@@ -48,11 +50,10 @@ async fn respond(
     let result = async {
         let mut request: GenerationRequest = api::parse_body(&read_body(body, &state)?)?;
         api::check_model(request.model.as_deref(), &state.served_model)?;
-        let (prompt_ids, default_max_tokens) = match endpoint {
+        let prompt_ids = match endpoint {
             Endpoint::Completions => {
                 let prompt = request.prompt.take().ok_or_else(|| required("prompt"))?;
-                let ids = completion_prompt(&state, prompt).await?;
-                (ids, Some(api::DEFAULT_COMPLETION_TOKENS))
+                completion_prompt(&state, prompt).await?
             }
             Endpoint::Chat => {
                 let messages = request
@@ -60,10 +61,10 @@ async fn respond(
                     .take()
                     .ok_or_else(|| required("messages"))?;
                 let prompt = chat_template::render(&messages)?;
-                (encode(&state, prompt, false).await?, None)
+                encode(&state, prompt, false).await?
             }
         };
-        let spec = request.into_spec(prompt_ids, default_max_tokens, state.limits)?;
+        let spec = request.into_spec(prompt_ids, endpoint, state.limits)?;
         generate(&state, spec, endpoint, arrived).await
     }
     .await;
@@ -235,20 +236,55 @@ async fn generate(
     endpoint: Endpoint,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let meta = ResponseMeta::new(endpoint, &state.served_model);
-    let (stream, include_usage) = (spec.stream, spec.include_usage);
-    let events = state.engine.submit(spec, arrived)?;
+    let meta = ResponseMeta::new(endpoint, &state.served_model, spec.logprobs.is_some());
+    let include_usage = spec.include_usage;
+    let stream = spec.stream;
+    let choices = state.engine.submit(spec, arrived)?;
     if stream {
-        return Ok(sse_response(meta, events, include_usage));
+        return Ok(sse_response(meta, choices, include_usage));
     }
-    let mut events = events;
+    let mut answers = Vec::with_capacity(choices.len());
+    for events in choices {
+        match collect_choice(events, meta.logprobs).await? {
+            Collected::Answer(answer) => answers.push(answer),
+            // Already counted by the engine; answered without counting again.
+            Collected::Failed(err) => return Ok(err.into_response()),
+        }
+    }
+    Ok(Json(meta.complete(&answers)).into_response())
+}
+
+/// What one choice's events came to.
+enum Collected {
+    Answer(ChoiceAnswer),
+    /// The engine failed the choice (and counted the failure).
+    Failed(ApiError),
+}
+
+/// Gathers one choice's text and log-probabilities until it finishes.
+async fn collect_choice(
+    mut events: UnboundedReceiver<Event>,
+    with_logprobs: bool,
+) -> Result<Collected, ApiError> {
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
-            Event::Text(piece) => text.push_str(&piece),
-            Event::Finished(usage) => return Ok(Json(meta.complete(&text, &usage)).into_response()),
-            // Already counted by the engine; answered without counting again.
-            Event::Failed(err) => return Ok(err.into_response()),
+            Event::Text {
+                text: piece,
+                logprobs: tokens,
+            } => {
+                text.push_str(&piece);
+                logprobs.extend(tokens);
+            }
+            Event::Finished(usage) => {
+                return Ok(Collected::Answer(ChoiceAnswer {
+                    text,
+                    logprobs: with_logprobs.then_some(logprobs),
+                    usage,
+                }));
+            }
+            Event::Failed(err) => return Ok(Collected::Failed(err)),
         }
     }
     Err(ApiError::Internal(
@@ -256,39 +292,76 @@ async fn generate(
     ))
 }
 
-/// A server-sent-event stream of chunks, ending with `data: [DONE]`. Dropping it (the
-/// client went away) closes the channel, and the engine frees the sequence.
+/// Where a stream of several choices stands.
+struct StreamProgress {
+    choices: usize,
+    finished: usize,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    done: bool,
+}
+
+/// A server-sent-event stream of chunks, the choices' chunks interleaved as they come,
+/// ending with `data: [DONE]` once every choice has finished (or one failed). Dropping it
+/// (the client went away) closes every choice's channel, and the engine frees them.
 fn sse_response(
     meta: ResponseMeta,
-    events: UnboundedReceiver<Event>,
+    choices: Vec<UnboundedReceiver<Event>>,
     include_usage: bool,
 ) -> Response {
-    let opening = meta.opening_chunk().map(|chunk| sse_data(&chunk));
-    let state = (events, meta, false);
-    let chunks = futures_util::stream::unfold(state, move |(mut events, meta, done)| async move {
-        if done {
-            return None;
-        }
-        let (bytes, done) = match events.recv().await {
-            Some(Event::Text(piece)) => (sse_data(&meta.text_chunk(&piece)), false),
-            Some(Event::Finished(usage)) => {
-                let mut bytes = sse_data(&meta.finish_chunk(usage.finish));
-                if include_usage {
-                    bytes.push_str(&sse_data(&meta.usage_chunk(&usage)));
-                }
-                bytes.push_str("data: [DONE]\n\n");
-                (bytes, true)
+    let openings: Vec<_> = (0..choices.len())
+        .filter_map(|index| meta.opening_chunk(index))
+        .map(|chunk| Ok(Bytes::from(sse_data(&chunk))))
+        .collect();
+    let progress = StreamProgress {
+        choices: choices.len(),
+        finished: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        done: false,
+    };
+    let merged =
+        futures_util::stream::select_all(choices.into_iter().enumerate().map(|(index, events)| {
+            UnboundedReceiverStream::new(events).map(move |event| (index, event))
+        }));
+    let state = (merged, meta, progress);
+    let chunks =
+        futures_util::stream::unfold(state, move |(mut merged, meta, mut progress)| async move {
+            if progress.done {
+                return None;
             }
-            Some(Event::Failed(err)) => (sse_data(&err.body()) + "data: [DONE]\n\n", true),
-            None => return None,
-        };
-        Some((
-            Ok::<_, Infallible>(Bytes::from(bytes)),
-            (events, meta, done),
-        ))
-    });
-    let opening = futures_util::stream::iter(opening.map(|o| Ok(Bytes::from(o))));
-    let body = Body::from_stream(futures_util::StreamExt::chain(opening, chunks));
+            let bytes = match merged.next().await {
+                Some((index, Event::Text { text, logprobs })) => {
+                    sse_data(&meta.text_chunk(index, &text, &logprobs))
+                }
+                Some((index, Event::Finished(usage))) => {
+                    progress.finished += 1;
+                    progress.prompt_tokens = usage.prompt_tokens;
+                    progress.completion_tokens += usage.completion_tokens;
+                    let mut bytes = sse_data(&meta.finish_chunk(index, usage.finish));
+                    if progress.finished == progress.choices {
+                        if include_usage {
+                            let usage = meta
+                                .usage_chunk(progress.prompt_tokens, progress.completion_tokens);
+                            bytes.push_str(&sse_data(&usage));
+                        }
+                        bytes.push_str("data: [DONE]\n\n");
+                        progress.done = true;
+                    }
+                    bytes
+                }
+                Some((_, Event::Failed(err))) => {
+                    progress.done = true;
+                    sse_data(&err.body()) + "data: [DONE]\n\n"
+                }
+                None => return None,
+            };
+            Some((
+                Ok::<_, Infallible>(Bytes::from(bytes)),
+                (merged, meta, progress),
+            ))
+        });
+    let body = Body::from_stream(futures_util::stream::iter(openings).chain(chunks));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),

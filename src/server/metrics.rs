@@ -115,12 +115,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a request into the waiting queue unless `max` are waiting already. The
-    /// waiting gauge is the queue's admission counter, so the two never disagree.
-    pub fn try_enqueue(&self, max: usize) -> bool {
+    /// Counts `count` sequences into the waiting queue, all or none: none when they would
+    /// make more than `max` wait. The waiting gauge is the queue's admission counter, so
+    /// the two never disagree.
+    pub fn try_enqueue(&self, count: usize, max: usize) -> bool {
         self.waiting
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                (w < max as u64).then_some(w + 1)
+                (w + count as u64 <= max as u64).then_some(w + count as u64)
             })
             .is_ok()
     }
@@ -310,10 +311,11 @@ mod tests {
     #[test]
     fn renders_gauges_counters_and_cumulative_histograms_labelled_with_the_model() {
         let metrics = Metrics::new("gemma");
+        assert!(!metrics.try_enqueue(4, 3), "all or none");
         for _ in 0..3 {
-            assert!(metrics.try_enqueue(3));
+            assert!(metrics.try_enqueue(1, 3));
         }
-        assert!(!metrics.try_enqueue(3));
+        assert!(!metrics.try_enqueue(1, 3));
         metrics.add_generation_tokens(5);
         metrics.count_error("overloaded");
         metrics.count_error("client_disconnected");

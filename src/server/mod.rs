@@ -6,7 +6,7 @@
 //! - `chat_template`: chat messages to Gemma's prompt text.
 //! - `connections`: accepting connections, bounded in number and in time to send a head.
 //! - `engine` / `sequence` / `stop`: the scheduler thread and its per-request state.
-//! - `handlers` / `responses`: routes and the OpenAI response shapes.
+//! - `handlers` / `responses` / `token_logprobs`: routes and the OpenAI response shapes.
 //! - `error`: every failure and its HTTP mapping, in one place.
 //! - `metrics`: the Prometheus metrics.
 //! - `runner_watch`: a batch pod's watch on its runner's heartbeat.
@@ -23,6 +23,7 @@ pub mod responses;
 pub mod runner_watch;
 mod sequence;
 pub mod stop;
+pub mod token_logprobs;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::engine::{Event, Request, Usage};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::stop::{Release, StopMatcher};
+use super::token_logprobs::{GeneratedToken, TokenText};
 use crate::model::generate::FinishReason;
 use crate::model::kv_cache::SequenceCache;
+use crate::model::logprobs::{TokenLogprob, step_logprobs};
 use crate::model::sampling::Sampler;
 use crate::model::text_stream::TextStream;
 use crate::model::{BatchEntry, LoadedModel};
@@ -35,7 +37,11 @@ pub struct Sequence {
     next_input: [u32; 1],
     generated: usize,
     text: TextStream,
+    /// Characters the detokenizer has produced, before any stop sequence cuts them.
+    text_chars: usize,
     stop: StopMatcher,
+    /// Log-probabilities of generated tokens not yet sent with a piece of text.
+    logprobs: Vec<GeneratedToken>,
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
 }
@@ -52,6 +58,8 @@ impl Sequence {
             next_input: [0],
             generated: 0,
             text: TextStream::default(),
+            text_chars: 0,
+            logprobs: Vec::new(),
             first_token_at: None,
             last_token_at: None,
         }
@@ -119,11 +127,28 @@ impl Sequence {
                 metrics.observe_first_token((now - self.request.arrived).as_secs_f64());
             }
         }
+        if let Some(top) = self.request.spec.logprobs {
+            let values = logits
+                .to_dtype(DType::F32)
+                .and_then(|logits| logits.to_vec1::<f32>())
+                .map_err(|err| err.to_string())?;
+            let step = step_logprobs(&values, id, top);
+            let text = |token: TokenLogprob| TokenText {
+                bytes: tokenizer.token_bytes(token.id),
+                logprob: token.logprob,
+            };
+            self.logprobs.push(GeneratedToken {
+                sampled: text(step.sampled),
+                top: step.top.into_iter().map(text).collect(),
+                text_offset: self.text_chars,
+            });
+        }
         let piece = self
             .text
             .push(tokenizer, id)
             .map_err(|err| err.to_string())?;
         if let Some(piece) = piece {
+            self.text_chars += piece.chars().count();
             match self.stop.push(&piece) {
                 Release::Text(text) => self.send_text(text),
                 Release::Stopped(text) => {
@@ -144,9 +169,13 @@ impl Sequence {
         let _ = self.request.events.send(Event::Failed(err));
     }
 
-    fn send_text(&self, text: String) {
-        if !text.is_empty() {
-            let _ = self.request.events.send(Event::Text(text));
+    /// Sends released text (empty while a stop sequence may be starting) with the
+    /// log-probabilities of the tokens generated since the last send; nothing when there
+    /// is neither.
+    fn send_text(&mut self, text: String) {
+        if !text.is_empty() || !self.logprobs.is_empty() {
+            let logprobs = std::mem::take(&mut self.logprobs);
+            let _ = self.request.events.send(Event::Text { text, logprobs });
         }
     }
 
