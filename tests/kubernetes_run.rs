@@ -91,6 +91,102 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
     );
 }
 
+#[test]
+fn run_dry_run_through_kueue_prints_a_suspended_job_in_its_queue_and_no_request() {
+    let space = common::run::Workspace::new();
+    let dataset = space.dataset(1);
+    let job = space.job(
+        &dataset,
+        "capacity: {backend: kubernetes, gpus: 4, kubernetes: {queue: dws-queue, max_run_duration: 2h}}",
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
+        .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id", "dry"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let kinds: Vec<&str> = yaml
+        .lines()
+        .filter_map(|line| line.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(kinds, ["Service", "Job"], "{yaml}");
+    for expected in [
+        "kueue.x-k8s.io/queue-name: dws-queue",
+        "provreq.kueue.x-k8s.io/maxRunDurationSeconds: \"7200\"",
+        "suspend: true",
+        "parallelism: 4",
+    ] {
+        assert!(yaml.contains(expected), "{expected} in {yaml}");
+    }
+    assert!(!yaml.contains("consume-provisioning-request"), "{yaml}");
+}
+
+#[test]
+fn a_batch_through_a_kueue_local_queue_runs_once_admitted_and_leaves_nothing() {
+    let cluster = TestCluster::start();
+    let space = common::run::Workspace::new();
+    let job = kubernetes_job(&space, 12, 2, "queue: dws-queue, max_run_duration: 3h");
+    runtime().block_on(async {
+        let client = ready(&cluster).await;
+        // No Kueue in the cluster, then no such queue: refused before anything is created,
+        // naming what is missing.
+        let refused = run_job(&cluster, &job, "kueue-none")
+            .wait_with_output()
+            .unwrap();
+        let words = text(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{words}");
+        assert!(
+            words.contains("serves no Kueue API (kueue.x-k8s.io)"),
+            "{words}"
+        );
+        assert_nothing_left(&client, "kueue-none").await;
+        cluster.install_kueue_crd(&client).await;
+        let refused = run_job(&cluster, &job, "kueue-missing")
+            .wait_with_output()
+            .unwrap();
+        let words = text(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{words}");
+        assert!(
+            words.contains("LocalQueue \"dws-queue\" does not exist in namespace \"default\""),
+            "{words}"
+        );
+        assert_nothing_left(&client, "kueue-missing").await;
+
+        common::kueue::create_local_queue(&client, "default", "dws-queue").await;
+        let kueue = common::kueue::TestKueue::start(&cluster.kubeconfig, "default");
+        let _kubelet = common::kubelet::TestKubelet::start(&cluster.kubeconfig, "default", "kueue");
+        let output = run_job(&cluster, &job, "kueue").wait_with_output().unwrap();
+        let words = text(&output);
+        assert!(output.status.success(), "{words}");
+        assert!(
+            words
+                .contains("submitted Job gembatch-kueue, suspended, to Kueue LocalQueue dws-queue"),
+            "{words}"
+        );
+        assert_every_row_ok_once(&space, "kueue", 12, &words);
+        let admitted = kueue.admitted.lock().unwrap().clone();
+        let [admission] = &admitted[..] else {
+            panic!("one Job admitted: {admitted:?}");
+        };
+        assert_eq!(admission.job, "gembatch-kueue");
+        assert_eq!(admission.queue, "dws-queue");
+        assert_eq!(admission.max_run_seconds.as_deref(), Some("10800"));
+        assert_eq!(admission.count, 2);
+        // gembatch made no request of its own; Kueue's went with the Job.
+        assert_nothing_left(&client, "kueue").await;
+        let requests = requests(&client);
+        until("Kueue's request is collected with the Job", || async {
+            requests
+                .get_opt(&admission.request)
+                .await
+                .unwrap()
+                .is_none()
+        })
+        .await;
+    });
+}
+
 /// A stand-in for the CronJob's runner Job that a killed runner belonged to: its pod never
 /// starts (the runner runs as a local process, and no kubelet takes that pod). The test
 /// deletes it, as Kubernetes does once the real one's retries are spent and its

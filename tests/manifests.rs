@@ -185,18 +185,25 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         validate.display()
     );
     // What `gembatch run` creates on a cluster, beside what an operator applies: with the
-    // weights in a bucket (run 1) and on a volume claim (run 2).
+    // weights in a bucket (run 1), on a volume claim (run 2), and through Kueue (run 3).
     let dir = tempfile::tempdir().unwrap();
-    let models = [
-        "{path: gs://gembatch-models/gemma-3-4b-it}",
-        "{path: /models/gemma-3-4b-it, volume_claim: gemma-weights}",
+    let runs = [
+        ("{path: gs://gembatch-models/gemma-3-4b-it}", ""),
+        (
+            "{path: /models/gemma-3-4b-it, volume_claim: gemma-weights}",
+            "",
+        ),
+        (
+            "{path: gs://gembatch-models/gemma-3-4b-it}",
+            ", kubernetes: {queue: dws-local-queue}",
+        ),
     ];
     let mut generated = Vec::new();
-    for (i, model) in models.iter().enumerate() {
+    for (i, (model, kubernetes)) in runs.iter().enumerate() {
         let job = dir.path().join(format!("job-{i}.yaml"));
         std::fs::write(
             &job,
-            format!("name: nightly\ndataset: {{path: d.jsonl}}\nmodel: {model}\ncapacity: {{backend: kubernetes, gpus: 10}}\n"),
+            format!("name: nightly\ndataset: {{path: d.jsonl}}\nmodel: {model}\ncapacity: {{backend: kubernetes, gpus: 10{kubernetes}}}\n"),
         )
         .unwrap();
         let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
@@ -234,6 +241,7 @@ fn manifests_and_generated_objects_pass_the_schemas_of_recent_kubernetes() {
         for kind in [
             "job/gembatch-nightly-1",
             "job/gembatch-nightly-2",
+            "job/gembatch-nightly-3",
             "service/gembatch-nightly-1",
             "deployment/gembatch-serve",
             "cronjob/gembatch-nightly",

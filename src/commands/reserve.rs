@@ -30,6 +30,7 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         accelerator: args.accelerator,
         booking: 1,
         anchor: kubernetes::owners::runner_job(),
+        queue: None,
     };
     plan.check().map_err(KubeError::Plan)?;
     if args.dry_run {

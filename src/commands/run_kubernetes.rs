@@ -49,6 +49,7 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         accelerator: kubernetes.accelerator.clone(),
         booking: 1,
         anchor: owners::runner_job(),
+        queue: kubernetes.queue.clone(),
     };
     let retries = FailedRetries {
         attempts: kubernetes.failed_attempts.max(1),
@@ -74,17 +75,19 @@ pub(super) fn dry_run_yaml(job: &JobSpec, run_id: &str) -> anyhow::Result<String
     let (plan, _, pods) = plans(job, run_id);
     plan.check()
         .map_err(crate::capacity::kubernetes::KubeError::Plan)?;
+    let service = serde_saphyr::to_string(&plan.serve_service())?;
+    if let Some(queue) = &plan.queue {
+        // Kueue creates the ProvisioningRequest once it takes the Job in.
+        let job = serde_saphyr::to_string(&plan.queued_serve_job(queue, &pods))?;
+        return Ok(format!("{service}---\n{job}"));
+    }
     let reserved = Reserved {
         request: plan.request_name(0),
         api_version: "autoscaling.x-k8s.io/v1".into(),
         class: plan.class.clone(),
     };
-    let mut text = plan.dry_run_yaml()?;
-    text.push_str("---\n");
-    text.push_str(&serde_saphyr::to_string(&plan.serve_service())?);
-    text.push_str("---\n");
-    text.push_str(&serde_saphyr::to_string(&plan.serve_job(&reserved, &pods))?);
-    Ok(text)
+    let job = serde_saphyr::to_string(&plan.serve_job(Some(&reserved), &pods))?;
+    Ok(format!("{}---\n{service}---\n{job}", plan.dry_run_yaml()?))
 }
 
 /// On Kubernetes, the run's Lease: no two runners on one run, whichever machines they are

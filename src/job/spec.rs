@@ -136,6 +136,10 @@ pub struct KubernetesSpec {
         serialize_with = "serialize_duration"
     )]
     pub runner_timeout: Duration,
+    /// A Kueue LocalQueue to submit the serve Job to: Kueue's ProvisioningRequest
+    /// admission check then reserves the GPUs (GKE's flex-start with queued provisioning
+    /// through Kueue) instead of gembatch's own ProvisioningRequest.
+    pub queue: Option<String>,
     /// How long the serve Job stays after its pods ended (their logs with it) when no
     /// runner deleted it; Kubernetes then deletes it and what it owns.
     #[serde(
@@ -166,6 +170,7 @@ impl Default for KubernetesSpec {
             pod_access: PodAccess::Auto,
             runner_timeout: Duration::from_secs(5 * 60),
             finished_ttl: Duration::from_secs(10 * 60),
+            queue: None,
         }
     }
 }

@@ -244,30 +244,47 @@ impl Cluster {
         client_from(&self.kubeconfig).await
     }
 
-    /// `kubectl`-free apply of a YAML manifest through the client: CRDs and namespaced
-    /// objects by their kind.
+    /// Installs the upstream ProvisioningRequest CRD.
     pub async fn install_provisioning_request_crd(&self, client: &kube::Client) {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        let text = std::fs::read_to_string("tests/data/provisioningrequests.crd.yaml").unwrap();
-        let mut value: serde_json::Value = serde_saphyr::from_str(&text).expect("the CRD parses");
-        strip_validations(&mut value);
-        let crd: CustomResourceDefinition = serde_json::from_value(value).expect("a CRD");
-        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-        crds.create(&Default::default(), &crd)
-            .await
-            .expect("create the CRD");
-        // Established once the API server serves it.
-        let started = Instant::now();
-        while kube::discovery::group(client, "autoscaling.x-k8s.io")
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the CRD was not served"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        install_crd(
+            client,
+            "tests/data/provisioningrequests.crd.yaml",
+            "autoscaling.x-k8s.io",
+        )
+        .await;
+    }
+
+    /// Installs Kueue's LocalQueue CRD.
+    pub async fn install_kueue_crd(&self, client: &kube::Client) {
+        install_crd(
+            client,
+            "tests/data/kueue.x-k8s.io_localqueues.yaml",
+            "kueue.x-k8s.io",
+        )
+        .await;
+    }
+}
+
+/// Creates the CRD in the YAML file `path` (its CEL rules removed) and waits until the API
+/// server serves its `group`.
+async fn install_crd(client: &kube::Client, path: &str, group: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut value: serde_json::Value = serde_saphyr::from_str(&text).expect("the CRD parses");
+    strip_validations(&mut value);
+    let crd: CustomResourceDefinition = serde_json::from_value(value).expect("a CRD");
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    crds.create(&Default::default(), &crd)
+        .await
+        .expect("create the CRD");
+    // Established once the API server serves it.
+    let started = Instant::now();
+    while kube::discovery::group(client, group).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the CRD of {group} was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -101,6 +101,12 @@ impl Drop for TestKubelet {
     }
 }
 
+/// Whether `pod` names a ProvisioningRequest to consume (Kueue adds it on admission).
+fn consumes_a_request(pod: &Pod) -> bool {
+    pod.annotations()
+        .contains_key("autoscaling.x-k8s.io/consume-provisioning-request")
+}
+
 /// The kubelet's state, owned by its thread.
 struct Node {
     kubeconfig: PathBuf,
@@ -137,7 +143,9 @@ impl Node {
                         .collect();
                     self.stop_deleted(&live);
                     for pod in live {
-                        if self.started(pod) {
+                        // As a queued-provisioning node pool: only pods that consume a
+                        // ProvisioningRequest get a node.
+                        if self.started(pod) || !consumes_a_request(pod) {
                             continue;
                         }
                         // As a kubelet: a container whose Secret is not there yet waits.

@@ -60,6 +60,7 @@ pub mod cluster;
 pub mod kube_fixtures;
 pub mod kubelet;
 pub mod kubelet_port_forward;
+pub mod kueue;
 pub mod load;
 pub mod ports;
 pub mod python;

@@ -5,6 +5,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::KubeError;
+use super::kueue::start_queued_pods;
 use super::objects::ReservePlan;
 use super::pod_key::new_api_key;
 use super::pods::{PodsPlan, start_pods};
@@ -18,6 +19,7 @@ use crate::common::PodAccess;
 const BOOKINGS: u32 = 3;
 
 /// Reserves `plan`, then starts and waits for the pods; the reservation returned owns them.
+/// With a Kueue queue, Kueue reserves instead once the pods' Job is submitted to it.
 /// A booking that expires before every pod is scheduled deletes everything and starts over,
 /// up to [`BOOKINGS`] reservations.
 pub async fn reserve_pods(
@@ -36,6 +38,9 @@ pub async fn reserve_pods(
     let api_key = new_api_key();
     let started = async {
         let endpoints = loop {
+            if let Some(queue) = plan.queue.clone() {
+                break start_queued_pods(&client, &plan, &queue, pods, &api_key, progress).await?;
+            }
             let reserved = reserve(&client, &plan, retries, progress).await?;
             match start_pods(&client, &plan, &reserved, pods, &api_key).await {
                 // The capacity is gone for the pods still waiting: start over, whole, under

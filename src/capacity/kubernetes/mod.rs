@@ -13,12 +13,14 @@
 //! - `release`: delete everything a run (or gembatch) created, found by label;
 //! - `run_lease`: the run's lock on the cluster, one Lease per run;
 //! - `backend`: reserve then start the pods, as `gembatch run` does, cleaning up on failure;
-//! - `cluster`: which kubeconfig context and namespace a command works in.
+//! - `cluster`: which kubeconfig context and namespace a command works in;
+//! - `kueue`: the serve Job through a Kueue LocalQueue, whose admission check reserves.
 
 pub mod abandoned;
 pub mod backend;
 pub mod cluster;
 pub mod deployment_watch;
+pub mod kueue;
 pub mod model_mount;
 pub mod objects;
 pub mod owners;
@@ -36,7 +38,8 @@ use crate::common::blame::Blame;
 
 /// Every API call the runner makes, as RBAC rules (API group, resource, verbs): `reserve`
 /// (PodTemplate create and patch, ProvisioningRequest create and watch), `pods` (Service and
-/// Job create, Pod list), `release` (list and delete of all five). The Role in
+/// Job create, Pod list), `kueue` (Job and LocalQueue get), `release` (list and delete of
+/// all five). The Role in
 /// `manifests/nightly_batch.yaml` grants exactly these; a test keeps the two equal.
 pub const RUNNER_PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("", "podtemplates", &["create", "patch", "list", "delete"]),
@@ -45,7 +48,9 @@ pub const RUNNER_PERMISSIONS: &[(&str, &str, &[&str])] = &[
         "provisioningrequests",
         &["create", "get", "list", "watch", "patch", "delete"],
     ),
-    ("batch", "jobs", &["create", "list", "delete"]),
+    // `get`: Kueue mode reads its serve Job until Kueue admits it.
+    ("batch", "jobs", &["create", "get", "list", "delete"]),
+    ("kueue.x-k8s.io", "localqueues", &["get"]),
     ("", "services", &["create", "list", "delete"]),
     // The pods' API key: created owned by their Job, so never listed or read.
     ("", "secrets", &["create", "delete"]),

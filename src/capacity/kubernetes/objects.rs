@@ -72,6 +72,9 @@ pub struct ReservePlan {
     /// The runner's own Job, owner of the run's top-level objects when the runner runs in
     /// a cluster ([`super::owners::runner_job`]).
     pub anchor: Option<OwnerReference>,
+    /// The Kueue LocalQueue the serve Job is submitted to: Kueue, not gembatch, then
+    /// creates the ProvisioningRequest (see [`super::kueue`]).
+    pub queue: Option<String>,
 }
 
 impl ReservePlan {
@@ -90,6 +93,14 @@ impl ReservePlan {
             return Err(format!(
                 "--namespace {:?} is not a namespace name",
                 self.namespace
+            ));
+        }
+        if let Some(queue) = &self.queue
+            && !is_dns_label(queue)
+        {
+            return Err(format!(
+                "capacity.kubernetes.queue {queue:?} is not a LocalQueue name (lowercase \
+                 letters, digits and '-')"
             ));
         }
         if self.max_run_duration.is_zero()
@@ -350,6 +361,7 @@ pub(crate) mod tests {
             accelerator: "nvidia-l4".into(),
             booking: 1,
             anchor: None,
+            queue: None,
         }
     }
 

@@ -13,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ContainerPort, HTTPGetAction, Pod, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt};
@@ -54,18 +55,21 @@ pub struct PodsPlan {
 }
 
 impl ReservePlan {
-    /// The Job of `gpus` serve pods consuming `reserved`.
-    pub fn serve_job(&self, reserved: &Reserved, pods: &PodsPlan) -> Job {
+    /// The Job of `gpus` serve pods consuming `reserved`; without one (Kueue's, which
+    /// annotates the pods itself when it admits the Job), consuming nothing yet.
+    pub fn serve_job(&self, reserved: Option<&Reserved>, pods: &PodsPlan) -> Job {
         let mut annotations = BTreeMap::new();
         for prefix in ANNOTATION_PREFIXES {
-            annotations.insert(
-                format!("{prefix}/consume-provisioning-request"),
-                reserved.request.clone(),
-            );
-            annotations.insert(
-                format!("{prefix}/provisioning-class-name"),
-                reserved.class.clone(),
-            );
+            if let Some(reserved) = reserved {
+                annotations.insert(
+                    format!("{prefix}/consume-provisioning-request"),
+                    reserved.request.clone(),
+                );
+                annotations.insert(
+                    format!("{prefix}/provisioning-class-name"),
+                    reserved.class.clone(),
+                );
+            }
         }
         let mut spec = self.pod_spec();
         let model = pods.model.apply(&mut spec, &mut annotations);
@@ -202,13 +206,50 @@ pub async fn start_pods(
     pods: &PodsPlan,
     api_key: &str,
 ) -> Result<Vec<Endpoint>, KubeError> {
+    let job =
+        create_serve_job(client, plan, &plan.serve_job(Some(reserved), pods), api_key).await?;
+    let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
+    make_owned(
+        &requests,
+        &reserved.request,
+        &owners(&job.owner, plan.anchor.as_ref()),
+        "make the ProvisioningRequest owned by the pods' Job",
+    )
+    .await?;
+    wait_ready(
+        client,
+        plan,
+        Some(reserved),
+        &job.owner.uid,
+        pods.ready_timeout,
+    )
+    .await
+}
+
+/// A serve Job as created.
+pub struct CreatedJob {
+    /// A reference to it, for what it owns.
+    pub owner: OwnerReference,
+    /// Whether the API server kept `spec.suspend` as sent (one before Kubernetes 1.22
+    /// drops the field).
+    pub suspended: bool,
+}
+
+/// Creates `job`, then its API key's Secret and its Service owned by it, and makes it own
+/// the run's Lease (beside the runner's Job, when there is one): whoever deletes the serve
+/// Job (a runner, its TTL) deletes them too.
+pub async fn create_serve_job(
+    client: &Client,
+    plan: &ReservePlan,
+    job: &Job,
+    api_key: &str,
+) -> Result<CreatedJob, KubeError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
     let job = jobs
-        .create(&PostParams::default(), &plan.serve_job(reserved, pods))
+        .create(&PostParams::default(), job)
         .await
         .map_err(KubeError::api("create the pods' Job"))?;
     let job_uid = job.metadata.uid.clone().unwrap_or_default();
-    // The Job owns the rest, so whoever deletes it (a runner, its TTL) deletes them too.
     let job_owner = owner("batch/v1", "Job", &job.name_any(), &job_uid);
     create_key_secret(client, plan, api_key, &job_owner).await?;
     let mut service = plan.serve_service();
@@ -218,39 +259,34 @@ pub async fn start_pods(
         .create(&PostParams::default(), &service)
         .await
         .map_err(KubeError::api("create the pods' Service"))?;
-    let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
-    let job_and_anchor = owners(&job_owner, plan.anchor.as_ref());
-    make_owned(
-        &requests,
-        &reserved.request,
-        &job_and_anchor,
-        "make the ProvisioningRequest owned by the pods' Job",
-    )
-    .await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &plan.namespace);
     // `gembatch reserve` takes no Lease: then there is none to own.
     make_owned_if_present(
         &leases,
         &lease_name(&plan.run_id),
-        &job_and_anchor,
+        &owners(&job_owner, plan.anchor.as_ref()),
         "make the run's Lease owned by the pods' Job",
     )
     .await?;
-    wait_ready(client, plan, reserved, &job_uid, pods.ready_timeout).await
+    Ok(CreatedJob {
+        owner: job_owner,
+        suspended: job.spec.and_then(|spec| spec.suspend) == Some(true),
+    })
 }
 
 /// Polls the pods of the Job `job_uid` until `gpus` are ready with an IP; a failed pod
-/// ends the wait, and so does the end of the booking while some are not yet scheduled
-/// (the capacity is no longer held for them).
-async fn wait_ready(
+/// ends the wait, and so does the end of `reserved`'s booking while some are not yet
+/// scheduled (the capacity is no longer held for them; Kueue watches its own requests).
+pub async fn wait_ready(
     client: &Client,
     plan: &ReservePlan,
-    reserved: &Reserved,
+    reserved: Option<&Reserved>,
     job_uid: &str,
     timeout: Duration,
 ) -> Result<Vec<Endpoint>, KubeError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
-    let requests = request_api_at(client, &plan.namespace, &reserved.api_version);
+    let requests =
+        reserved.map(|reserved| request_api_at(client, &plan.namespace, &reserved.api_version));
     let selector = ListParams::default().labels(&format!("{RUN_LABEL}={}", plan.run_id));
     let started = Instant::now();
     loop {
@@ -269,7 +305,10 @@ async fn wait_ready(
             return Ok(ready);
         }
         let scheduled = pods.iter().filter(|pod| is_scheduled(pod)).count();
-        if scheduled < plan.gpus as usize && booking_expired(&requests, &reserved.request).await {
+        if let (Some(requests), Some(reserved)) = (&requests, reserved)
+            && scheduled < plan.gpus as usize
+            && booking_expired(requests, &reserved.request).await
+        {
             return Err(KubeError::BookingExpired(reserved.request.clone()));
         }
         if started.elapsed() >= timeout {
@@ -395,7 +434,7 @@ mod tests {
             [
                 plan.pod_template().metadata.owner_references,
                 plan.provisioning_request(0).metadata.owner_references,
-                plan.serve_job(&reserved(), &pods())
+                plan.serve_job(Some(&reserved()), &pods())
                     .metadata
                     .owner_references,
             ]
@@ -413,7 +452,7 @@ mod tests {
     #[test]
     fn serve_pods_consume_the_request_under_both_prefixes() {
         let plan = plan();
-        let job = plan.serve_job(&reserved(), &pods());
+        let job = plan.serve_job(Some(&reserved()), &pods());
         let spec = job.spec.unwrap();
         assert_eq!((spec.parallelism, spec.completions), (Some(10), Some(10)));
         let template = spec.template;
@@ -448,7 +487,7 @@ mod tests {
     #[test]
     fn serve_pods_outlive_neither_their_runner_nor_their_booking() {
         let plan = plan();
-        let spec = plan.serve_job(&reserved(), &pods()).spec.unwrap();
+        let spec = plan.serve_job(Some(&reserved()), &pods()).spec.unwrap();
         assert_eq!(
             spec.active_deadline_seconds,
             Some(plan.max_run_duration.as_secs() as i64)
@@ -465,7 +504,7 @@ mod tests {
 
     #[test]
     fn disruptions_are_ignored_and_user_errors_fail_the_job() {
-        let spec = plan().serve_job(&reserved(), &pods()).spec.unwrap();
+        let spec = plan().serve_job(Some(&reserved()), &pods()).spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(10), "one replacement per pod");
         assert_eq!(
             spec.template.spec.unwrap().restart_policy.as_deref(),

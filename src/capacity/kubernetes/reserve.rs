@@ -97,6 +97,26 @@ pub enum Progress {
         /// Its namespace.
         namespace: String,
     },
+    /// The serve Job was submitted, suspended, to a Kueue LocalQueue.
+    Queued {
+        /// The Job.
+        job: String,
+        /// The LocalQueue.
+        queue: String,
+    },
+    /// Kueue admitted the serve Job: its capacity is provisioned.
+    Admitted {
+        /// The Job.
+        job: String,
+        /// Since it was submitted.
+        waited: Duration,
+    },
+    /// The API server dropped the Job's `suspend` (before Kubernetes 1.22): Kueue cannot
+    /// hold the Job, whose pods start at once.
+    NotHeld {
+        /// The Job.
+        job: String,
+    },
     /// The request failed; a new one follows after `after`.
     Retrying {
         /// The failed request's reason and message.
@@ -144,6 +164,18 @@ impl fmt::Display for Progress {
             Progress::WatchBroken { why } => {
                 format!("the watch on the ProvisioningRequest broke ({why}); resuming")
             }
+            Progress::Queued { job, queue } => format!(
+                "submitted Job {job}, suspended, to Kueue LocalQueue {queue}: Kueue's \
+                 ProvisioningRequest check reserves the GPUs, then admits it"
+            ),
+            Progress::Admitted { job, waited } => format!(
+                "[{:>6}s] Kueue admitted Job {job}; waiting for its pods",
+                waited.as_secs()
+            ),
+            Progress::NotHeld { job } => format!(
+                "the API server dropped `suspend` from Job {job} (Kubernetes before 1.22): \
+                 Kueue cannot hold it back, its pods start at once"
+            ),
             Progress::Retrying { why, after } => {
                 format!("request failed ({why}); a new one in {} s", after.as_secs())
             }
