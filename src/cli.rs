@@ -322,6 +322,15 @@ pub struct ReserveArgs {
     /// GKE accelerator of the nodes.
     #[arg(long, default_value = "nvidia-l4")]
     pub accelerator: String,
+    /// The queued-provisioning node pool the pods must land on (`cloud.google.com/gke-nodepool`).
+    #[arg(long)]
+    pub node_pool: Option<String>,
+    /// CPU each pod requests beside its GPU.
+    #[arg(long, default_value = "4")]
+    pub cpu: String,
+    /// Memory each pod requests (and is limited to).
+    #[arg(long, default_value = "16Gi")]
+    pub memory: String,
     /// The run id the objects are labelled with [default: reserve-YYYYMMDD-HHMMSS, UTC].
     #[arg(long)]
     pub run_id: Option<String>,

@@ -5,7 +5,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::kubernetes::abandoned::sweep_abandoned;
-use crate::capacity::kubernetes::objects::ReservePlan;
+use crate::capacity::kubernetes::objects::{PodFit, ReservePlan};
 use crate::capacity::kubernetes::release::{Scope, release, release_after_failure};
 use crate::capacity::kubernetes::reserve::{FailedRetries, Progress, reserve};
 use crate::capacity::kubernetes::run_lease::{EXPIRY_WAIT, holder_identity};
@@ -31,6 +31,11 @@ pub fn run_reserve(args: ReserveArgs) -> anyhow::Result<()> {
         booking: 1,
         anchor: kubernetes::owners::runner_job(),
         queue: None,
+        fit: PodFit {
+            node_pool: args.node_pool,
+            cpu: args.cpu,
+            memory: args.memory,
+        },
     };
     plan.check().map_err(KubeError::Plan)?;
     if args.dry_run {

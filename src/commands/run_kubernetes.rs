@@ -8,7 +8,7 @@ use crate::capacity::CapacityError;
 use crate::capacity::kubernetes::abandoned::sweep_abandoned;
 use crate::capacity::kubernetes::cluster;
 use crate::capacity::kubernetes::model_mount::ModelMount;
-use crate::capacity::kubernetes::objects::ReservePlan;
+use crate::capacity::kubernetes::objects::{PodFit, ReservePlan};
 use crate::capacity::kubernetes::owners;
 use crate::capacity::kubernetes::pods::PodsPlan;
 use crate::capacity::kubernetes::release::{Scope, release_capacity};
@@ -50,6 +50,11 @@ pub(super) fn plans(job: &JobSpec, run_id: &str) -> (ReservePlan, FailedRetries,
         booking: 1,
         anchor: owners::runner_job(),
         queue: kubernetes.queue.clone(),
+        fit: PodFit {
+            node_pool: kubernetes.node_pool.clone(),
+            cpu: kubernetes.cpu.clone(),
+            memory: kubernetes.memory.clone(),
+        },
     };
     let retries = FailedRetries {
         attempts: kubernetes.failed_attempts.max(1),

@@ -118,6 +118,12 @@ pub struct KubernetesSpec {
     pub provisioning_class: String,
     /// GKE accelerator of the nodes.
     pub accelerator: String,
+    /// The queued-provisioning node pool the pods must land on.
+    pub node_pool: Option<String>,
+    /// CPU each serve pod requests beside its GPU.
+    pub cpu: String,
+    /// Memory each serve pod requests and is limited to.
+    pub memory: String,
     /// How long the nodes may run (DWS's maxRunDurationSeconds).
     #[serde(
         deserialize_with = "deserialize_duration",
@@ -160,11 +166,15 @@ impl KubernetesSpec {
 
 impl Default for KubernetesSpec {
     fn default() -> KubernetesSpec {
+        let fit = crate::capacity::kubernetes::objects::PodFit::default();
         KubernetesSpec {
             namespace: None,
             image: "gembatch:latest".into(),
             provisioning_class: "queued-provisioning.gke.io".into(),
             accelerator: "nvidia-l4".into(),
+            node_pool: fit.node_pool,
+            cpu: fit.cpu,
+            memory: fit.memory,
             max_run_duration: Duration::from_secs(8 * 3600),
             failed_attempts: 3,
             pod_access: PodAccess::Auto,

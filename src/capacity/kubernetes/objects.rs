@@ -39,6 +39,11 @@ pub fn run_labels(run_id: &str) -> BTreeMap<String, String> {
 
 /// GKE's Dynamic Workload Scheduler.
 pub const DWS_CLASS: &str = "queued-provisioning.gke.io";
+/// The label GKE's page puts on a DWS PodTemplate and ProvisioningRequest (Autopilot
+/// applies its policies to the pods the request is for only with it).
+const WARDEN_LABEL: (&str, &str) = ("cloud.google.com/apply-warden-policies", "true");
+/// The node selector naming a GKE node pool.
+const NODE_POOL_LABEL: &str = "cloud.google.com/gke-nodepool";
 /// The taint GKE puts on nodes of a queued-provisioning pool.
 const QUEUED_TAINT: &str = "cloud.google.com/gke-queued";
 /// The GPU resource and taint.
@@ -75,6 +80,44 @@ pub struct ReservePlan {
     /// The Kueue LocalQueue the serve Job is submitted to: Kueue, not gembatch, then
     /// creates the ProvisioningRequest (see [`super::kueue`]).
     pub queue: Option<String>,
+    /// Where each pod goes and what it asks of its node beside the GPU.
+    pub fit: PodFit,
+}
+
+/// Where a serve pod goes and what it asks of its node beside its GPU, as GKE's DWS page
+/// writes its PodTemplate: a node pool selector and CPU and memory requests (which Kueue's
+/// ClusterQueue quotas count too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodFit {
+    /// The queued-provisioning node pool (`cloud.google.com/gke-nodepool`), when the
+    /// cluster has other pools of the same accelerator the pods must not land on.
+    pub node_pool: Option<String>,
+    /// CPU request (a Kubernetes quantity); no limit, so a pod may use the node's idle CPU.
+    pub cpu: String,
+    /// Memory request and limit (a Kubernetes quantity).
+    pub memory: String,
+}
+
+impl Default for PodFit {
+    /// Half of a g2-standard-8 (8 vCPUs, 32 GB, one L4): room for loading a 4B model's
+    /// 8.6 GB of bf16 weights on the way to the GPU.
+    fn default() -> PodFit {
+        PodFit {
+            node_pool: None,
+            cpu: "4".into(),
+            memory: "16Gi".into(),
+        }
+    }
+}
+
+/// Whether `text` is a Kubernetes quantity (`4`, `500m`, `16Gi`, `1.5`).
+fn is_quantity(text: &str) -> bool {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    number.parse::<f64>().is_ok_and(|n| n > 0.0)
+        && ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"].contains(&suffix)
 }
 
 impl ReservePlan {
@@ -101,6 +144,21 @@ impl ReservePlan {
             return Err(format!(
                 "capacity.kubernetes.queue {queue:?} is not a LocalQueue name (lowercase \
                  letters, digits and '-')"
+            ));
+        }
+        for (field, value) in [("cpu", &self.fit.cpu), ("memory", &self.fit.memory)] {
+            if !is_quantity(value) {
+                return Err(format!(
+                    "capacity.kubernetes.{field} {value:?} is not a Kubernetes quantity (say \
+                     \"4\", \"500m\" or \"16Gi\")"
+                ));
+            }
+        }
+        if let Some(pool) = &self.fit.node_pool
+            && !is_dns_label(pool)
+        {
+            return Err(format!(
+                "capacity.kubernetes.node_pool {pool:?} is not a node pool name"
             ));
         }
         if self.max_run_duration.is_zero()
@@ -163,14 +221,39 @@ impl ReservePlan {
         }
     }
 
+    /// [`ReservePlan::anchored_meta`] of the PodTemplate and the ProvisioningRequest, with
+    /// GKE's warden label for a DWS request.
+    fn reservation_meta(&self, name: String) -> ObjectMeta {
+        let mut meta = self.anchored_meta(name);
+        if self.class == DWS_CLASS {
+            meta.labels
+                .get_or_insert_default()
+                .insert(WARDEN_LABEL.0.into(), WARDEN_LABEL.1.into());
+        }
+        meta
+    }
+
     /// The pod every GPU gets: one L4, the GPU and queued-node taints tolerated.
     pub fn pod_spec(&self) -> PodSpec {
-        let gpu = BTreeMap::from([(GPU.to_string(), Quantity("1".into()))]);
+        let quantity = |text: &str| Quantity(text.to_string());
+        let requests = BTreeMap::from([
+            (GPU.to_string(), quantity("1")),
+            ("cpu".to_string(), quantity(&self.fit.cpu)),
+            ("memory".to_string(), quantity(&self.fit.memory)),
+        ]);
+        let limits = BTreeMap::from([
+            (GPU.to_string(), quantity("1")),
+            ("memory".to_string(), quantity(&self.fit.memory)),
+        ]);
+        let mut node_selector = BTreeMap::from([(
+            "cloud.google.com/gke-accelerator".to_string(),
+            self.accelerator.clone(),
+        )]);
+        if let Some(pool) = &self.fit.node_pool {
+            node_selector.insert(NODE_POOL_LABEL.into(), pool.clone());
+        }
         PodSpec {
-            node_selector: Some(BTreeMap::from([(
-                "cloud.google.com/gke-accelerator".to_string(),
-                self.accelerator.clone(),
-            )])),
+            node_selector: Some(node_selector),
             tolerations: Some(vec![
                 Toleration {
                     key: Some(GPU.into()),
@@ -217,8 +300,8 @@ impl ReservePlan {
                     },
                 ]),
                 resources: Some(ResourceRequirements {
-                    limits: Some(gpu.clone()),
-                    requests: Some(gpu),
+                    limits: Some(limits),
+                    requests: Some(requests),
                     ..ResourceRequirements::default()
                 }),
                 security_context: Some(restricted_container()),
@@ -263,7 +346,7 @@ impl ReservePlan {
     /// until the request owns it).
     pub fn pod_template(&self) -> PodTemplate {
         PodTemplate {
-            metadata: self.anchored_meta(self.template_name()),
+            metadata: self.reservation_meta(self.template_name()),
             template: Some(PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(self.labels()),
@@ -296,7 +379,7 @@ impl ReservePlan {
                 parameters,
             },
         );
-        request.metadata = self.anchored_meta(self.request_name(attempt));
+        request.metadata = self.reservation_meta(self.request_name(attempt));
         request
     }
 }
@@ -362,12 +445,60 @@ pub(crate) mod tests {
             booking: 1,
             anchor: None,
             queue: None,
+            fit: PodFit::default(),
         }
     }
 
     #[test]
     fn the_reservation_yaml_is_as_reviewed() {
         insta::assert_snapshot!(plan().dry_run_yaml().unwrap());
+    }
+
+    #[test]
+    fn pods_ask_for_cpu_and_memory_beside_the_gpu_and_may_name_their_node_pool() {
+        let pooled = ReservePlan {
+            fit: PodFit {
+                node_pool: Some("l4-dws".into()),
+                ..PodFit::default()
+            },
+            ..plan()
+        };
+        let spec = pooled.pod_spec();
+        let resources = spec.containers[0].resources.clone().unwrap();
+        let requests = resources.requests.unwrap();
+        assert_eq!(
+            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+            ("4", "16Gi")
+        );
+        let limits = resources.limits.unwrap();
+        assert!(!limits.contains_key("cpu"), "no CPU limit: no throttling");
+        assert_eq!(limits["memory"].0, "16Gi");
+        assert_eq!(
+            spec.node_selector.unwrap()["cloud.google.com/gke-nodepool"],
+            "l4-dws"
+        );
+        assert!(plan().pod_spec().node_selector.unwrap().len() == 1);
+        for (cpu, memory, field) in [("four", "16Gi", "cpu"), ("4", "16 GB", "memory")] {
+            let bad = ReservePlan {
+                fit: PodFit {
+                    cpu: cpu.into(),
+                    memory: memory.into(),
+                    node_pool: None,
+                },
+                ..plan()
+            };
+            let err = bad.check().unwrap_err();
+            assert!(
+                err.contains(&format!("capacity.kubernetes.{field}")),
+                "{err}"
+            );
+        }
+        for quantity in ["4", "500m", "1.5", "16Gi", "64G"] {
+            assert!(is_quantity(quantity), "{quantity}");
+        }
+        assert!(!is_quantity("0") && !is_quantity("-1") && !is_quantity("Gi"));
+        let labels = pooled.provisioning_request(0).metadata.labels.unwrap();
+        assert_eq!(labels["cloud.google.com/apply-warden-policies"], "true");
     }
 
     #[test]
