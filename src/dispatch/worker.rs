@@ -147,9 +147,9 @@ fn backoff(retries: &Retries, attempts: u32) -> Duration {
     ceiling.mul_f64(rand::rng().random::<f64>())
 }
 
-/// Whether the pod still answers `/health`.
+/// Whether the pod is still alive (see [`probe::alive`]).
 async fn pod_answers(pod: &PodLink) -> bool {
-    probe::answers(&pod.target.http, "/health", PROBE_TIMEOUT).await
+    probe::alive(&pod.target.http, "/health", PROBE_TIMEOUT).await
 }
 
 /// Sends the row's final result.
