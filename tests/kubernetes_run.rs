@@ -62,11 +62,12 @@ fn a_runner_outside_the_cluster_reaches_the_pods_through_port_forwards() {
     });
 }
 
-#[test]
-fn run_dry_run_prints_every_object_and_touches_nothing() {
+/// `gembatch run --dry-run` of a one-row job with `capacity` and no cluster: its YAML and
+/// the kinds of its objects, in order.
+fn dry_run(capacity: &str) -> (String, Vec<String>) {
     let space = common::run::Workspace::new();
     let dataset = space.dataset(1);
-    let job = space.job(&dataset, "capacity: {backend: kubernetes, gpus: 4}");
+    let job = space.job(&dataset, capacity);
     let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
         .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id", "dry"])
         .env("KUBECONFIG", "/nonexistent")
@@ -74,10 +75,17 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let yaml = String::from_utf8(output.stdout).unwrap();
-    let kinds: Vec<&str> = yaml
+    let kinds = yaml
         .lines()
         .filter_map(|line| line.strip_prefix("kind: "))
+        .map(str::to_string)
         .collect();
+    (yaml, kinds)
+}
+
+#[test]
+fn run_dry_run_prints_every_object_and_touches_nothing() {
+    let (yaml, kinds) = dry_run("capacity: {backend: kubernetes, gpus: 4}");
     assert_eq!(
         kinds,
         ["PodTemplate", "ProvisioningRequest", "Service", "Job"]
@@ -93,23 +101,9 @@ fn run_dry_run_prints_every_object_and_touches_nothing() {
 
 #[test]
 fn run_dry_run_through_kueue_prints_a_suspended_job_in_its_queue_and_no_request() {
-    let space = common::run::Workspace::new();
-    let dataset = space.dataset(1);
-    let job = space.job(
-        &dataset,
+    let (yaml, kinds) = dry_run(
         "capacity: {backend: kubernetes, gpus: 4, kubernetes: {queue: dws-queue, max_run_duration: 2h}}",
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_gembatch"))
-        .args(["run", job.to_str().unwrap(), "--dry-run", "--run-id", "dry"])
-        .env("KUBECONFIG", "/nonexistent")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    let yaml = String::from_utf8(output.stdout).unwrap();
-    let kinds: Vec<&str> = yaml
-        .lines()
-        .filter_map(|line| line.strip_prefix("kind: "))
-        .collect();
     assert_eq!(kinds, ["Service", "Job"], "{yaml}");
     for expected in [
         "kueue.x-k8s.io/queue-name: dws-queue",
