@@ -4,6 +4,7 @@
 //!
 //! - `request`: the ProvisioningRequest as typed Rust;
 //! - `objects`: what a reservation creates, built before any call (`--dry-run` prints it);
+//! - `pod_fit`: a serve pod's node pool, CPU and memory;
 //! - `reserve`: create, own, watch the conditions, retry a failed request;
 //! - `pods`: the Job of serve pods consuming the request, its Service, the wait for them;
 //! - `pod_key`: the serve pods' API key, a Secret per booking owned by their Job;
@@ -24,6 +25,7 @@ pub mod kueue;
 pub mod model_mount;
 pub mod objects;
 pub mod owners;
+pub mod pod_fit;
 pub mod pod_key;
 pub mod pods;
 pub mod port_forward;

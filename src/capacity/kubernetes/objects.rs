@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplate, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
-    Toleration, Volume, VolumeMount,
+    PodTemplate, PodTemplateSpec, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 
+pub use super::pod_fit::PodFit;
 use super::request::{PodSet, ProvisioningRequest, ProvisioningRequestSpec, TemplateRef};
 
 /// Label holding the run id on every object gembatch creates.
@@ -42,8 +41,6 @@ pub const DWS_CLASS: &str = "queued-provisioning.gke.io";
 /// The label GKE's page puts on a DWS PodTemplate and ProvisioningRequest (Autopilot
 /// applies its policies to the pods the request is for only with it).
 const WARDEN_LABEL: (&str, &str) = ("cloud.google.com/apply-warden-policies", "true");
-/// The node selector naming a GKE node pool.
-const NODE_POOL_LABEL: &str = "cloud.google.com/gke-nodepool";
 /// The taint GKE puts on nodes of a queued-provisioning pool.
 const QUEUED_TAINT: &str = "cloud.google.com/gke-queued";
 /// The GPU resource and taint.
@@ -84,42 +81,6 @@ pub struct ReservePlan {
     pub fit: PodFit,
 }
 
-/// Where a serve pod goes and what it asks of its node beside its GPU, as GKE's DWS page
-/// writes its PodTemplate: a node pool selector and CPU and memory requests (which Kueue's
-/// ClusterQueue quotas count too).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodFit {
-    /// The queued-provisioning node pool (`cloud.google.com/gke-nodepool`), when the
-    /// cluster has other pools of the same accelerator the pods must not land on.
-    pub node_pool: Option<String>,
-    /// CPU request (a Kubernetes quantity); no limit, so a pod may use the node's idle CPU.
-    pub cpu: String,
-    /// Memory request and limit (a Kubernetes quantity).
-    pub memory: String,
-}
-
-impl Default for PodFit {
-    /// Half of a g2-standard-8 (8 vCPUs, 32 GB, one L4): room for loading a 4B model's
-    /// 8.6 GB of bf16 weights on the way to the GPU.
-    fn default() -> PodFit {
-        PodFit {
-            node_pool: None,
-            cpu: "4".into(),
-            memory: "16Gi".into(),
-        }
-    }
-}
-
-/// Whether `text` is a Kubernetes quantity (`4`, `500m`, `16Gi`, `1.5`).
-fn is_quantity(text: &str) -> bool {
-    let number_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(number_end);
-    number.parse::<f64>().is_ok_and(|n| n > 0.0)
-        && ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"].contains(&suffix)
-}
-
 impl ReservePlan {
     /// Checks what the API server would refuse later; `Err` says what to fix.
     pub fn check(&self) -> Result<(), String> {
@@ -146,21 +107,7 @@ impl ReservePlan {
                  letters, digits and '-')"
             ));
         }
-        for (field, value) in [("cpu", &self.fit.cpu), ("memory", &self.fit.memory)] {
-            if !is_quantity(value) {
-                return Err(format!(
-                    "capacity.kubernetes.{field} {value:?} is not a Kubernetes quantity (say \
-                     \"4\", \"500m\" or \"16Gi\")"
-                ));
-            }
-        }
-        if let Some(pool) = &self.fit.node_pool
-            && !is_dns_label(pool)
-        {
-            return Err(format!(
-                "capacity.kubernetes.node_pool {pool:?} is not a node pool name"
-            ));
-        }
+        self.fit.check()?;
         if self.max_run_duration.is_zero()
             || self.max_run_duration > Duration::from_secs(7 * 86_400)
         {
@@ -235,23 +182,11 @@ impl ReservePlan {
 
     /// The pod every GPU gets: one L4, the GPU and queued-node taints tolerated.
     pub fn pod_spec(&self) -> PodSpec {
-        let quantity = |text: &str| Quantity(text.to_string());
-        let requests = BTreeMap::from([
-            (GPU.to_string(), quantity("1")),
-            ("cpu".to_string(), quantity(&self.fit.cpu)),
-            ("memory".to_string(), quantity(&self.fit.memory)),
-        ]);
-        let limits = BTreeMap::from([
-            (GPU.to_string(), quantity("1")),
-            ("memory".to_string(), quantity(&self.fit.memory)),
-        ]);
         let mut node_selector = BTreeMap::from([(
             "cloud.google.com/gke-accelerator".to_string(),
             self.accelerator.clone(),
         )]);
-        if let Some(pool) = &self.fit.node_pool {
-            node_selector.insert(NODE_POOL_LABEL.into(), pool.clone());
-        }
+        self.fit.select_pool(&mut node_selector);
         PodSpec {
             node_selector: Some(node_selector),
             tolerations: Some(vec![
@@ -299,11 +234,7 @@ impl ReservePlan {
                         ..EnvVar::default()
                     },
                 ]),
-                resources: Some(ResourceRequirements {
-                    limits: Some(limits),
-                    requests: Some(requests),
-                    ..ResourceRequirements::default()
-                }),
+                resources: Some(self.fit.resources((GPU, "1"))),
                 security_context: Some(restricted_container()),
                 volume_mounts: Some(vec![VolumeMount {
                     name: SCRATCH_VOLUME.into(),
@@ -418,7 +349,7 @@ pub fn object_name(run_id: &str) -> String {
 }
 
 /// An RFC 1123 label: lower-case letters, digits and `-`, at most 63, alphanumeric ends.
-fn is_dns_label(name: &str) -> bool {
+pub(super) fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -465,38 +396,24 @@ pub(crate) mod tests {
         };
         let spec = pooled.pod_spec();
         let resources = spec.containers[0].resources.clone().unwrap();
-        let requests = resources.requests.unwrap();
-        assert_eq!(
-            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
-            ("4", "16Gi")
-        );
-        let limits = resources.limits.unwrap();
-        assert!(!limits.contains_key("cpu"), "no CPU limit: no throttling");
-        assert_eq!(limits["memory"].0, "16Gi");
+        assert_eq!(resources, PodFit::default().resources((GPU, "1")));
         assert_eq!(
             spec.node_selector.unwrap()["cloud.google.com/gke-nodepool"],
             "l4-dws"
         );
-        assert!(plan().pod_spec().node_selector.unwrap().len() == 1);
-        for (cpu, memory, field) in [("four", "16Gi", "cpu"), ("4", "16 GB", "memory")] {
-            let bad = ReservePlan {
-                fit: PodFit {
-                    cpu: cpu.into(),
-                    memory: memory.into(),
-                    node_pool: None,
-                },
-                ..plan()
-            };
-            let err = bad.check().unwrap_err();
-            assert!(
-                err.contains(&format!("capacity.kubernetes.{field}")),
-                "{err}"
-            );
-        }
-        for quantity in ["4", "500m", "1.5", "16Gi", "64G"] {
-            assert!(is_quantity(quantity), "{quantity}");
-        }
-        assert!(!is_quantity("0") && !is_quantity("-1") && !is_quantity("Gi"));
+        assert_eq!(plan().pod_spec().node_selector.unwrap().len(), 1);
+        let bad = ReservePlan {
+            fit: PodFit {
+                memory: "16 GB".into(),
+                ..PodFit::default()
+            },
+            ..plan()
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .contains("capacity.kubernetes.memory")
+        );
         let labels = pooled.provisioning_request(0).metadata.labels.unwrap();
         assert_eq!(labels["cloud.google.com/apply-warden-policies"], "true");
     }
@@ -563,7 +480,7 @@ pub(crate) mod tests {
             .limits
             .as_ref()
             .unwrap();
-        assert_eq!(limits[GPU], Quantity("1".into()));
+        assert_eq!(limits[GPU].0, "1");
         assert_eq!(spec.tolerations.unwrap().len(), 2);
     }
 
