@@ -119,7 +119,8 @@ pub struct GenerationSpec {
 
 impl GenerationSpec {
     /// The spec of choice `index` of `n`: its own sampler seed (choice 0 keeps the request's,
-    /// so `n` = 1 and the first of several choices draw alike).
+    /// so a request of `n` = 1 and the first of several choices start from the same seed;
+    /// their draws can still part where batching moves a logit's low bits).
     pub fn for_choice(&self, index: usize) -> GenerationSpec {
         let mut spec = self.clone();
         spec.sampling.seed = choice_seed(self.sampling.seed, index);

@@ -114,7 +114,9 @@ pub async fn start_queued_pods(
     wait_ready(client, plan, None, &created.owner.uid, pods.ready_timeout).await
 }
 
-/// Polls the Job until Kueue admits it, at most the plan's provisioning timeout.
+/// Polls the Job until Kueue admits it, at most the plan's provisioning timeout. A read
+/// that fails (the API server restarting during an hours-long wait) is tried again at the
+/// next poll; the timeout then names it.
 async fn wait_admitted(
     client: &Client,
     plan: &ReservePlan,
@@ -123,30 +125,32 @@ async fn wait_admitted(
 ) -> Result<(), KubeError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
     let started = Instant::now();
+    let waiting = format!(
+        "Kueue has not admitted Job {name}; see `kubectl describe workloads -n {}`",
+        plan.namespace
+    );
+    let mut last = waiting.clone();
     loop {
-        let job = jobs
-            .get_opt(name)
-            .await
-            .map_err(KubeError::api("read the serve Job"))?
-            .ok_or_else(|| {
-                KubeError::Missing(format!(
+        match jobs.get_opt(name).await {
+            Ok(Some(job)) if admitted(&job) => {
+                progress(Progress::Admitted {
+                    job: name.to_string(),
+                    waited: started.elapsed(),
+                });
+                return Ok(());
+            }
+            Ok(Some(_)) => last.clone_from(&waiting),
+            Ok(None) => {
+                return Err(KubeError::Missing(format!(
                     "the serve Job {name} was deleted while it waited for Kueue's admission"
-                ))
-            })?;
-        if admitted(&job) {
-            progress(Progress::Admitted {
-                job: name.to_string(),
-                waited: started.elapsed(),
-            });
-            return Ok(());
+                )));
+            }
+            Err(err) => last = format!("cannot read the serve Job {name}: {err}"),
         }
         if started.elapsed() >= plan.timeout {
             return Err(KubeError::Timeout {
                 waited: started.elapsed(),
-                last: format!(
-                    "Kueue has not admitted Job {name}; see `kubectl describe workloads -n {}`",
-                    plan.namespace
-                ),
+                last,
             });
         }
         tokio::time::sleep(ADMISSION_POLL).await;
