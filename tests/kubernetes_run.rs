@@ -125,27 +125,23 @@ fn a_batch_through_a_kueue_local_queue_runs_once_admitted_and_leaves_nothing() {
         let client = ready(&cluster).await;
         // No Kueue in the cluster, then no such queue: refused before anything is created,
         // naming what is missing.
-        let refused = run_job(&cluster, &job, "kueue-none")
-            .wait_with_output()
-            .unwrap();
-        let words = text(&refused);
-        assert_eq!(refused.status.code(), Some(2), "{words}");
-        assert!(
-            words.contains("serves no Kueue API (kueue.x-k8s.io)"),
-            "{words}"
-        );
-        assert_nothing_left(&client, "kueue-none").await;
+        let refused = |run_id: &'static str, naming: &'static str| {
+            let (cluster, client, job) = (&cluster, &client, &job);
+            async move {
+                let output = run_job(cluster, job, run_id).wait_with_output().unwrap();
+                let words = text(&output);
+                assert_eq!(output.status.code(), Some(2), "{words}");
+                assert!(words.contains(naming), "{words}");
+                assert_nothing_left(client, run_id).await;
+            }
+        };
+        refused("kueue-none", "serves no Kueue API (kueue.x-k8s.io)").await;
         cluster.install_kueue_crd(&client).await;
-        let refused = run_job(&cluster, &job, "kueue-missing")
-            .wait_with_output()
-            .unwrap();
-        let words = text(&refused);
-        assert_eq!(refused.status.code(), Some(2), "{words}");
-        assert!(
-            words.contains("LocalQueue \"dws-queue\" does not exist in namespace \"default\""),
-            "{words}"
-        );
-        assert_nothing_left(&client, "kueue-missing").await;
+        refused(
+            "kueue-missing",
+            "LocalQueue \"dws-queue\" does not exist in namespace \"default\"",
+        )
+        .await;
 
         common::kueue::create_local_queue(&client, "default", "dws-queue").await;
         let kueue = common::kueue::TestKueue::start(&cluster.kubeconfig, "default");

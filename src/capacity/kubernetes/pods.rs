@@ -59,8 +59,8 @@ impl ReservePlan {
     /// annotates the pods itself when it admits the Job), consuming nothing yet.
     pub fn serve_job(&self, reserved: Option<&Reserved>, pods: &PodsPlan) -> Job {
         let mut annotations = BTreeMap::new();
-        for prefix in ANNOTATION_PREFIXES {
-            if let Some(reserved) = reserved {
+        if let Some(reserved) = reserved {
+            for prefix in ANNOTATION_PREFIXES {
                 annotations.insert(
                     format!("{prefix}/consume-provisioning-request"),
                     reserved.request.clone(),
