@@ -91,6 +91,8 @@ fn main() {
     let flooders = flag(&args, "--flooders", 8);
     let rounds = flag(&args, "--rounds", 2);
     let serve = Serve::start();
+    // reqwest's https takes the process's rustls provider (see `install_crypto_provider`).
+    gembatch::client::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let context = runtime.block_on(async {
         let models: serde_json::Value = reqwest::get(format!("{}/v1/models", serve.url))

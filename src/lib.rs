@@ -35,6 +35,7 @@ pub mod report;
 pub mod results;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 
 pub use commands::execute;
 pub use common::blame::USER_ERROR_EXIT_CODE;

@@ -248,6 +248,7 @@ const API_STEP_STRIDE: usize = 8;
 /// token ids, greedy, one token, the 20 most likely reported.
 async fn api_top_logprobs(url: &str, prompt: Vec<u32>) -> serde_json::Map<String, Value> {
     let body = json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20});
+    gembatch::client::tls::install_crypto_provider();
     let response = reqwest::Client::new()
         .post(url)
         .json(&body)

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 const PROMPT: &str = "The capital of France is";
 
 fn client() -> reqwest::Client {
+    gembatch::client::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

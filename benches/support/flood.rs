@@ -155,6 +155,7 @@ async fn send(client: &reqwest::Client, completions: &str, body: Vec<u8>) -> (St
 
 /// One request of `prompt` on an idle server: its status and answer time, seconds.
 pub async fn send_once(url: &str, prompt: &str) -> (String, f64) {
+    gembatch::client::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     send(
         &client,
@@ -166,6 +167,7 @@ pub async fn send_once(url: &str, prompt: &str) -> (String, f64) {
 
 /// Runs the normal clients (and the flood, when `flood` is given) for `seconds`.
 pub async fn phase(url: &str, users: u64, flood: Option<(&str, u64)>, seconds: u64) -> Phase {
+    gembatch::client::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()

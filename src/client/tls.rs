@@ -11,6 +11,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
+/// Makes ring the process's rustls provider, which reqwest (object_store's https) takes:
+/// the tree has no other. Calling it again does nothing.
+pub fn install_crypto_provider() {
+    let _ = ring::default_provider().install_default();
+}
+
 /// Which https server certificates are trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Trust {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use futures_util::FutureExt;
+use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::heartbeat;
@@ -29,6 +30,7 @@ use crate::job::{Backend, JobError, JobSpec};
 use crate::loadgen::{self, LoadConfig, LoadError, LoadOutcome};
 use crate::model::fetch::ensure_default_model;
 use crate::shutdown::cancel_on_signals;
+use crate::store::StoreUrl;
 
 use super::run_finish::{Ended, finish, rebuild_finished};
 use super::run_progress::{LoadLines, RunProgress};
@@ -76,33 +78,47 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "the results go to {} on a FUSE file system ({fs_type}, such as a bucket through \
              Cloud Storage FUSE): its fsync does not finalize an object and a rename or an \
              append re-uploads it whole, so a crash there can lose or repeat committed shards; \
-             write the results to a disk (a PersistentVolume) and copy them to the bucket after the run",
+             name the bucket itself (`output: gs://BUCKET/PATH`), which gembatch writes with \
+             create-only commits, or write to a disk (a PersistentVolume)",
             job.output.display()
         ));
     }
     let local_model = local_model(&job)?;
-    let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
-        path: job.dataset.path.clone(),
-        source,
-    })?;
+    let (dataset, reading, _dataset_copy) = dataset_copy(&job)?;
 
     say::info(format!("validating {}", job.dataset.path.display()));
-    let validation = check_dataset(&job, local_model.as_deref(), args.skip_invalid)?;
-    let (run_id, dir, _lock, resumed) = run_dir(&job, &args, &dataset, validation.rows)?;
-    let ledger = Ledger::open(&dir, &job.dataset.fields.passthrough)
+    let validation = check_dataset(
+        &job,
+        &reading.dataset.path,
+        local_model.as_deref(),
+        args.skip_invalid,
+    )?;
+    let place = run_dir(&job, &args, &dataset, validation.rows)?;
+    let (run_id, dir) = (place.run_id.as_str(), place.dir.as_path());
+    let mut ledger = Ledger::open(dir, &job.dataset.fields.passthrough)
         .with_context(|| format!("cannot open {}", dir.display()))?;
+    if let Some(remote) = place.remote {
+        let url = remote.url().to_string();
+        let fetched;
+        (ledger, fetched) = ledger
+            .mirrored(remote)
+            .with_context(|| format!("cannot read the committed shards of {url}"))?;
+        if fetched > 0 {
+            say::info(format!("fetched {fetched} committed shards from {url}"));
+        }
+    }
     let committed = ledger.committed_rows();
     if committed == validation.rows {
-        return rebuild_finished(&job, &args, &run_id, &dir, ledger);
+        return rebuild_finished(&job, &args, run_id, dir, ledger);
     }
     let ledger = Arc::new(Mutex::new(ledger));
     let context = RunContext {
-        job: &job,
+        job: &reading,
         args: &args,
-        run_id: &run_id,
-        dir: &dir,
+        run_id,
+        dir,
         ledger: &ledger,
-        resumed,
+        resumed: place.resumed,
     };
     let remaining = Remaining {
         rows: validation.rows,
@@ -115,7 +131,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let ended = runtime.block_on(run_on_capacity(&context, remaining))?;
-    finish(&job, &args, &run_id, &dir, &ledger, ended)
+    finish(&job, &args, run_id, dir, &ledger, ended)
+}
+
+/// The dataset's fingerprint, the job reading a local copy of it, and the temporary folder
+/// of that copy: a dataset in a bucket is fetched whole first (its fingerprint is the
+/// object's), a local one is read where it is.
+fn dataset_copy(job: &JobSpec) -> anyhow::Result<(Fingerprint, JobSpec, Option<TempDir>)> {
+    let Some(url) = StoreUrl::parse(&job.dataset.path) else {
+        let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
+            path: job.dataset.path.clone(),
+            source,
+        })?;
+        return Ok((dataset, job.clone(), None));
+    };
+    let url = url.map_err(anyhow::Error::msg)?;
+    let folder = tempfile::Builder::new()
+        .prefix("gembatch-dataset-")
+        .tempdir()?;
+    say::info(format!("fetching {url}"));
+    let fetched = crate::store::dataset::fetch(&url, folder.path())?;
+    let dataset = Fingerprint {
+        path: job.dataset.path.clone(),
+        bytes: fetched.bytes,
+        modified_ns: fetched.modified_ns,
+    };
+    let mut reading = job.clone();
+    reading.dataset.path = fetched.path;
+    Ok((dataset, reading, Some(folder)))
 }
 
 /// Takes the run's Lease (Kubernetes), reserves the capacity, runs the batch on it, and
@@ -332,9 +375,11 @@ fn local_model(job: &JobSpec) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// Validates every row; stops with the first problems unless `skip_invalid`.
+/// Validates every row of the dataset's copy at `local` (messages name the job's dataset);
+/// stops with the first problems unless `skip_invalid`.
 fn check_dataset(
     job: &JobSpec,
+    local: &Path,
     model: Option<&Path>,
     skip_invalid: bool,
 ) -> anyhow::Result<Validation> {
@@ -353,8 +398,7 @@ fn check_dataset(
         Some(limit) => limit.check(row),
         None => Ok(()),
     };
-    let rows =
-        crate::dataset::open_with(&job.dataset.path, job.dataset.format, &job.dataset.fields)?;
+    let rows = crate::dataset::open_with(local, job.dataset.format, &job.dataset.fields)?;
     let validation = validate(rows, Some(&check))?;
     if validation.rows == 0 {
         return Err(DatasetError::Empty {

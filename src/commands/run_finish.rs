@@ -98,7 +98,7 @@ pub(super) fn finish(
                 "{err}: {} rows in {} shards are committed in {}; finish with `gembatch run {} --resume {run_id}`",
                 ledger.committed_rows(),
                 ledger.entries().count(),
-                dir.display(),
+                shown_dir(dir, &ledger),
                 args.job.display()
             );
         }
@@ -110,7 +110,18 @@ pub(super) fn finish(
     })
     .with_context(|| format!("cannot write the outputs in {}", dir.display()))?;
     let page = report.write(dir, run_id, &job.name, &dispatched.model, &totals)?;
-    print_totals(&totals, dir, &page);
+    if let Some(remote) = ledger.remote() {
+        let files = remote
+            .publish_outputs(dir)
+            .with_context(|| format!("cannot upload the outputs to {}", remote.url()))?;
+        say::info(format!("uploaded {files} output files to {}", remote.url()));
+    }
+    let shown = shown_dir(dir, &ledger);
+    let page = page.strip_prefix(dir).map_or_else(
+        |_| page.display().to_string(),
+        |relative| format!("{shown}/{}", relative.display()),
+    );
+    print_totals(&totals, &shown, &page);
     if !load_violations.is_empty() {
         let lines: Vec<String> = load_violations.iter().map(ToString::to_string).collect();
         bail!("load verification SLO failed:\n  {}", lines.join("\n  "));
@@ -118,7 +129,17 @@ pub(super) fn finish(
     Ok(())
 }
 
-fn print_totals(totals: &RunTotals, dir: &Path, page: &Path) {
+/// Where the run's files are, as the user reaches them: its bucket folder when it is kept
+/// in one (the local directory is a working copy, gone when the run ends), else its
+/// directory.
+fn shown_dir(dir: &Path, ledger: &Ledger) -> String {
+    ledger.remote().map_or_else(
+        || dir.display().to_string(),
+        |remote| remote.url().to_string(),
+    )
+}
+
+fn print_totals(totals: &RunTotals, dir: &str, page: &str) {
     let run = &totals.run;
     println!(
         "{} rows: {} ok, {} failed, {} invalid; {:.2} rows/s, {:.1} output tok/s over {:.1} s",
@@ -140,5 +161,5 @@ fn print_totals(totals: &RunTotals, dir: &Path, page: &Path) {
             format_seconds(pod.e2e[0])
         );
     }
-    println!("results in {}, report {}", dir.display(), page.display());
+    println!("results in {dir}, report {page}");
 }

@@ -2,6 +2,8 @@
 //! to `shards/NNNNNN.parquet` (write, fsync, rename), then appending one line to
 //! `ledger.jsonl` and fsyncing it: the ledger is the truth. A crash between the two leaves
 //! an unlisted file that the resumed run rewrites; a torn last line is cut off on open.
+//! A run kept in a bucket (`remote_run`) commits there first: the local ledger then
+//! follows the bucket's, which is the truth.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::remote_run::{Committed, RemoteRun};
 use crate::common::durable::sync_parent;
 use crate::results::batch::records_writer;
 use crate::results::batch_record::BatchRecord;
@@ -45,6 +48,8 @@ pub struct Ledger {
     committed: BTreeMap<u64, u64>,
     model: Option<String>,
     passthrough: Vec<String>,
+    /// The bucket folder the run is kept in, when it is.
+    remote: Option<RemoteRun>,
 }
 
 impl Ledger {
@@ -100,7 +105,32 @@ impl Ledger {
             committed,
             model,
             passthrough: passthrough.to_vec(),
+            remote: None,
         })
+    }
+
+    /// This ledger kept in `remote` from now on, after taking in every shard committed
+    /// there that it lacks (all of them, on an empty disk). Returns it and how many it
+    /// took in.
+    pub fn mirrored(mut self, remote: RemoteRun) -> std::io::Result<(Ledger, usize)> {
+        let mut fetched = 0;
+        for entry in remote.entries().map_err(std::io::Error::other)? {
+            if self.is_committed(entry.shard) {
+                continue;
+            }
+            remote
+                .fetch_shard(&entry, &self.shard_path(entry.shard))
+                .map_err(std::io::Error::other)?;
+            self.append(entry.shard, entry.rows, &entry.model)?;
+            fetched += 1;
+        }
+        self.remote = Some(remote);
+        Ok((self, fetched))
+    }
+
+    /// The bucket folder the run is kept in, when it is.
+    pub fn remote(&self) -> Option<&RemoteRun> {
+        self.remote.as_ref()
     }
 
     /// Whether `shard` is committed.
@@ -152,6 +182,29 @@ impl Ledger {
             writer.push(record).map_err(std::io::Error::other)?;
         }
         writer.finish().map_err(std::io::Error::other)?;
+        let Some(remote) = &self.remote else {
+            return self.append(shard, rows, model);
+        };
+        let committed = remote
+            .commit(shard, rows, model, &path)
+            .map_err(std::io::Error::other)?;
+        match committed {
+            Committed::Ours => self.append(shard, rows, model),
+            Committed::Theirs(entry) => {
+                crate::common::say::notice(format!(
+                    "shard {shard} was committed first by another runner of this run: its rows \
+                     are kept, this runner's are dropped"
+                ));
+                remote
+                    .fetch_shard(&entry, &path)
+                    .map_err(std::io::Error::other)?;
+                self.append(shard, entry.rows, &entry.model)
+            }
+        }
+    }
+
+    /// Records the committed shard `shard` (its file in place) in the ledger file.
+    fn append(&mut self, shard: u64, rows: u64, model: &str) -> std::io::Result<()> {
         let entry = Line {
             shard,
             rows,

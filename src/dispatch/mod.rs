@@ -17,6 +17,7 @@ pub mod collector;
 pub mod feeder;
 pub mod ledger;
 pub mod outputs;
+pub mod remote_run;
 pub mod run_dir;
 pub mod run_lock;
 pub mod validate;

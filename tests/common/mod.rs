@@ -55,6 +55,7 @@ pub fn golden(name: &str) -> Vec<Golden> {
         .map(|line| serde_json::from_str(line).expect("golden line"))
         .collect()
 }
+pub mod buckets;
 pub mod certs;
 pub mod cluster;
 pub mod kube_fixtures;

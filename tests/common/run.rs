@@ -70,7 +70,8 @@ pub fn spawn(job: &Path, args: &[&str]) -> Child {
         .expect("start gembatch run")
 }
 
-fn command(job: &Path, args: &[&str]) -> Command {
+/// The `gembatch run JOB ARGS...` command, for a test that adds to it (its environment).
+pub fn command(job: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gembatch"));
     command
         .arg("run")
