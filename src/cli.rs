@@ -239,13 +239,14 @@ pub struct ContextArg {
 pub struct RunArgs {
     /// The job file (`jobs/NAME.yaml`).
     pub job: PathBuf,
-    /// The dataset, instead of the job's `dataset.path`.
+    /// The dataset, instead of the job's `dataset.path` (a file, or gs://, s3://, az://).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Pods (GPUs), instead of the job's `capacity.gpus`.
     #[arg(long)]
     pub gpus: Option<u32>,
-    /// Where run directories go, instead of the job's `output`.
+    /// Where run directories go, instead of the job's `output` (a directory, or a bucket
+    /// folder: gs://BUCKET/PATH, s3://, az://).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Where the pods run, instead of the job's `capacity.backend`.

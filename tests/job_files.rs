@@ -36,7 +36,19 @@ fn every_shipped_job_file_is_valid() {
     let nightly = &checked[1].1;
     assert_eq!(nightly.capacity.backend, Backend::Kubernetes);
     assert_eq!(nightly.capacity.gpus, 10);
-    assert!(nightly.dataset.path.starts_with("/mnt/gcs"));
+    assert!(
+        nightly.dataset.path.starts_with("/mnt/gcs"),
+        "read through FUSE"
+    );
+    let output = gembatch::store::StoreUrl::parse(&nightly.output);
+    assert_eq!(
+        output
+            .and_then(Result::ok)
+            .map(|url| url.to_string())
+            .as_deref(),
+        Some("gs://gembatch-results/nightly"),
+        "results written to the bucket itself"
+    );
 }
 
 #[test]

@@ -177,6 +177,30 @@ fn a_run_kept_in_cloud_storage_resumes_from_the_bucket_alone_after_kills() {
 }
 
 #[test]
+fn a_run_kept_in_cloud_storage_over_https_trusts_the_systems_roots() {
+    let gcs = FakeGcs::start_tls("gembatch-tls");
+    assert!(gcs.endpoint.starts_with("https://"));
+    let space = Workspace::new();
+    let stub = stub();
+    let job = bucket_job(&space, &gcs, 60);
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "tls"], &gcs);
+    assert_success(&output);
+    let requests = bucket_requests(&gcs, "tls");
+    assert_eq!(requests.sorted_ids(), expected_ids(60));
+    // Without the test CA among the roots, the store's certificate is refused.
+    let untrusted = gembatch(&job, &["--endpoints", &stub.url, "--run-id", "tls-2"], &gcs)
+        .env("SSL_CERT_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let said = text(&untrusted);
+    assert!(!untrusted.status.success(), "{said}");
+    assert!(
+        said.contains("cannot read gs://gembatch-tls/datasets/requests.jsonl"),
+        "{said}"
+    );
+}
+
+#[test]
 fn two_runners_on_one_run_in_s3_keep_each_shard_once() {
     let s3 = MotoS3::start("gembatch-race");
     two_runners_keep_each_shard_once(&s3);
@@ -283,7 +307,7 @@ fn mistakes_about_a_bucket_name_what_is_wrong() {
     );
     failure(
         &["--endpoints", &stub.url, "--out", "ftp://host/results"],
-        "`ftp://` is not a store",
+        "field `output`: ftp://host/results: `ftp://` is not a store",
     );
     failure(
         &["--dataset", "s3://gembatch-mistakes/datasets/missing.jsonl"],

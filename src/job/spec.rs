@@ -273,6 +273,14 @@ impl JobSpec {
         if self.shard_size == 0 {
             return fail("shard_size", "must be at least 1 row");
         }
+        for (field, path) in [
+            ("dataset.path", &self.dataset.path),
+            ("output", &self.output),
+        ] {
+            if let Some(Err(message)) = crate::store::StoreUrl::parse(path) {
+                return fail(field, &message);
+            }
+        }
         if let Some(message) = passthrough_problem(&self.dataset.fields) {
             return fail("dataset.fields.passthrough", &message);
         }

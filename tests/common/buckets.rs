@@ -175,12 +175,27 @@ pub struct FakeGcs {
     bucket: String,
     objects: Objects,
     credentials: tempfile::NamedTempFile,
+    /// The test CA and serving certificate, when it serves https.
+    certs: Option<tempfile::TempDir>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl FakeGcs {
-    /// Serves `bucket` on a loopback port.
+    /// Serves `bucket` on a loopback port over http.
     pub fn start(bucket: &str) -> FakeGcs {
+        FakeGcs::serve(bucket, None)
+    }
+
+    /// Serves `bucket` over https, with a certificate signed by a test CA that the child's
+    /// environment (`SSL_CERT_FILE`) makes its only trusted root, as the system's roots
+    /// vouch for storage.googleapis.com.
+    pub fn start_tls(bucket: &str) -> FakeGcs {
+        let certs = tempfile::tempdir().unwrap();
+        super::certs::serving_certificate(certs.path(), "127.0.0.1");
+        FakeGcs::serve(bucket, Some(certs))
+    }
+
+    fn serve(bucket: &str, certs: Option<tempfile::TempDir>) -> FakeGcs {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -190,7 +205,7 @@ impl FakeGcs {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let address = listener.local_addr().unwrap();
         let app = Router::new()
             .route("/{bucket}", get(list))
             .route(
@@ -198,7 +213,18 @@ impl FakeGcs {
                 get(read).head(read).put(write).delete(remove),
             )
             .with_state(objects.clone());
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let endpoint = match &certs {
+            None => {
+                runtime.spawn(async move { axum::serve(listener, app).await });
+                format!("http://{address}")
+            }
+            Some(certs) => {
+                let acceptor = super::tls_listener::acceptor(certs.path());
+                let listener = super::tls_listener::TlsListener { listener, acceptor };
+                runtime.spawn(async move { axum::serve(listener, app).await });
+                format!("https://{address}")
+            }
+        };
         // object_store's service-account form for emulators: its base URL, no OAuth.
         let credentials = tempfile::NamedTempFile::new().unwrap();
         let key = serde_json::json!({
@@ -211,6 +237,7 @@ impl FakeGcs {
             bucket: bucket.to_string(),
             objects,
             credentials,
+            certs,
             _runtime: runtime,
         }
     }
@@ -223,7 +250,12 @@ impl TestBucket for FakeGcs {
 
     fn env(&self) -> Vec<(String, String)> {
         let path = self.credentials.path().display().to_string();
-        vec![("GOOGLE_SERVICE_ACCOUNT".to_string(), path)]
+        let mut env = vec![("GOOGLE_SERVICE_ACCOUNT".to_string(), path)];
+        if let Some(certs) = &self.certs {
+            let ca = certs.path().join("ca.crt").display().to_string();
+            env.push(("SSL_CERT_FILE".to_string(), ca));
+        }
+        env
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
