@@ -153,7 +153,7 @@ impl RemoteRun {
             .filter(|key| !skipped.contains(&key.as_str()))
             .collect();
         for key in &outputs {
-            self.bucket.put(key, read(&dir.join(key))?)?;
+            self.bucket.upload(key, &dir.join(key))?;
         }
         let named: Vec<String> = self.entries()?.into_iter().map(|e| e.object).collect();
         for object in self.bucket.list(SHARDS_DIR)? {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path as Key;
@@ -115,13 +117,20 @@ impl Bucket {
         }
     }
 
-    /// Writes `bytes` to `key`, replacing what is there.
-    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let location = self.key(key);
-        let put = self.store.put(&location, PutPayload::from(bytes));
-        self.block_on(put)
-            .map(drop)
-            .map_err(|err| self.error("write", key, err))
+    /// Streams the file `from` to `key`, replacing what is there (in parts, for files past
+    /// 10 MB, so a large output is never held in memory whole).
+    pub fn upload(&self, key: &str, from: &Path) -> Result<(), StoreError> {
+        let mut writer = BufWriter::new(self.store.clone(), self.key(key));
+        let send = async {
+            let mut file = tokio::fs::File::open(from).await?;
+            tokio::io::copy(&mut file, &mut writer).await?;
+            writer.shutdown().await
+        };
+        self.block_on(send).map_err(|err| StoreError {
+            action: "write",
+            url: self.url.join(key).to_string(),
+            source: format!("from {}: {err}; {CREDENTIALS_HINT}", from.display()).into(),
+        })
     }
 
     /// The object `key`, or `None` when there is none.
