@@ -70,11 +70,16 @@ pub(super) fn finish(
         load_dir,
     } = ended;
     let mut report = BatchReport::default();
+    let shown = shown_dir(
+        dir,
+        &ledger.lock().expect("the ledger lock is not poisoned"),
+    );
     let load_violations = match load {
         Some(Ok(outcome)) => {
             if let Some(load_dir) = &load_dir {
                 let page = crate::report::write_report(load_dir)?;
-                say::info(format!("load verification: report {}", page.display()));
+                let page_shown = shown_path(dir, &shown, &page);
+                say::info(format!("load verification: report {page_shown}"));
                 if let Ok(relative) = page.strip_prefix(dir) {
                     report.link_load_report(relative.display().to_string());
                 }
@@ -98,7 +103,7 @@ pub(super) fn finish(
                 "{err}: {} rows in {} shards are committed in {}; finish with `gembatch run {} --resume {run_id}`",
                 ledger.committed_rows(),
                 ledger.entries().count(),
-                shown_dir(dir, &ledger),
+                shown,
                 args.job.display()
             );
         }
@@ -116,12 +121,7 @@ pub(super) fn finish(
             .with_context(|| format!("cannot upload the outputs to {}", remote.url()))?;
         say::info(format!("uploaded {files} output files to {}", remote.url()));
     }
-    let shown = shown_dir(dir, &ledger);
-    let page = page.strip_prefix(dir).map_or_else(
-        |_| page.display().to_string(),
-        |relative| format!("{shown}/{}", relative.display()),
-    );
-    print_totals(&totals, &shown, &page);
+    print_totals(&totals, &shown, &shown_path(dir, &shown, &page));
     if !load_violations.is_empty() {
         let lines: Vec<String> = load_violations.iter().map(ToString::to_string).collect();
         bail!("load verification SLO failed:\n  {}", lines.join("\n  "));
@@ -136,6 +136,14 @@ fn shown_dir(dir: &Path, ledger: &Ledger) -> String {
     ledger.remote().map_or_else(
         || dir.display().to_string(),
         |remote| remote.url().to_string(),
+    )
+}
+
+/// `path`, a file of the run directory `dir`, where the user reaches it (under `shown`).
+fn shown_path(dir: &Path, shown: &str, path: &Path) -> String {
+    path.strip_prefix(dir).map_or_else(
+        |_| path.display().to_string(),
+        |relative| format!("{shown}/{}", relative.display()),
     )
 }
 
