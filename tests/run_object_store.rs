@@ -201,6 +201,39 @@ fn a_run_kept_in_cloud_storage_over_https_trusts_the_systems_roots() {
 }
 
 #[test]
+fn a_create_whose_answer_is_lost_is_found_as_this_runners_own() {
+    let gcs = FakeGcs::start("gembatch-lost");
+    let space = Workspace::new();
+    let stub = stub();
+    let job = bucket_job(&space, &gcs, 60);
+    // Every create of the run (run.json, then three shard objects and their three ledger
+    // entries) is made but answered 503: object_store tries again and meets the
+    // precondition on its own object.
+    gcs.lose_answers_to_creates(7);
+    let output = run(&job, &["--endpoints", &stub.url, "--run-id", "lost"], &gcs);
+    assert_success(&output);
+    assert_eq!(gcs.answers_left_to_lose(), 0, "every lost answer was met");
+    let said = text(&output);
+    assert!(
+        !said.contains("committed first by another runner"),
+        "{said}"
+    );
+    let requests = bucket_requests(&gcs, "lost");
+    assert_eq!(requests.sorted_ids(), expected_ids(60));
+    for shard in 0..60usize.div_ceil(SHARD_SIZE) {
+        let entry = gcs
+            .get(&format!("results/lost/ledger/{shard:06}.json"))
+            .unwrap();
+        let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+        let object = format!("results/lost/{}", entry["object"].as_str().unwrap());
+        assert!(
+            gcs.get(&object).is_some(),
+            "{object}, named by shard {shard}'s entry, is kept"
+        );
+    }
+}
+
+#[test]
 fn two_runners_on_one_run_in_s3_keep_each_shard_once() {
     let s3 = MotoS3::start("gembatch-race");
     two_runners_keep_each_shard_once(&s3);

@@ -72,9 +72,16 @@ impl RemoteRun {
     }
 
     /// Creates the run: uploads `dir/run.json` unless a run of that id is there already.
+    /// Finding the very same manifest there counts as made (a create whose answer was lost
+    /// and was tried again).
     pub fn create_manifest(&self, dir: &Path) -> Result<Created, StoreError> {
-        self.bucket
-            .create(MANIFEST_FILE, read(&dir.join(MANIFEST_FILE))?)
+        let manifest = read(&dir.join(MANIFEST_FILE))?;
+        match self.bucket.create(MANIFEST_FILE, manifest.clone())? {
+            Created::Exists if self.bucket.get(MANIFEST_FILE)?.as_deref() == Some(&manifest) => {
+                Ok(Created::New)
+            }
+            created => Ok(created),
+        }
     }
 
     /// Fetches the run's `run.json` into `dir`.
@@ -106,14 +113,9 @@ impl RemoteRun {
         rows_file: &Path,
     ) -> Result<Committed, StoreError> {
         let object = format!("{SHARDS_DIR}/{shard:06}-{}.parquet", self.attempt);
-        if self.bucket.create(&object, read(rows_file)?)? == Created::Exists {
-            // This runner commits each shard once: its own name being taken is a bug.
-            return Err(StoreError {
-                action: "write",
-                url: self.url().join(&object).to_string(),
-                source: "it exists already, written by this runner".into(),
-            });
-        }
+        // Only this runner writes this name (its attempt is random), so finding it there
+        // means the store made an earlier try of this create whose answer was lost.
+        self.bucket.create(&object, read(rows_file)?)?;
         let entry = RemoteEntry {
             shard,
             rows,
@@ -125,13 +127,18 @@ impl RemoteRun {
         match self.bucket.create(&key, text)? {
             Created::New => Ok(Committed::Ours),
             Created::Exists => {
-                self.bucket.delete(&object)?;
-                let theirs = self.entry(&key)?.ok_or_else(|| StoreError {
+                let winner = self.entry(&key)?.ok_or_else(|| StoreError {
                     action: "read",
                     url: self.url().join(&key).to_string(),
                     source: "it was created and then removed by someone else".into(),
                 })?;
-                Ok(Committed::Theirs(theirs))
+                // A create the store made but whose answer was lost, then retried, finds
+                // this runner's own entry: the shard is committed as ours.
+                if winner.object == object {
+                    return Ok(Committed::Ours);
+                }
+                self.bucket.delete(&object)?;
+                Ok(Committed::Theirs(winner))
             }
         }
     }

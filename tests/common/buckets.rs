@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -164,7 +165,18 @@ impl Drop for MotoS3 {
     }
 }
 
-type Objects = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+/// The objects, and how many more create-only writes are to be made but answered 503.
+#[derive(Clone, Default)]
+struct Objects {
+    map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    answers_to_lose: Arc<AtomicU64>,
+}
+
+impl Objects {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.map.lock().unwrap()
+    }
+}
 
 /// Cloud Storage's XML API as object_store calls it (PUT with
 /// `x-goog-if-generation-match: 0` for create-only writes, GET, HEAD, DELETE, and
@@ -243,6 +255,19 @@ impl FakeGcs {
     }
 }
 
+impl FakeGcs {
+    /// Makes the next `count` create-only writes happen but answers them 503, as when a
+    /// store's answer is lost: the client tries again and finds the object there.
+    pub fn lose_answers_to_creates(&self, count: u64) {
+        self.objects.answers_to_lose.store(count, Ordering::SeqCst);
+    }
+
+    /// Create-only writes still to be answered 503.
+    pub fn answers_left_to_lose(&self) -> u64 {
+        self.objects.answers_to_lose.load(Ordering::SeqCst)
+    }
+}
+
 impl TestBucket for FakeGcs {
     fn url(&self, key: &str) -> String {
         format!("gs://{}/{key}", self.bucket)
@@ -259,15 +284,15 @@ impl TestBucket for FakeGcs {
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
-        self.objects.lock().unwrap().insert(key.to_string(), bytes);
+        self.objects.lock().insert(key.to_string(), bytes);
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.objects.lock().unwrap().get(key).cloned()
+        self.objects.lock().get(key).cloned()
     }
 
     fn keys(&self, prefix: &str) -> Vec<String> {
-        let objects = self.objects.lock().unwrap();
+        let objects = self.objects.lock();
         objects
             .keys()
             .filter(|k| k.starts_with(prefix))
@@ -281,7 +306,7 @@ async fn list(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let prefix = query.get("prefix").cloned().unwrap_or_default();
-    let objects = objects.lock().unwrap();
+    let objects = objects.lock();
     let contents: String = objects
         .iter()
         .filter(|(key, _)| key.starts_with(&prefix))
@@ -302,7 +327,7 @@ async fn list(
 }
 
 async fn read(State(objects): State<Objects>, Path((_, key)): Path<(String, String)>) -> Response {
-    match objects.lock().unwrap().get(&key) {
+    match objects.lock().get(&key) {
         Some(bytes) => (
             [
                 ("last-modified", "Sat, 05 Dec 2026 00:00:00 GMT".to_string()),
@@ -321,14 +346,23 @@ async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut objects = objects.lock().unwrap();
     let create_only = headers
         .get("x-goog-if-generation-match")
         .is_some_and(|value| value == "0");
-    if create_only && objects.contains_key(&key) {
+    let mut map = objects.lock();
+    if create_only && map.contains_key(&key) {
         return StatusCode::PRECONDITION_FAILED.into_response();
     }
-    objects.insert(key, body.to_vec());
+    map.insert(key, body.to_vec());
+    let lose = |left: u64| left.checked_sub(1);
+    if create_only
+        && objects
+            .answers_to_lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, lose)
+            .is_ok()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     ([("etag", "\"1\"")], StatusCode::OK).into_response()
 }
 
@@ -336,7 +370,7 @@ async fn remove(
     State(objects): State<Objects>,
     Path((_, key)): Path<(String, String)>,
 ) -> StatusCode {
-    match objects.lock().unwrap().remove(&key) {
+    match objects.lock().remove(&key) {
         Some(_) => StatusCode::NO_CONTENT,
         None => StatusCode::NOT_FOUND,
     }
