@@ -16,7 +16,8 @@
 //! - floor 1, the tools: `client/` (the one OpenAI-compatible HTTP client: TLS, pooled
 //!   HTTP/1.1, SSE, timed streams, preflight, probes), `results/` (result files and the
 //!   row types they hold), `dataset/` (prompt datasets read as streams), `model/` (Gemma 3
-//!   on candle, its kernels, tokenizer and fetcher), `shutdown` (SIGINT and SIGTERM).
+//!   on candle, its kernels, tokenizer and fetcher), `shutdown` (SIGINT and SIGTERM),
+//!   `store/` (buckets: `gs://`, `s3://`, `az://` folders read and written, create-only).
 //! - floor 0: `common/`, the words every floor shares (endpoint, outcome, route, retries,
 //!   pod access, units, blame); it imports nothing else in the crate.
 
