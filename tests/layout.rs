@@ -17,7 +17,10 @@ const FLOORS: [(u8, &[&str]); 5] = [
     (4, &["cli", "exit_code", "commands"]),
     (3, &["dispatch", "job", "report"]),
     (2, &["loadgen", "capacity", "server"]),
-    (1, &["client", "results", "dataset", "model", "shutdown", "store"]),
+    (
+        1,
+        &["client", "results", "dataset", "model", "shutdown", "store"],
+    ),
     (0, &["common"]),
 ];
 
