@@ -71,12 +71,27 @@ fn committed(bucket: &dyn TestBucket, run_id: &str) -> Vec<u64> {
 
 /// `requests.parquet` of the run, read from the bucket.
 fn bucket_requests(bucket: &dyn TestBucket, run_id: &str) -> Requests {
+    read_rows(bucket, &format!("results/{run_id}/requests.parquet"))
+}
+
+/// The rows of the Parquet object `key` (`requests.parquet` or a shard: same columns).
+fn read_rows(bucket: &dyn TestBucket, key: &str) -> Requests {
     let folder = tempfile::tempdir().unwrap();
     let bytes = bucket
-        .get(&format!("results/{run_id}/requests.parquet"))
-        .expect("requests.parquet in the bucket");
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} in the bucket"));
     std::fs::write(folder.path().join("requests.parquet"), bytes).unwrap();
     Requests::read(folder.path())
+}
+
+/// The key of the shard object that shard `shard`'s ledger entry names.
+fn entry_object(bucket: &dyn TestBucket, run_id: &str, shard: usize) -> String {
+    let key = format!("results/{run_id}/ledger/{shard:06}.json");
+    let entry = bucket
+        .get(&key)
+        .unwrap_or_else(|| panic!("{key} in the bucket"));
+    let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+    format!("results/{run_id}/{}", entry["object"].as_str().unwrap())
 }
 
 /// Kills a runner `kills` times at random points after its first commit, resumes it to
@@ -148,13 +163,7 @@ fn killed_runners_resume_from_the_bucket(bucket: &dyn TestBucket, kills: usize, 
     // Each shard has one entry naming one object, and no other shard object is left.
     assert_eq!(committed(bucket, "crashy").len(), shards);
     let mut named: Vec<String> = (0..shards)
-        .map(|shard| {
-            let entry = bucket
-                .get(&format!("results/crashy/ledger/{shard:06}.json"))
-                .unwrap();
-            let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
-            format!("results/crashy/{}", entry["object"].as_str().unwrap())
-        })
+        .map(|shard| entry_object(bucket, "crashy", shard))
         .collect();
     named.sort();
     assert_eq!(bucket.keys("results/crashy/shards/"), named);
@@ -221,11 +230,7 @@ fn a_create_whose_answer_is_lost_is_found_as_this_runners_own() {
     let requests = bucket_requests(&gcs, "lost");
     assert_eq!(requests.sorted_ids(), expected_ids(60));
     for shard in 0..60usize.div_ceil(SHARD_SIZE) {
-        let entry = gcs
-            .get(&format!("results/lost/ledger/{shard:06}.json"))
-            .unwrap();
-        let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
-        let object = format!("results/lost/{}", entry["object"].as_str().unwrap());
+        let object = entry_object(&gcs, "lost", shard);
         assert!(
             gcs.get(&object).is_some(),
             "{object}, named by shard {shard}'s entry, is kept"
@@ -286,18 +291,8 @@ fn two_runners_keep_each_shard_once(bucket: &dyn TestBucket) {
     // whose entry names the other's.
     let mut kept = Vec::new();
     for shard in 0..ROWS.div_ceil(SHARD_SIZE) {
-        let entry = bucket
-            .get(&format!("results/race/ledger/{shard:06}.json"))
-            .unwrap();
-        let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
-        let object = format!("results/race/{}", entry["object"].as_str().unwrap());
-        let folder = tempfile::tempdir().unwrap();
-        std::fs::write(
-            folder.path().join("requests.parquet"),
-            bucket.get(&object).unwrap(),
-        )
-        .unwrap();
-        kept.extend(rows_and_finish_times(&Requests::read(folder.path())));
+        let object = entry_object(bucket, "race", shard);
+        kept.extend(rows_and_finish_times(&read_rows(bucket, &object)));
     }
     kept.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(rows_and_finish_times(&requests), kept);
