@@ -8,6 +8,7 @@ pub mod choice;
 pub mod config;
 pub mod control_tokens;
 pub mod device;
+pub mod draw;
 pub mod error;
 pub mod fetch;
 pub mod gemma3;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, IndexOp};
+use candle_core::{DType, Device, Tensor};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::api::GenerationSpec;
@@ -19,6 +19,7 @@ use super::metrics::Metrics;
 use super::sequence::{Outcome, Sequence};
 use super::token_logprobs::GeneratedToken;
 use crate::model::generate::FinishReason;
+use crate::model::sampling::{Draw, sample_rows};
 use crate::model::{LoadedModel, ModelError};
 
 /// How much the engine takes on at once.
@@ -321,26 +322,70 @@ impl Engine {
                 return;
             }
         };
+        let finished = match self.take_step(&planned, &logits) {
+            Ok(finished) => finished,
+            Err(err) => {
+                let message = err.to_string();
+                tracing::error!(%message, "reading the step's logits failed");
+                self.fail(planned.iter().map(|&(i, _)| i), &message);
+                return;
+            }
+        };
+        self.remove(finished);
+    }
+
+    /// Hands each planned sequence its row of `logits` (`[rows, vocab]`, one row per
+    /// planned entry): prompt progress, then the draws of every sequence that samples, all
+    /// at once, then each token accepted in turn. Returns the sequences that finished.
+    fn take_step(
+        &mut self,
+        planned: &[(usize, usize)],
+        logits: &Tensor,
+    ) -> Result<Vec<usize>, ModelError> {
+        // One copy to the host's f32 for the whole batch, shared by draws and logprobs.
+        let values = logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let vocab = values.len() / planned.len().max(1);
+        let rows: Vec<&[f32]> = values.chunks(vocab.max(1)).collect();
+        let metrics = &self.shared.metrics;
+        let sampling: Vec<bool> = planned
+            .iter()
+            .map(|&(i, take)| self.running[i].take_step(take, metrics))
+            .collect();
+        let mut slots: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(Some).collect();
+        let draws = planned
+            .iter()
+            .zip(&sampling)
+            .enumerate()
+            .filter(|&(_, (_, &samples))| samples)
+            .map(|(row, (&(i, _), _))| Draw {
+                sampler: slots[i]
+                    .take()
+                    .expect("each sequence planned once")
+                    .sampler(),
+                logits: rows[row],
+            })
+            .collect();
+        let mut tokens = sample_rows(draws).into_iter();
         let mut finished = Vec::new();
-        for (row, &(i, take)) in planned.iter().enumerate() {
-            let sequence = &mut self.running[i];
-            let outcome = logits
-                .i(row)
-                .map_err(|err| err.to_string())
-                .and_then(|row_logits| {
-                    sequence.advance(&self.model, take, &row_logits, &self.shared.metrics)
-                });
-            match outcome {
+        for (row, (&(i, _), &samples)) in planned.iter().zip(&sampling).enumerate() {
+            if !samples {
+                continue;
+            }
+            let id = tokens.next().expect("one token per draw");
+            match self.running[i].accept(&self.model, id, rows[row], metrics) {
                 Ok(Outcome::Continue) => {}
                 Ok(Outcome::Finished) => finished.push(i),
                 Err(message) => {
-                    sequence.fail(ApiError::Internal(message));
-                    self.shared.metrics.count_error("internal");
+                    self.running[i].fail(ApiError::Internal(message));
+                    metrics.count_error("internal");
                     finished.push(i);
                 }
             }
         }
-        self.remove(finished);
+        Ok(finished)
     }
 
     /// Ends these running sequences with an internal error.

@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
-
 use super::engine::{Event, Request, Usage};
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -97,22 +95,31 @@ impl Sequence {
         }
     }
 
-    /// Takes the step's result: `take` tokens went in and `logits` came out for the last.
-    pub fn advance(
-        &mut self,
-        model: &LoadedModel,
-        take: usize,
-        logits: &Tensor,
-        metrics: &Metrics,
-    ) -> Result<Outcome, String> {
+    /// Counts the `take` prompt tokens a step fed in; true when the sequence now has a
+    /// token to draw from that step's logits (its prompt is complete, or it was decoding).
+    pub fn take_step(&mut self, take: usize, metrics: &Metrics) -> bool {
         if self.is_prefilling() {
             self.prefilled += take;
             metrics.add_prompt_tokens(take);
-            if self.is_prefilling() {
-                return Ok(Outcome::Continue);
-            }
         }
-        let id = self.sampler.sample(logits).map_err(|err| err.to_string())?;
+        !self.is_prefilling()
+    }
+
+    /// The sampler, for drawing this step's token (possibly on another thread).
+    pub fn sampler(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+
+    /// Takes the token `id` drawn from `logits` (this sequence's row of the step, as f32):
+    /// streams its text, and ends the sequence on end-of-turn, a stop sequence or
+    /// `max_tokens`.
+    pub fn accept(
+        &mut self,
+        model: &LoadedModel,
+        id: u32,
+        logits: &[f32],
+        metrics: &Metrics,
+    ) -> Result<Outcome, String> {
         let tokenizer = &model.tokenizer;
         if tokenizer.is_end_of_generation(id) && !self.request.spec.ignore_eos {
             return Ok(self.finish(FinishReason::Stop, metrics));
@@ -128,11 +135,7 @@ impl Sequence {
             }
         }
         if let Some(top) = self.request.spec.logprobs {
-            let values = logits
-                .to_dtype(DType::F32)
-                .and_then(|logits| logits.to_vec1::<f32>())
-                .map_err(|err| err.to_string())?;
-            let step = step_logprobs(&values, id, top);
+            let step = step_logprobs(logits, id, top);
             let text = |token: TokenLogprob| TokenText {
                 bytes: tokenizer.token_bytes(token.id),
                 logprob: token.logprob,
