@@ -98,11 +98,13 @@ pub struct LoadProfile {
     /// `{"messages"}` rows, or OpenAI Batch API input) or Parquet (a `prompt` column).
     #[arg(long, conflicts_with = "prompt_tokens", help_heading = "Requests")]
     pub dataset: Option<PathBuf>,
-    /// Synthetic prompt length: MEAN[,STDDEV] words (about one token each).
+    /// Synthetic prompt length in words (about one token each): MEAN[,STDDEV] (normal),
+    /// MIN..MAX (uniform) or log:MIN..MAX (uniform in the logarithm).
     #[arg(long, default_value = "128", help_heading = "Requests")]
     #[serde(deserialize_with = "deserialize_text")]
     pub prompt_tokens: String,
-    /// Output length (`max_tokens`): MEAN[,STDDEV]; a dataset row's own max_tokens wins.
+    /// Output length (`max_tokens`), in the forms of --prompt-tokens; a dataset row's own
+    /// max_tokens wins.
     #[arg(long, default_value = "128", help_heading = "Requests")]
     #[serde(deserialize_with = "deserialize_text")]
     pub output_tokens: String,

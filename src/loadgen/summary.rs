@@ -48,12 +48,10 @@ pub fn write(
             .map_or_else(String::new, |step| hold_label(step.hold)),
         warmup_s: config.plan.warmup.map_or(0.0, |w| w.as_secs_f64()),
         prompts: match &config.prompts {
-            Prompts::Synthetic { prompt } => {
-                format!("synthetic, {} ± {} words", prompt.mean, prompt.stddev)
-            }
+            Prompts::Synthetic { prompt } => format!("synthetic, {prompt} words"),
             Prompts::Dataset(path) => format!("dataset {}", path.display()),
         },
-        output_tokens: format!("{} ± {} tokens", config.output.mean, config.output.stddev),
+        output_tokens: format!("{} tokens", config.output),
         seed: config.seed,
         requests: outcome.collected.requests,
         outcomes,

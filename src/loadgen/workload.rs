@@ -10,18 +10,72 @@ use crate::client::WorkItem;
 use crate::common::Route;
 use crate::dataset::Row;
 
-/// A length distribution in tokens: mean and standard deviation, at least 1.
+/// A length distribution in tokens, at least 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenLengths {
-    /// Mean.
-    pub mean: f64,
-    /// Standard deviation (0: every request the same length).
-    pub stddev: f64,
+pub enum TokenLengths {
+    /// Normal with this mean and standard deviation (0: every request the same length),
+    /// rounded and floored at 1: `MEAN` or `MEAN,STDDEV`.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        stddev: f64,
+    },
+    /// Every whole number from `min` to `max` equally likely: `MIN..MAX`.
+    Uniform {
+        /// Shortest.
+        min: usize,
+        /// Longest.
+        max: usize,
+    },
+    /// Uniform in the logarithm, so each doubling is as likely as the next (16-32 as often
+    /// as 512-1,024), the shape of chat and batch traffic: `log:MIN..MAX`.
+    LogUniform {
+        /// Shortest.
+        min: usize,
+        /// Longest.
+        max: usize,
+    },
 }
 
 impl TokenLengths {
-    /// Parses `MEAN` or `MEAN,STDDEV`.
+    /// Parses `MEAN`, `MEAN,STDDEV`, `MIN..MAX` or `log:MIN..MAX`.
     pub fn parse(text: &str) -> Result<TokenLengths, String> {
+        let trimmed = text.trim();
+        let (log, range) = match trimmed.strip_prefix("log:") {
+            Some(range) => (true, Some(range)),
+            None => (false, trimmed.contains("..").then_some(trimmed)),
+        };
+        match range {
+            Some(range) => Self::parse_range(text, range, log),
+            None => Self::parse_normal(text),
+        }
+    }
+
+    fn parse_range(text: &str, range: &str, log: bool) -> Result<TokenLengths, String> {
+        let bound = |part: Option<&str>| {
+            part.map(str::trim)
+                .and_then(|p| p.parse::<usize>().ok())
+                .filter(|&v| v >= 1)
+        };
+        let mut parts = range.split("..");
+        let (Some(min), Some(max), None) = (bound(parts.next()), bound(parts.next()), parts.next())
+        else {
+            return Err(format!(
+                "{text:?}: expected MIN..MAX or log:MIN..MAX with whole numbers >= 1"
+            ));
+        };
+        if min > max {
+            return Err(format!("{text:?}: MIN is above MAX"));
+        }
+        Ok(if log {
+            TokenLengths::LogUniform { min, max }
+        } else {
+            TokenLengths::Uniform { min, max }
+        })
+    }
+
+    fn parse_normal(text: &str) -> Result<TokenLengths, String> {
         let mut parts = text.split(',').map(str::trim);
         let number = |part: Option<&str>, what: &str| -> Result<Option<f64>, String> {
             part.map(|p| {
@@ -35,23 +89,48 @@ impl TokenLengths {
         let mean = number(parts.next(), "mean")?.unwrap_or(0.0);
         let stddev = number(parts.next(), "standard deviation")?.unwrap_or(0.0);
         if parts.next().is_some() {
-            return Err(format!("{text:?}: expected MEAN or MEAN,STDDEV"));
+            return Err(format!(
+                "{text:?}: expected MEAN, MEAN,STDDEV, MIN..MAX or log:MIN..MAX"
+            ));
         }
         if mean < 1.0 {
             return Err(format!("{text:?}: the mean must be at least 1 token"));
         }
-        Ok(TokenLengths { mean, stddev })
+        Ok(TokenLengths::Normal { mean, stddev })
     }
 
     fn sample(&self, rng: &mut StdRng) -> usize {
-        let value = if self.stddev > 0.0 {
-            Normal::new(self.mean, self.stddev)
-                .map(|normal| normal.sample(rng))
-                .unwrap_or(self.mean)
-        } else {
-            self.mean
-        };
-        value.round().max(1.0) as usize
+        match *self {
+            TokenLengths::Normal { mean, stddev } => {
+                let value = if stddev > 0.0 {
+                    Normal::new(mean, stddev)
+                        .map(|normal| normal.sample(rng))
+                        .unwrap_or(mean)
+                } else {
+                    mean
+                };
+                value.round().max(1.0) as usize
+            }
+            TokenLengths::Uniform { min, max } => rng.random_range(min..=max),
+            TokenLengths::LogUniform { min, max } => {
+                // Whole numbers: draw over [min, max + 1) in the log, then floor, so `max`
+                // is as reachable as its neighbours.
+                let (low, high) = ((min as f64).ln(), ((max + 1) as f64).ln());
+                let value = rng.random_range(low..high).exp().floor() as usize;
+                value.clamp(min, max)
+            }
+        }
+    }
+}
+
+/// As written in a run's summary: `128 ± 0`, `uniform 16..1024`, `log-uniform 16..512`.
+impl std::fmt::Display for TokenLengths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenLengths::Normal { mean, stddev } => write!(f, "{mean} ± {stddev}"),
+            TokenLengths::Uniform { min, max } => write!(f, "uniform {min}..{max}"),
+            TokenLengths::LogUniform { min, max } => write!(f, "log-uniform {min}..{max}"),
+        }
     }
 }
 
@@ -272,17 +351,25 @@ mod tests {
     fn parses_lengths() {
         assert_eq!(
             TokenLengths::parse("128"),
-            Ok(TokenLengths {
+            Ok(TokenLengths::Normal {
                 mean: 128.0,
                 stddev: 0.0
             })
         );
         assert_eq!(
             TokenLengths::parse("64, 8"),
-            Ok(TokenLengths {
+            Ok(TokenLengths::Normal {
                 mean: 64.0,
                 stddev: 8.0
             })
+        );
+        assert_eq!(
+            TokenLengths::parse("16..1024"),
+            Ok(TokenLengths::Uniform { min: 16, max: 1024 })
+        );
+        assert_eq!(
+            TokenLengths::parse("log:16..512"),
+            Ok(TokenLengths::LogUniform { min: 16, max: 512 })
         );
         assert!(TokenLengths::parse("0").unwrap_err().contains("at least 1"));
         assert!(TokenLengths::parse("a").unwrap_err().contains("\"a\""));
@@ -292,15 +379,52 @@ mod tests {
                 .contains("MEAN,STDDEV")
         );
         assert!(TokenLengths::parse("5,-1").is_err());
+        for bad in ["0..10", "10..", "log:a..5", "1..2..3", "log:16"] {
+            assert!(
+                TokenLengths::parse(bad).unwrap_err().contains("MIN..MAX"),
+                "{bad}"
+            );
+        }
+        assert!(
+            TokenLengths::parse("20..10")
+                .unwrap_err()
+                .contains("MIN is above MAX")
+        );
+    }
+
+    /// Each bounded form stays in its bounds and reaches both ends; the log-uniform one
+    /// puts as many draws in each doubling.
+    #[test]
+    fn bounded_lengths_cover_their_range_in_their_shape() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let draws = |lengths: TokenLengths, rng: &mut StdRng| {
+            (0..40_000).map(|_| lengths.sample(rng)).collect::<Vec<_>>()
+        };
+        let uniform = draws(TokenLengths::Uniform { min: 16, max: 1024 }, &mut rng);
+        let log = draws(TokenLengths::LogUniform { min: 16, max: 1023 }, &mut rng);
+        for values in [&uniform, &log] {
+            assert!(values.iter().all(|v| (16..=1024).contains(v)));
+            assert_eq!(*values.iter().min().unwrap(), 16);
+            assert!(*values.iter().max().unwrap() >= 1020);
+        }
+        let mean = uniform.iter().sum::<usize>() as f64 / uniform.len() as f64;
+        assert!((mean - 520.0).abs() < 10.0, "uniform mean {mean}");
+        // 16..1023 is six doublings: each should hold a sixth of the draws.
+        for doubling in 0..6 {
+            let (low, high) = (16 << doubling, 32 << doubling);
+            let share =
+                log.iter().filter(|&&v| v >= low && v < high).count() as f64 / log.len() as f64;
+            assert!((share - 1.0 / 6.0).abs() < 0.01, "{low}..{high}: {share}");
+        }
     }
 
     #[test]
     fn synthetic_requests_are_seeded_and_sized() {
-        let fixed = TokenLengths {
+        let fixed = TokenLengths::Normal {
             mean: 20.0,
             stddev: 0.0,
         };
-        let spread = TokenLengths {
+        let spread = TokenLengths::Normal {
             mean: 50.0,
             stddev: 10.0,
         };
@@ -347,7 +471,7 @@ mod tests {
         ];
         let items = from_rows(
             &rows,
-            TokenLengths {
+            TokenLengths::Normal {
                 mean: 9.0,
                 stddev: 0.0,
             },
