@@ -60,6 +60,11 @@ pub struct Connection {
     /// Body bytes handed out by the last `body_chunk`, still in `read`.
     handed_out: usize,
     keep_alive: bool,
+    /// Whether a response has come on this connection: a reused one may be closed by its
+    /// server as the next request goes out.
+    answered: bool,
+    /// Bytes received since the current request was written.
+    received: usize,
 }
 
 impl Connection {
@@ -72,6 +77,8 @@ impl Connection {
             body: BodyDecoder::new(Framing::Empty),
             handed_out: 0,
             keep_alive: true,
+            answered: false,
+            received: 0,
         }
     }
 
@@ -79,6 +86,16 @@ impl Connection {
     /// open: then it can carry another request.
     pub fn reusable(&self) -> bool {
         self.keep_alive && self.body.is_done()
+    }
+
+    /// Whether a response has already come on this connection.
+    pub fn reused(&self) -> bool {
+        self.answered
+    }
+
+    /// Whether not one byte has come back since the current request was written.
+    pub fn nothing_received(&self) -> bool {
+        self.received == 0
     }
 
     /// Whether an idle connection is still fit to send on: the server has neither closed
@@ -108,6 +125,7 @@ impl Connection {
             ));
         }
         self.write_request(request);
+        self.received = 0;
         self.stream.write_all(&self.write).await?;
         self.stream.flush().await?;
         self.read_head(wanted).await
@@ -216,6 +234,7 @@ impl Connection {
             self.keep_alive = !close && !ambiguous && framing != Framing::UntilClose;
             self.body = BodyDecoder::new(framing);
             self.read.advance(length);
+            self.answered = true;
             return Ok(Some(Head {
                 status,
                 wanted: value_wanted,
@@ -272,7 +291,9 @@ impl Connection {
     /// Reads more bytes from the socket; 0 when the server closed it.
     async fn fill(&mut self) -> io::Result<usize> {
         self.read.reserve(READ_SIZE);
-        self.stream.read_buf(&mut self.read).await
+        let count = self.stream.read_buf(&mut self.read).await?;
+        self.received += count;
+        Ok(count)
     }
 }
 

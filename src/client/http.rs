@@ -152,17 +152,30 @@ impl HttpTarget {
 
     /// Sends `request` on a pooled connection and reads the response head, keeping the
     /// header named `wanted`; the body is then read from the returned connection, which goes
-    /// back with [`HttpTarget::checkin`]. A request is written once: after a failure its
-    /// bytes may have reached the server (a generation may be running), so resending is
-    /// the caller's decision, counted as a retry, never this layer's.
+    /// back with [`HttpTarget::checkin`].
+    ///
+    /// A request is written once, with one exception, curl's and Chromium's: on a reused
+    /// connection that dies before a single byte of answer, it goes once more on a new
+    /// connection. A server may close an idle keep-alive connection just as the next
+    /// request leaves (llama-server does after every streamed answer longer than its 5 s
+    /// keep-alive), and that request was never seen through. Any other failure after the
+    /// bytes went out may have reached the server (a generation may be running), so
+    /// resending is the caller's decision, counted as a retry, never this layer's.
     pub async fn send(
         &self,
         request: &Request<'_>,
         wanted: &str,
     ) -> std::io::Result<(Connection, Head)> {
         let mut connection = self.checkout().await?;
-        let head = connection.send(request, wanted).await?;
-        Ok((connection, head))
+        match connection.send(request, wanted).await {
+            Ok(head) => Ok((connection, head)),
+            Err(err) if connection.reused() && connection.nothing_received() && died(&err) => {
+                let mut fresh = self.connect().await?;
+                let head = fresh.send(request, wanted).await?;
+                Ok((fresh, head))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// `GET path`: the status and at most `limit` bytes of the body.
@@ -172,6 +185,15 @@ impl HttpTarget {
         self.checkin(connection);
         Ok((head.status, body))
     }
+}
+
+/// Whether `err` is the connection ending (closed or reset), not a malformed answer.
+fn died(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        err.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// The header lines every request carries: `host` as the URL writes it, the user agent and,
@@ -351,18 +373,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_cut_off_after_it_was_written_is_never_sent_again() {
-        // The second request is read, then the connection closes unanswered.
-        let (url, server) = scripted(vec![vec![
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
-            "",
-        ]])
+    async fn a_reused_connection_closed_unanswered_sends_the_request_once_more_on_a_new_one() {
+        // The second request is read, then the connection closes unanswered: the server
+        // closed its idle keep-alive connection as the request left. A new connection
+        // carries it once more.
+        let (url, server) = scripted(vec![
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", ""],
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"],
+        ])
         .await;
         let target = target(&url, None).await;
         assert_eq!(post(&target, "1").await.2, b"a");
-        let request = target.request("/v1/completions", Some(b"2"));
-        let err = target.send(&request, "x-replica").await.err().unwrap();
+        assert_eq!(post(&target, "2").await.2, b"b");
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 2, "a second connection: {seen:?}");
+        assert!(seen[0][1].ends_with("\r\n\r\n2") && seen[1][0].ends_with("\r\n\r\n2"));
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_off_on_a_new_connection_or_after_an_answer_began_is_never_sent_again() {
+        // A new connection that closes unanswered: the server may have been working on it.
+        let (url, server) = scripted(vec![vec![""]]).await;
+        let fresh = target(&url, None).await;
+        let request = fresh.request("/v1/completions", Some(b"1"));
+        let err = fresh.send(&request, "x-replica").await.err().unwrap();
         assert!(err.to_string().contains("without answering"), "{err}");
+        let seen = server.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![vec![seen[0][0].clone()]],
+            "written once: {seen:?}"
+        );
+        // A reused connection on which part of an answer came: the server saw it.
+        let (url, server) = scripted(vec![vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            "HTTP/1.1 200",
+        ]])
+        .await;
+        let reused = target(&url, None).await;
+        assert_eq!(post(&reused, "1").await.2, b"a");
+        let request = reused.request("/v1/completions", Some(b"2"));
+        assert!(reused.send(&request, "x-replica").await.is_err());
         let seen = server.await.unwrap();
         assert_eq!(seen.len(), 1, "no second connection: {seen:?}");
         assert_eq!(seen[0].len(), 2, "each request written once: {seen:?}");
