@@ -1,0 +1,353 @@
+"""gembatch serve against llama-server under real traffic, measured with gembatch's own tools
+(`gembatch load`, `gembatch run`), same GGUF, same cores, both servers in one run, in rounds:
+
+1. closed loop: 16 users, each sending its next request when the last ends, temperature 0.8,
+   end-of-turn allowed (no ignore_eos), 24-word prompts, up to 128 tokens: output tokens/s
+   and p95 time to first token;
+2. open loop: Poisson arrivals at 80 % of llama-server's capacity (its completed requests/s
+   under 16 closed-loop users with the same mix, measured in round 1), prompts
+   `log:16..1024` words (uniform in the logarithm: each doubling as likely) and output
+   limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
+   then a sweep of rising rates (capacity x 0.8, 1.0, 1.2, ...) up to the first one a
+   server does not sustain, `--sweep-seconds` each. A rate is sustained when under 1 % of
+   requests fail and the corrected TTFT (from the intended send time) does not climb over
+   the run: its least-squares slope against the send time stays under 0.1 s per s (a
+   queue that grows makes every later request wait longer);
+3. `gembatch run` over a `--rows` dataset with that length mix (seeded), the cores split
+   into pods as the local backend splits them (`--pods`, threads / pods each): rows/s with
+   gembatch pods against the same job sent with `--endpoints` to llama-server processes
+   started the same way.
+
+    # llama-server: see benches/serve_vs_llamacpp.py for the build (no AMX code on 0.3.36).
+    cargo build --release
+    "$(.ci/python-venv)/bin/python" benches/serve_under_traffic.py --llama-server PATH/build/bin/llama-server \\
+        [--threads 2] [--rounds 3] [--seconds 60] [--sweep-seconds 60] [--rows 1000] [--pods 2]
+
+Servers: gembatch `serve --max-batch 16 --context 2048`; llama-server `--parallel 16` with
+2,048 positions per slot (`-c 32768`), `--no-repack` on AMX CPUs. Prints one Markdown table
+per round with the ratios gembatch / llama.cpp (for latencies, lower is better: the goal is
+<= 0.8x), then the median over rounds.
+"""
+import argparse
+import glob
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GEMBATCH = os.path.join(ROOT, "target", "release", "gembatch")
+PROMPTS = "log:16..1024"
+OUTPUTS = "log:16..512"
+TEMPERATURE = "0.8"
+SWEEP = [0.8, 1.0, 1.2, 1.4, 1.6, 1.9, 2.2, 2.6, 3.0]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url, process, what):
+    for _ in range(1200):
+        if process.poll() is not None:
+            sys.exit(f"{what} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.25)
+    sys.exit(f"{what} at {url} never became ready")
+
+
+def start(command, url, what):
+    """Starts a server on a known port, its log drained to a file, and waits for it."""
+    log = tempfile.NamedTemporaryFile("w", prefix=f"{what}-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(url, process, what)
+    return process
+
+
+def stop(processes):
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def has_amx():
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        return any(line.startswith("flags") and "amx_int8" in line.split() for line in cpuinfo)
+
+
+class Servers:
+    """Starts either kind of server, `count` of them with `threads` each."""
+
+    def __init__(self, args, model):
+        self.args, self.model = args, model
+
+    def gembatch(self, threads, count=1):
+        processes, urls = [], []
+        for _ in range(count):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            processes.append(start([
+                GEMBATCH, "serve", "--model", self.model, "--threads", str(threads),
+                "--listen", f"127.0.0.1:{port}", "--max-batch", "16", "--context", "2048"],
+                url, "gembatch-serve"))
+            urls.append(url)
+        return processes, urls
+
+    def llama(self, threads, count=1):
+        processes, urls = [], []
+        for _ in range(count):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            processes.append(start([
+                self.args.llama_server, "-m", self.model, "-t", str(threads), "-tb",
+                str(threads), "--parallel", "16", "-c", str(16 * 2048), "--host",
+                "127.0.0.1", "--port", str(port), "--no-webui",
+                *(["--no-repack"] if has_amx() else [])], url, "llama-server"))
+            urls.append(url)
+        return processes, urls
+
+
+def load(url, out, *flags):
+    """One `gembatch load` run; returns its step rows and its requests (warm-up left out)."""
+    command = [GEMBATCH, "load", "--url", url, "--out", out, "--temperature", TEMPERATURE, *flags]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode not in (0, 1):  # 1: an SLO gate failed, none are set here
+        sys.exit(f"gembatch load failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    steps = pq.read_table(os.path.join(out, "steps.parquet")).to_pylist()
+    requests = [r for r in pq.read_table(os.path.join(out, "requests.parquet")).to_pylist()
+                if not r["warmup"]]
+    step = steps[-1]
+    print(f"  {os.path.basename(out)}: {step['rps']:.3f} req/s, "
+          f"{step['output_tokens_per_s']:.1f} output tok/s, p95 TTFT {step['p95_ttft_s']:.3f} s, "
+          f"p95 ITL {step['p95_itl_s']:.3f} s, errors {step['error_rate']:.1%}", file=sys.stderr)
+    return step, requests
+
+
+def closed_loop(url, out, seconds, prompts="24", outputs="128"):
+    step, _ = load(url, out, "--users", "16", "--duration", f"{seconds}s", "--warmup", "10s",
+                   "--prompt-tokens", prompts, "--output-tokens", outputs)
+    return step
+
+
+def sustained(requests):
+    """Whether an open-loop step kept up: under 1 % failed, and the corrected TTFT (from
+    when the schedule wanted the request out) not climbing. A server slower than the
+    arrivals builds a queue that every later request waits behind, so TTFT rises with the
+    send time; the least-squares slope of TTFT over send time must stay under 0.1 (a
+    tenth of a second more per second of run). Prompt lengths spread TTFT widely, which
+    the slope averages out where comparing a few requests would not."""
+    ok = [r for r in requests if r["outcome"] == "ok"]
+    if not requests or len(ok) < 0.99 * len(requests) or len(ok) < 10:
+        return False
+    xs = [r["intended_start_s"] for r in ok]
+    ys = [r["ttft_corrected_s"] for r in ok]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread if spread else 0.0
+    return slope < 0.1
+
+
+def open_loop(url, out, rate, seconds):
+    step, requests = load(url, out, "--rate", f"{rate:.4f}", "--poisson", "--duration",
+                          f"{seconds}s", "--warmup", "5s", "--prompt-tokens", PROMPTS,
+                          "--output-tokens", OUTPUTS, "--seed", "7",
+                          "--timeout", "120s")
+    return step, sustained(requests)
+
+
+def highest_sustained(url, work, capacity, seconds, first_sustained):
+    """The highest rate of the sweep sustained before the first that is not; the open-loop
+    run at 0.8 x capacity is its first point."""
+    if not first_sustained:
+        return 0.0
+    best = SWEEP[0] * capacity
+    for factor in SWEEP[1:]:
+        rate = capacity * factor
+        _, ok = open_loop(url, os.path.join(work, f"sweep-{factor}"), rate, seconds)
+        print(f"    {rate:.3f} req/s: {'sustained' if ok else 'queue grows'}", file=sys.stderr)
+        if not ok:
+            break
+        best = rate
+    return best
+
+
+def dataset(path, rows):
+    """`rows` prompts with the open loop's length mix, seeded."""
+    rng = random.Random(11)
+    words = ["time", "year", "people", "way", "day", "world", "school", "story", "water",
+             "river", "garden", "city", "music", "light", "mountain", "market"]
+    with open(path, "w", encoding="utf-8") as out:
+        for row in range(rows):
+            length = int(min(1024, 16 * 64 ** rng.random()))
+            output = int(min(512, 16 * 32 ** rng.random()))
+            prompt = " ".join(rng.choice(words) for _ in range(length))
+            out.write(json.dumps({"id": f"r{row}", "prompt": prompt, "max_tokens": output}) + "\n")
+
+
+def batch_run(work, data, pods, endpoints=None):
+    """`gembatch run` of the dataset; rows/s from its summary."""
+    job = os.path.join(work, "job.yaml")
+    with open(job, "w", encoding="utf-8") as out:
+        out.write(f"name: traffic\nmodel: {{}}\ndataset:\n  path: {data}\n"
+                  f"capacity:\n  backend: local\n  gpus: {pods}\n  ready_timeout: 5m\n"
+                  f"shard_size: 25\nconcurrency_per_pod: 16\nrequest_timeout: 600s\n"
+                  f"generation:\n  temperature: {TEMPERATURE}\noutput: {work}\n")
+    out = os.path.join(work, "endpoints" if endpoints else "pods")
+    command = [GEMBATCH, "run", job, "--out", out]
+    if endpoints:
+        command += ["--endpoints", ",".join(endpoints)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"gembatch run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    (path,) = glob.glob(os.path.join(out, "*", "summary.parquet"))
+    summary = pq.read_table(path).to_pylist()
+    run = next(row for row in summary if row["scope"] == "run")
+    print(f"  {os.path.basename(out)}: {run['ok']}/{run['rows']} rows ok, "
+          f"{run['requests_per_s']:.3f} rows/s, {run['output_tokens_per_s']:.1f} output tok/s",
+          file=sys.stderr)
+    return run["requests_per_s"]
+
+
+def one_round(args, servers, work, index, capacity):
+    """Every measurement of one round, both servers; returns (rows, capacity)."""
+    rows = []
+
+    def both(start, measure):
+        results = []
+        for name, starter in (("gembatch", servers.gembatch), ("llama", servers.llama)):
+            processes, urls = start(starter)
+            try:
+                results.append(measure(name, urls))
+            finally:
+                stop(processes)
+        return results
+
+    def path(name, what):
+        return os.path.join(work, f"round{index}-{name}-{what}")
+
+    if "closed" in args.parts:
+        closed = both(lambda s: s(args.threads),
+                      lambda name, urls: closed_loop(urls[0], path(name, "closed"), args.seconds))
+        rows.append(("closed loop, 16 users: output tok/s", closed[0]["output_tokens_per_s"],
+                     closed[1]["output_tokens_per_s"], ">= 1.5x"))
+        rows.append(("closed loop, 16 users: p95 TTFT (s)", closed[0]["p95_ttft_s"],
+                     closed[1]["p95_ttft_s"], "<= 0.8x"))
+    if "open" in args.parts:
+        capacity = open_rows(args, servers, rows, path, both, capacity)
+    if "run" in args.parts:
+        run_rows(args, servers, rows, work, path)
+    return rows, capacity
+
+
+def open_rows(args, servers, rows, path, both, capacity):
+    """The open-loop rows: llama-server's capacity (once), both servers at 0.8 x of it,
+    and the sweep."""
+    if capacity is None:
+        processes, urls = servers.llama(args.threads)
+        try:
+            mix = closed_loop(urls[0], path("llama", "capacity"), args.seconds, PROMPTS, OUTPUTS)
+        finally:
+            stop(processes)
+        capacity = mix["rps"]
+        print(f"llama-server capacity with the mix: {capacity:.3f} req/s", file=sys.stderr)
+
+    def open_and_sweep(name, urls):
+        step, ok = open_loop(urls[0], path(name, "open"), SWEEP[0] * capacity, args.seconds)
+        best = highest_sustained(urls[0], path(name, "sweep"), capacity, args.sweep_seconds,
+                                 ok) if args.sweep_seconds else float("nan")
+        return step, best
+
+    (ours, our_best), (theirs, their_best) = both(lambda s: s(args.threads), open_and_sweep)
+    rows.append((f"open loop {0.8 * capacity:.2f} req/s: p95 TTFT (s)", ours["p95_ttft_s"],
+                 theirs["p95_ttft_s"], "<= 0.8x"))
+    rows.append((f"open loop {0.8 * capacity:.2f} req/s: p95 ITL (s)", ours["p95_itl_s"],
+                 theirs["p95_itl_s"], "<= 0.8x"))
+    rows.append(("highest rate sustained (req/s)", our_best, their_best, ">= 1.5x"))
+    return capacity
+
+
+def run_rows(args, servers, rows, work, path):
+    """The batch row: the same dataset through gembatch pods and llama-server endpoints."""
+    if args.rows:
+        data = os.path.join(work, "mix.jsonl")
+        dataset(data, args.rows)
+        threads = max(1, args.threads // args.pods)
+        rates = []
+        for name, starter in (("gembatch", None), ("llama", servers.llama)):
+            run_dir = path(name, "run")
+            os.makedirs(run_dir, exist_ok=True)
+            if starter is None:
+                rates.append(batch_run(run_dir, data, args.pods))
+                continue
+            processes, urls = starter(threads, args.pods)
+            try:
+                rates.append(batch_run(run_dir, data, args.pods, urls))
+            finally:
+                stop(processes)
+        rows.append((f"gembatch run, {args.rows} rows, {args.pods} pods: rows/s", rates[0],
+                     rates[1], ">= 1.5x"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llama-server", required=True, help="path to the llama-server binary")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--model", help="GGUF path [default: gembatch's cached default model]")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=60, help="measured seconds per load run")
+    parser.add_argument("--sweep-seconds", type=int, default=60,
+                        help="seconds per rate of the sweep (0: no sweep)")
+    parser.add_argument("--rows", type=int, default=1000, help="rows of the run (0: no run)")
+    parser.add_argument("--pods", type=int, default=2, help="pods of the run")
+    parser.add_argument("--parts", default="closed,open,run",
+                        help="which measurements, comma-separated: closed, open, run")
+    args = parser.parse_args()
+    args.parts = set(args.parts.split(","))
+    model = args.model or subprocess.run([GEMBATCH, "fetch-model"], check=True, text=True,
+                                         capture_output=True).stdout.strip().splitlines()[-1]
+    servers = Servers(args, model)
+    capacity = None
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="serve-under-traffic-") as work:
+        for index in range(args.rounds):
+            rows, capacity = one_round(args, servers, work, index, capacity)
+            rounds.append(rows)
+            print(f"\nround {index + 1}:")
+            table(rows)
+    if len(rounds) > 1:
+        print(f"\nmedian of {len(rounds)} rounds:")
+        table([(label, statistics.median(r[i][1] for r in rounds),
+                statistics.median(r[i][2] for r in rounds), goal)
+               for i, (label, _, _, goal) in enumerate(rounds[0])])
+
+
+def table(rows):
+    print("| workload | gembatch serve | llama-server | ratio | goal |")
+    print("|---|---|---|---|---|")
+    for label, ours, theirs, goal in rows:
+        ratio = ours / theirs if theirs else float("nan")
+        print(f"| {label} | {ours:.3f} | {theirs:.3f} | {ratio:.2f}x | {goal} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
