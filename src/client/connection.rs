@@ -100,7 +100,8 @@ impl Connection {
 
     /// Whether an idle connection is still fit to send on: the server has neither closed
     /// it nor sent anything unasked. Asked before a request goes out, because once its
-    /// bytes may have reached the server a request is never sent again.
+    /// bytes may have reached the server a request is sent again only in the one case
+    /// `HttpTarget::send` names.
     pub fn still_open(&mut self) -> bool {
         use std::task::{Context, Waker};
         let mut context = Context::from_waker(Waker::noop());
