@@ -55,7 +55,7 @@ impl Drawer {
     /// Draws a token id from `logits` with `filter`, using `rng`. Logits that are all
     /// `-inf` or NaN give token 0; NaN logits are never drawn.
     pub fn draw(&mut self, logits: &[f32], filter: Filter, rng: &mut impl Rng) -> u32 {
-        let max = max_in_lanes(logits);
+        let max = super::argmax::max_value(logits);
         if !max.is_finite() {
             return super::argmax::argmax(logits);
         }
@@ -243,50 +243,6 @@ fn sum_weights_loop(logits: &[f32], max: f32, scale: f32) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + rest.iter().map(|&l| weight(l, max, scale)).sum::<f32>()
-}
-
-/// The largest value, NaN ignored (`-inf` for none), with the widest vectors this CPU has.
-pub fn max_in_lanes(values: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { max_avx512(values) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { max_avx2(values) };
-        }
-    }
-    max_loop(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn max_avx512(values: &[f32]) -> f32 {
-    max_loop(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn max_avx2(values: &[f32]) -> f32 {
-    max_loop(values)
-}
-
-#[inline(always)]
-fn max_loop(values: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane = if v > *lane { v } else { *lane };
-        }
-    }
-    lanes.iter().chain(rest).fold(
-        f32::NEG_INFINITY,
-        |best, &v| if v > best { v } else { best },
-    )
 }
 
 /// `e^x` for `x <= 0` (0 below -87, where f32 underflows), branch-free so loops over it
