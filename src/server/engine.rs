@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::api::GenerationSpec;
@@ -222,6 +222,32 @@ fn plan_step(wants: &[Want], mut budget: usize) -> Vec<(usize, usize)> {
     planned
 }
 
+/// The step's logits on the host. On a GPU the batch's logits come over in one copy per
+/// step (rows x 1 MB for Gemma 3's 262k vocabulary), not one synchronising copy per
+/// sequence.
+fn logits_on_host(logits: Tensor) -> Result<Tensor, ModelError> {
+    match logits.device() {
+        Device::Cpu => Ok(logits),
+        _ => logits.to_device(&Device::Cpu).map_err(ModelError::from),
+    }
+}
+
+/// Calls `f` with `logits` as host f32 values: the tensor's own memory when it already is
+/// that (a CPU step: 16 rows are 16 MB, not worth copying every step), else one copy.
+fn with_host_values<R>(logits: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, ModelError> {
+    if logits.dtype() == DType::F32 {
+        let (storage, layout) = logits.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
+        }
+    }
+    let values = logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(f(&values))
+}
+
 /// The engine thread's own state.
 struct Engine {
     model: Arc<LoadedModel>,
@@ -307,46 +333,24 @@ impl Engine {
         self.shared.metrics.set_batch_size(entries.len());
         let result = self.model.model.forward(&mut entries);
         drop(entries);
-        // On a GPU the batch's logits come to the host in one copy per step (rows x 1 MB
-        // for Gemma 3's 262k vocabulary), not one synchronising copy per sequence.
-        let result = result.and_then(|logits| match logits.device() {
-            Device::Cpu => Ok(logits),
-            _ => logits.to_device(&Device::Cpu).map_err(ModelError::from),
+        let outcome = result.and_then(logits_on_host).and_then(|logits| {
+            with_host_values(&logits, |values| self.take_step(&planned, values))
         });
-        let logits = match result {
-            Ok(logits) => logits,
+        match outcome {
+            Ok(finished) => self.remove(finished),
             Err(err) => {
                 let message = err.to_string();
                 tracing::error!(%message, "model step failed");
                 self.fail(planned.iter().map(|&(i, _)| i), &message);
-                return;
             }
-        };
-        let finished = match self.take_step(&planned, &logits) {
-            Ok(finished) => finished,
-            Err(err) => {
-                let message = err.to_string();
-                tracing::error!(%message, "reading the step's logits failed");
-                self.fail(planned.iter().map(|&(i, _)| i), &message);
-                return;
-            }
-        };
-        self.remove(finished);
+        }
     }
 
-    /// Hands each planned sequence its row of `logits` (`[rows, vocab]`, one row per
-    /// planned entry): prompt progress, then the draws of every sequence that samples, all
-    /// at once, then each token accepted in turn. Returns the sequences that finished.
-    fn take_step(
-        &mut self,
-        planned: &[(usize, usize)],
-        logits: &Tensor,
-    ) -> Result<Vec<usize>, ModelError> {
-        // One copy to the host's f32 for the whole batch, shared by draws and logprobs.
-        let values = logits
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+    /// Hands each planned sequence its row of the step's logits (`values`: `[rows, vocab]`
+    /// f32, one row per planned entry): prompt progress, then the draws of every sequence
+    /// that samples, all at once, then each token accepted in turn. Returns the sequences
+    /// that finished.
+    fn take_step(&mut self, planned: &[(usize, usize)], values: &[f32]) -> Vec<usize> {
         let vocab = values.len() / planned.len().max(1);
         let rows: Vec<&[f32]> = values.chunks(vocab.max(1)).collect();
         let metrics = &self.shared.metrics;
@@ -385,7 +389,7 @@ impl Engine {
                 }
             }
         }
-        Ok(finished)
+        finished
     }
 
     /// Ends these running sequences with an internal error.
