@@ -100,27 +100,24 @@ class Servers:
         self.args, self.model = args, model
 
     def gembatch(self, threads, count=1):
-        processes, urls = [], []
-        for _ in range(count):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            processes.append(start([
-                GEMBATCH, "serve", "--model", self.model, "--threads", str(threads),
-                "--listen", f"127.0.0.1:{port}", "--max-batch", "16", "--context", "2048"],
-                url, "gembatch-serve"))
-            urls.append(url)
-        return processes, urls
+        return self.start_many(count, "gembatch-serve", lambda port: [
+            GEMBATCH, "serve", "--model", self.model, "--threads", str(threads),
+            "--listen", f"127.0.0.1:{port}", "--max-batch", "16", "--context", "2048"])
 
     def llama(self, threads, count=1):
+        return self.start_many(count, "llama-server", lambda port: [
+            self.args.llama_server, "-m", self.model, "-t", str(threads), "-tb", str(threads),
+            "--parallel", "16", "-c", str(16 * 2048), "--host", "127.0.0.1", "--port",
+            str(port), "--no-webui", *(["--no-repack"] if has_amx() else [])])
+
+    @staticmethod
+    def start_many(count, what, command_on_port):
+        """`count` servers, each on a free port; returns their processes and URLs."""
         processes, urls = [], []
         for _ in range(count):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            processes.append(start([
-                self.args.llama_server, "-m", self.model, "-t", str(threads), "-tb",
-                str(threads), "--parallel", "16", "-c", str(16 * 2048), "--host",
-                "127.0.0.1", "--port", str(port), "--no-webui",
-                *(["--no-repack"] if has_amx() else [])], url, "llama-server"))
+            processes.append(start(command_on_port(port), url, what))
             urls.append(url)
         return processes, urls
 
