@@ -12,9 +12,12 @@
 //! matching bytes, broadcast, one instruction gives 16 partial sums, each in the lane
 //! llama.cpp keeps it in, with no shuffles.
 
+mod activations;
 mod avx2;
 mod scalar;
 mod vnni;
+
+use activations::{QuantizedRows, unbiased};
 
 use candle_core::utils::barrier_pool;
 use half::f16;
@@ -275,110 +278,6 @@ pub(crate) struct WeightGroup<'a> {
     scales: &'a [[f16; GROUP]],
 }
 
-/// Activation rows quantized to Q8_0: row `i`, block `b` at index `i * blocks + b`.
-pub(crate) struct QuantizedRows {
-    /// The quants plus 128, as bytes (`q ^ 0x80`): the unsigned operand `vpdpbusd` wants;
-    /// the other kernels take the 128 back off.
-    biased: Vec<[u8; BLOCK]>,
-    scales: Vec<f32>,
-    blocks: usize,
-}
-
-impl QuantizedRows {
-    /// Quantizes `m` rows of `cols` values, each block to `round(x / d)` with
-    /// `d = max|x| / 127` stored as f16 (llama.cpp's and candle's Q8_0).
-    pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
-        let blocks = cols / BLOCK;
-        let mut biased = vec![[0u8; BLOCK]; m * blocks];
-        let mut scales = vec![0f32; m * blocks];
-        quantize_blocks(x, &mut biased, &mut scales);
-        Self {
-            biased,
-            scales,
-            blocks,
-        }
-    }
-}
-
-/// Quantizes each 32-value block of `x` into `biased` and `scales`: with AVX-512 where the
-/// CPU has it, else one value at a time. Both do the same arithmetic (an exact maximum
-/// that skips NaN, one division, products rounded half away from zero, NaN to 0), so the
-/// quants are the same.
-fn quantize_blocks(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        return unsafe { quantize_blocks_avx512(x, biased, scales) };
-    }
-    quantize_blocks_loop(x, biased, scales)
-}
-
-/// The blocks' scale and its reciprocal: `d = max|x| / 127`, as llama.cpp computes them.
-fn block_scale(amax: f32) -> (f32, f32) {
-    let d = amax / 127.0;
-    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
-}
-
-fn quantize_blocks_loop(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
-    for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
-        let (d, id) = block_scale(block.iter().fold(0f32, |a, &v| a.max(v.abs())));
-        for (q, &v) in q.iter_mut().zip(block) {
-            *q = bias((v * id).round() as i8);
-        }
-        *scale = f16::from_f32(d).to_f32();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn quantize_blocks_avx512(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let sign = _mm512_set1_ps(-0.0);
-    // The float just below one half: added with the value's sign and truncated, it
-    // rounds half away from zero exactly (what `f32::round` does).
-    let below_half = _mm512_set1_ps(0.499_999_97);
-    let flip = _mm_set1_epi8(i8::MIN);
-    for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
-        // SAFETY: a block is 32 f32 (two 16-lane loads), its quants 32 bytes (two stores).
-        unsafe {
-            let halves = [
-                _mm512_loadu_ps(block.as_ptr()),
-                _mm512_loadu_ps(block.as_ptr().add(16)),
-            ];
-            // `max_ps` returns its second operand when either is NaN: NaNs are skipped.
-            let zero = _mm512_setzero_ps();
-            let widest = _mm512_max_ps(
-                _mm512_andnot_ps(sign, halves[0]),
-                _mm512_max_ps(_mm512_andnot_ps(sign, halves[1]), zero),
-            );
-            let (d, id) = block_scale(_mm512_reduce_max_ps(widest));
-            let id = _mm512_set1_ps(id);
-            for (half, v) in halves.into_iter().enumerate() {
-                let p = _mm512_mul_ps(v, id);
-                let nudged = _mm512_add_ps(p, _mm512_or_ps(_mm512_and_ps(p, sign), below_half));
-                let rounded =
-                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(nudged);
-                // NaN becomes 0, as `NaN as i8` does; the rest saturates as `as i8` does.
-                let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-                let ints = _mm512_maskz_cvttps_epi32(ordered, rounded);
-                let bytes = _mm_xor_si128(_mm512_cvtsepi32_epi8(ints), flip);
-                _mm_storeu_si128(q.as_mut_ptr().add(16 * half) as *mut __m128i, bytes);
-            }
-            *scale = f16::from_f32(d).to_f32();
-        }
-    }
-}
-
-/// A signed quant plus 128, as a byte.
-fn bias(q: i8) -> u8 {
-    q as u8 ^ 0x80
-}
-
-/// The signed quant of a [`bias`]ed byte.
-fn unbiased(b: u8) -> i8 {
-    (b ^ 0x80) as i8
-}
-
 struct SharedOut(*mut f32);
 // SAFETY: work items write disjoint parts of the output (see `matmul`,
 // `for_each_chunk_mut` and `for_each_piece_mut`).
@@ -505,56 +404,6 @@ mod tests {
     #[test]
     fn matches_candle_for_q5_0_weights_and_rows_not_a_multiple_of_eight() {
         check_against_candle(GgmlDType::Q5_0, SourceType::Q5_0, 13, 64, 5);
-    }
-
-    #[test]
-    fn activations_are_quantized_as_llama_cpp_does_on_every_path() {
-        // A block whose scale is exactly 1 (max 127), so the products are the values: ties
-        // must round away from zero, the float just below a half must not.
-        let mut values = vec![127.0f32, -2.5, 2.5, 0.5, -0.5, 0.499_999_97, 126.5, -126.5];
-        values.extend((0..24).map(|i| i as f32 * 0.75 - 9.0));
-        // Then pseudo-random blocks, an all-zero one and one with a NaN.
-        values.extend(pseudo_random(32 * 6, 3).iter().map(|v| v * 40.0));
-        values.extend([0.0; 32]);
-        values.extend((0..32).map(|i| if i == 5 { f32::NAN } else { i as f32 }));
-        let blocks = values.len() / BLOCK;
-        let expected: Vec<([i8; BLOCK], f32)> = values
-            .chunks_exact(BLOCK)
-            .map(|block| {
-                let amax = block.iter().fold(0f32, |a, &v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let q = std::array::from_fn(|c| (block[c] * id).round() as i8);
-                (q, f16::from_f32(d).to_f32())
-            })
-            .collect();
-        assert_eq!(&expected[0].0[..8], &[127, -3, 3, 1, -1, 0, 127, -127]);
-        let mut paths: Vec<(&str, QuantizedRows)> = vec![(
-            "dispatched",
-            QuantizedRows::quantize(&values, 1, values.len()),
-        )];
-        let mut biased = vec![[0u8; BLOCK]; blocks];
-        let mut scales = vec![0f32; blocks];
-        quantize_blocks_loop(&values, &mut biased, &mut scales);
-        paths.push((
-            "portable",
-            QuantizedRows {
-                biased,
-                scales,
-                blocks,
-            },
-        ));
-        for (path, rows) in paths {
-            for (b, (q, d)) in expected.iter().enumerate() {
-                let ours: Vec<i8> = rows.biased[b].iter().map(|&q| unbiased(q)).collect();
-                assert_eq!(&ours[..], &q[..], "{path}: quants of block {b}");
-                assert_eq!(
-                    rows.scales[b].to_bits(),
-                    d.to_bits(),
-                    "{path}: scale of block {b}"
-                );
-            }
-        }
     }
 
     #[test]
