@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Storage, Tensor};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::api::GenerationSpec;
@@ -222,18 +222,10 @@ fn plan_step(wants: &[Want], mut budget: usize) -> Vec<(usize, usize)> {
     planned
 }
 
-/// The step's logits on the host. On a GPU the batch's logits come over in one copy per
-/// step (rows x 1 MB for Gemma 3's 262k vocabulary), not one synchronising copy per
-/// sequence.
-fn logits_on_host(logits: Tensor) -> Result<Tensor, ModelError> {
-    match logits.device() {
-        Device::Cpu => Ok(logits),
-        _ => logits.to_device(&Device::Cpu).map_err(ModelError::from),
-    }
-}
-
 /// Calls `f` with `logits` as host f32 values: the tensor's own memory when it already is
-/// that (a CPU step: 16 rows are 16 MB, not worth copying every step), else one copy.
+/// that (a CPU step: 16 rows are 16 MB, not worth copying every step), else one copy for
+/// the whole batch (on a GPU, rows x 1 MB for Gemma 3's 262k vocabulary in one transfer,
+/// not one synchronising copy per sequence).
 fn with_host_values<R>(logits: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, ModelError> {
     if logits.dtype() == DType::F32 {
         let (storage, layout) = logits.storage_and_layout();
@@ -333,7 +325,7 @@ impl Engine {
         self.shared.metrics.set_batch_size(entries.len());
         let result = self.model.model.forward(&mut entries);
         drop(entries);
-        let outcome = result.and_then(logits_on_host).and_then(|logits| {
+        let outcome = result.and_then(|logits| {
             with_host_values(&logits, |values| self.take_step(&planned, values))
         });
         match outcome {
