@@ -46,20 +46,22 @@ fn quantize_blocks(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
     quantize_blocks_loop(x, biased, scales)
 }
 
-/// The blocks' scale and its reciprocal: `d = max|x| / 127`, as llama.cpp computes them.
+/// A block's scale as stored (f16-rounded) and the reciprocal the quants are computed
+/// with (of the unrounded `d = max|x| / 127`), as llama.cpp computes them.
 fn block_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
-    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    (f16::from_f32(d).to_f32(), id)
 }
 
 /// One value at a time: the reference the AVX-512 path matches.
 fn quantize_blocks_loop(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
     for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
-        let (d, id) = block_scale(block.iter().fold(0f32, |a, &v| a.max(v.abs())));
+        let (stored, id) = block_scale(block.iter().fold(0f32, |a, &v| a.max(v.abs())));
         for (q, &v) in q.iter_mut().zip(block) {
             *q = bias((v * id).round() as i8);
         }
-        *scale = f16::from_f32(d).to_f32();
+        *scale = stored;
     }
 }
 
@@ -85,7 +87,7 @@ fn quantize_blocks_avx512(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f
                 _mm512_andnot_ps(sign, halves[0]),
                 _mm512_max_ps(_mm512_andnot_ps(sign, halves[1]), zero),
             );
-            let (d, id) = block_scale(_mm512_reduce_max_ps(widest));
+            let (stored, id) = block_scale(_mm512_reduce_max_ps(widest));
             let id = _mm512_set1_ps(id);
             for (half, v) in halves.into_iter().enumerate() {
                 let p = _mm512_mul_ps(v, id);
@@ -98,7 +100,7 @@ fn quantize_blocks_avx512(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f
                 let bytes = _mm_xor_si128(_mm512_cvtsepi32_epi8(ints), flip);
                 _mm_storeu_si128(q.as_mut_ptr().add(16 * half) as *mut __m128i, bytes);
             }
-            *scale = f16::from_f32(d).to_f32();
+            *scale = stored;
         }
     }
 }
