@@ -195,7 +195,9 @@ impl PackedQ8 {
         let acts = QuantizedRows::quantize(x, m, self.cols);
         let n = self.rows;
         let padded = n.next_multiple_of(GROUP);
-        let mut out = vec![0f32; m * padded];
+        // Not zero-filled (for the output head that is 16 MB a step, on this thread while
+        // the pool waits): the groups below write every element before `set_len`.
+        let mut out: Vec<f32> = Vec::with_capacity(m * padded);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let max_rows = kernel.max_rows();
         barrier_pool().execute_chunked(padded / GROUP, |range| {
@@ -225,6 +227,8 @@ impl PackedQ8 {
                 }
             }
         });
+        // SAFETY: groups 0..padded/GROUP each wrote their eight columns of all m rows.
+        unsafe { out.set_len(m * padded) };
         if padded != n {
             out = out
                 .chunks(padded)
