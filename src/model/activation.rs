@@ -5,6 +5,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::host_rows::with_host_rows;
 use super::kernels::for_each_chunk_mut;
 use super::tanh::tanhf;
 
@@ -57,18 +58,33 @@ fn gelu_mul_loop(out: &mut [f32], gate: &[f32], up: &[f32]) {
     }
 }
 
-/// `gelu(gate) * up`, elementwise, for same-shaped f32 tensors.
+/// `gelu(gate) * up`, elementwise, for same-shaped f32 tensors (views of one fused
+/// projection's output are read in place).
 pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if !gate.device().is_cpu() {
         return gate.gelu()? * up;
     }
-    let gate_values = gate.flatten_all()?.to_vec1::<f32>()?;
-    let up_values = up.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; gate_values.len()];
-    for_each_chunk_mut(&mut out, CHUNK, |start, piece| {
-        let end = start + piece.len();
-        gelu_mul_into(piece, &gate_values[start..end], &up_values[start..end]);
-    });
+    if gate.dims() != up.dims() {
+        candle_core::bail!(
+            "gate {:?} and up {:?} differ in shape",
+            gate.shape(),
+            up.shape()
+        );
+    }
+    let out = with_host_rows(gate, |gate| {
+        with_host_rows(up, |up| {
+            let cols = gate.cols;
+            let mut out = vec![0f32; gate.rows * cols];
+            let rows_per_item = (CHUNK / cols).max(1);
+            for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
+                let first = start / cols;
+                for (j, row) in piece.chunks_mut(cols).enumerate() {
+                    gelu_mul_into(row, gate.row(first + j), up.row(first + j));
+                }
+            });
+            out
+        })
+    })??;
     Tensor::from_vec(out, gate.shape(), gate.device())
 }
 
@@ -98,6 +114,19 @@ mod tests {
                 candle.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 "{n} elements"
             );
+            // The two halves of one fused projection's output, read in place.
+            let fused = Tensor::cat(&[&gate, &up], 1).unwrap();
+            let (gate_view, up_view) = (
+                fused.narrow(1, 0, 10).unwrap(),
+                fused.narrow(1, 10, 10).unwrap(),
+            );
+            let from_views: Vec<f32> = gelu_mul(&gate_view, &up_view)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(from_views, ours, "{n} elements from views");
         }
     }
 }

@@ -3,7 +3,6 @@
 //! sequences that joined at different times.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::ops::rms_norm;
 use candle_nn::rotary_emb::rope_thd;
 
 use super::activation::gelu_mul;
@@ -12,6 +11,7 @@ use super::config::Gemma3Config;
 use super::error::{ModelError, Result};
 use super::kv_cache::{LayerCache, SequenceCache};
 use super::linear::{Embedding, FusedLinear, Linear};
+use super::norm::{add_rms_norm, rms_norm};
 use super::rope::Rope;
 use super::weights::WeightSource;
 
@@ -227,16 +227,16 @@ impl Gemma3 {
             .forward(&h)?
             .try_into()
             .expect("three projections");
-        let q = rms_norm(
-            &q.reshape((total, cfg.num_heads, cfg.head_dim))?,
-            &block.q_norm,
-            self.eps(),
-        )?;
-        let k = rms_norm(
-            &k.reshape((total, cfg.num_kv_heads, cfg.head_dim))?,
-            &block.k_norm,
-            self.eps(),
-        )?;
+        let q = rms_norm(&q, &block.q_norm, self.eps())?.reshape((
+            total,
+            cfg.num_heads,
+            cfg.head_dim,
+        ))?;
+        let k = rms_norm(&k, &block.k_norm, self.eps())?.reshape((
+            total,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        ))?;
         let v = v.reshape((total, cfg.num_kv_heads, cfg.head_dim))?;
         let q =
             (rope_thd(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)? / cfg.query_pre_attn_scalar.sqrt())?;
@@ -267,12 +267,12 @@ impl Gemma3 {
             }
             Tensor::cat(&outputs, 0)?
         };
-        let h = rms_norm(
+        let xs = add_rms_norm(
+            xs,
             &block.attn_output.forward(&attn)?,
             &block.post_attn_norm,
             self.eps(),
         )?;
-        let xs = (xs + h)?;
 
         let h = rms_norm(&xs, &block.ffn_norm, self.eps())?;
         let [gate, up]: [Tensor; 2] = block
@@ -281,8 +281,7 @@ impl Gemma3 {
             .try_into()
             .expect("two projections");
         let h = block.down.forward(&gelu_mul(&gate, &up)?)?;
-        let h = rms_norm(&h, &block.post_ffn_norm, self.eps())?;
-        Ok((xs + h)?)
+        Ok(add_rms_norm(&xs, &h, &block.post_ffn_norm, self.eps())?)
     }
 
     /// Appends the batch's new keys and values (`[total, kv_heads, dim]`) to the caches

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Module, Result, Tensor};
 
+use super::host_rows::with_host_rows;
 use super::kernels::PackedQ8;
 
 /// A linear layer (`y = x W^T`).
@@ -42,11 +43,17 @@ impl Linear {
             Self::Candle(m) => m.forward(xs),
             Self::Packed(w) => {
                 let mut dims = xs.dims().to_vec();
-                let k = dims.pop().expect("activations have a last dimension");
-                let m = xs.elem_count() / k;
-                let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                dims.pop();
                 dims.push(w.rows());
-                Tensor::from_vec(w.matmul(&x, m), dims, xs.device())
+                let ys = with_host_rows(xs, |x| match x.contiguous() {
+                    Some(values) => w.matmul(values, x.rows),
+                    None => {
+                        let values: Vec<f32> =
+                            (0..x.rows).flat_map(|i| x.row(i)).copied().collect();
+                        w.matmul(&values, x.rows)
+                    }
+                })?;
+                Tensor::from_vec(ys, dims, xs.device())
             }
         }
     }
