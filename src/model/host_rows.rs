@@ -2,7 +2,7 @@
 //! slices, and copying a `[tokens, width]` activation out of its tensor (or first making a
 //! strided view contiguous) before every layer is serial work the other threads wait on.
 
-use candle_core::{DType, Layout, Result, Storage, Tensor};
+use candle_core::{DType, Device, Layout, Result, Storage, Tensor};
 
 /// `rows` rows of `cols` values each; row `i` starts at `offset + i * stride` of `data`.
 #[derive(Clone, Copy)]
@@ -10,7 +10,9 @@ pub struct HostRows<'a> {
     data: &'a [f32],
     offset: usize,
     stride: usize,
+    /// Rows: the product of the leading dimensions.
     pub rows: usize,
+    /// Values per row: the last dimension.
     pub cols: usize,
 }
 
@@ -30,7 +32,7 @@ impl<'a> HostRows<'a> {
 
 /// Calls `f` with the rows of `t` (its last dimension; the others flattened) read in place
 /// when `t` is an f32 CPU tensor whose leading dimensions flatten without a copy, else
-/// from one contiguous f32 copy.
+/// from one contiguous f32 copy on the CPU.
 pub fn with_host_rows<R>(t: &Tensor, f: impl FnOnce(HostRows) -> R) -> Result<R> {
     if t.dtype() == DType::F32 {
         let (storage, layout) = t.storage_and_layout();
@@ -44,7 +46,10 @@ pub fn with_host_rows<R>(t: &Tensor, f: impl FnOnce(HostRows) -> R) -> Result<R>
             }));
         }
     }
-    let copy = t.to_dtype(DType::F32)?.contiguous()?;
+    let copy = t
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .contiguous()?;
     with_host_rows(&copy, f)
 }
 
@@ -81,7 +86,6 @@ fn row_strides(layout: &Layout) -> Option<(usize, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
         with_host_rows(t, |rows| {
