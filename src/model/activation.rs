@@ -75,6 +75,9 @@ pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         with_host_rows(up, |up| {
             let cols = gate.cols;
             let mut out = vec![0f32; gate.rows * cols];
+            if out.is_empty() {
+                return out;
+            }
             let rows_per_item = (CHUNK / cols).max(1);
             for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
                 let first = start / cols;
@@ -127,6 +130,16 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             assert_eq!(from_views, ours, "{n} elements from views");
+        }
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_outputs() {
+        let dev = candle_core::Device::Cpu;
+        for dims in [(0usize, 10usize), (3, 0)] {
+            let zeros = Tensor::zeros(dims, candle_core::DType::F32, &dev).unwrap();
+            let out = gelu_mul(&zeros, &zeros).unwrap();
+            assert_eq!(out.dims(), &[dims.0, dims.1]);
         }
     }
 }

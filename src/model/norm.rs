@@ -73,6 +73,9 @@ fn norm_rows(xs: &Tensor, residual: Option<&Tensor>, alpha: &Tensor, eps: f32) -
 fn fill(x: HostRows, residual: Option<HostRows>, alpha: &[f32], eps: f32) -> Vec<f32> {
     let cols = x.cols;
     let mut out = vec![0f32; x.rows * cols];
+    if out.is_empty() {
+        return out;
+    }
     let rows_per_item = (CHUNK / cols).max(1);
     for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
         let first = start / cols;
@@ -154,6 +157,21 @@ mod tests {
                 .unwrap();
         assert_eq!(ours.dims(), &[rows, heads * dim]);
         assert_eq!(values(&ours), values(&candle));
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_outputs() {
+        let dev = Device::Cpu;
+        let alpha = Tensor::ones(4, DType::F32, &dev).unwrap();
+        for dims in [(0usize, 4usize), (3, 0)] {
+            let xs = Tensor::zeros(dims, DType::F32, &dev).unwrap();
+            assert_eq!(
+                rms_norm(&xs, &alpha, 1e-6).unwrap().dims(),
+                &[dims.0, dims.1]
+            );
+            let sum = add_rms_norm(&xs, &xs, &alpha, 1e-6).unwrap();
+            assert_eq!(sum.dims(), &[dims.0, dims.1]);
+        }
     }
 
     #[test]
