@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 
 use super::host_rows::with_host_rows;
-use super::kernels::for_each_chunk_mut;
+use super::kernels::fill_rows;
 use super::tanh::tanhf;
 
 /// Elements per work item of the parallel loop (a single decoding step is one item, and
@@ -73,19 +73,9 @@ pub fn gelu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     }
     let out = with_host_rows(gate, |gate| {
         with_host_rows(up, |up| {
-            let cols = gate.cols;
-            let mut out = vec![0f32; gate.rows * cols];
-            if out.is_empty() {
-                return out;
-            }
-            let rows_per_item = (CHUNK / cols).max(1);
-            for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
-                let first = start / cols;
-                for (j, row) in piece.chunks_mut(cols).enumerate() {
-                    gelu_mul_into(row, gate.row(first + j), up.row(first + j));
-                }
-            });
-            out
+            fill_rows(gate.rows, gate.cols, CHUNK, |i, row| {
+                gelu_mul_into(row, gate.row(i), up.row(i))
+            })
         })
     })??;
     Tensor::from_vec(out, gate.shape(), gate.device())

@@ -7,7 +7,7 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::host_rows::{HostRows, with_host_rows};
-use super::kernels::for_each_chunk_mut;
+use super::kernels::fill_rows;
 
 /// Values per work item of the parallel loop (a decoding step's norms are one or two items).
 const CHUNK: usize = 8192;
@@ -71,32 +71,21 @@ fn norm_rows(xs: &Tensor, residual: Option<&Tensor>, alpha: &Tensor, eps: f32) -
 
 /// The normed rows (plus the residual's), spread over the threads by whole rows.
 fn fill(x: HostRows, residual: Option<HostRows>, alpha: &[f32], eps: f32) -> Vec<f32> {
-    let cols = x.cols;
-    let mut out = vec![0f32; x.rows * cols];
-    if out.is_empty() {
-        return out;
-    }
-    let rows_per_item = (CHUNK / cols).max(1);
-    for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
-        let first = start / cols;
-        for (j, dst) in piece.chunks_mut(cols).enumerate() {
-            let src = x.row(first + j);
-            for ((dst, src), offset) in dst
-                .chunks_mut(alpha.len())
-                .zip(src.chunks(alpha.len()))
-                .zip((0..cols).step_by(alpha.len()))
-            {
-                norm_segment(src, alpha, eps, dst);
-                if let Some(residual) = residual {
-                    let residual = &residual.row(first + j)[offset..offset + alpha.len()];
-                    for (d, &r) in dst.iter_mut().zip(residual) {
-                        *d += r;
-                    }
+    let (cols, width) = (x.cols, alpha.len());
+    fill_rows(x.rows, cols, CHUNK, |i, dst| {
+        for ((dst, src), offset) in dst
+            .chunks_mut(width)
+            .zip(x.row(i).chunks(width))
+            .zip((0..cols).step_by(width))
+        {
+            norm_segment(src, alpha, eps, dst);
+            if let Some(residual) = residual {
+                for (d, &r) in dst.iter_mut().zip(&residual.row(i)[offset..offset + width]) {
+                    *d += r;
                 }
             }
         }
-    });
-    out
+    })
 }
 
 /// One row (or head) with candle's arithmetic, in its order.

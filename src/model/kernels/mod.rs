@@ -299,6 +299,27 @@ pub fn for_each_chunk_mut(out: &mut [f32], chunk_len: usize, f: impl Fn(usize, &
     for_each_piece_mut(out, &bounds, |item, piece| f(item * chunk_len, piece));
 }
 
+/// A new `[rows, cols]` output, row `i` filled by `f(i, row)`, whole rows of about
+/// `chunk_len` values per work item spread over the CPU threads.
+pub fn fill_rows(
+    rows: usize,
+    cols: usize,
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    if out.is_empty() {
+        return out;
+    }
+    let rows_per_item = (chunk_len / cols).max(1);
+    for_each_chunk_mut(&mut out, rows_per_item * cols, |start, piece| {
+        for (j, row) in piece.chunks_mut(cols).enumerate() {
+            f(start / cols + j, row);
+        }
+    });
+    out
+}
+
 /// Calls `f(item, piece)` for every piece `bounds[item]..bounds[item + 1]` of `out`
 /// (`bounds` ascending from 0 to `out.len()`), spread over the CPU threads; a single piece
 /// is filled on the calling thread.
