@@ -354,6 +354,47 @@ fn the_runner_needs_no_gpu_library_and_writes_gpu_pods() {
     assert!(yaml.contains("startupProbe:"), "{yaml}");
 }
 
+/// `--simd avx2` and `--simd portable` run the code an older CPU runs, with the same bits:
+/// every kernel does llama.cpp's arithmetic in llama.cpp's order at every width.
+#[test]
+fn every_simd_level_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = "Write a short story about a river, a garden and the market of a small \
+                  mountain city, told by the water that passes through it every day.";
+    let logits = |simd: &str| {
+        let out = dir.path().join(format!("{simd}.f32"));
+        let run = on_default_model(
+            "logits",
+            &[
+                "--simd",
+                simd,
+                "--text",
+                prompt,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read(out).unwrap()
+    };
+    let widest = logits("auto");
+    assert!(!widest.is_empty());
+    for simd in ["avx2", "portable"] {
+        assert!(logits(simd) == widest, "--simd {simd} changed the logits");
+    }
+    let out = on_default_model("logits", &["--simd", "avx3", "--text", "hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--simd") && stderr.contains("avx2"),
+        "{stderr}"
+    );
+}
+
 /// `gembatch logits` writes one row of the vocabulary per token, and the last row's best
 /// token is what greedy generation produces first.
 #[test]

@@ -21,32 +21,9 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + tanhf(SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)))
 }
 
-/// `out[i] = gelu(gate[i]) * up[i]` with the widest vectors this CPU has.
-fn gelu_mul_into(out: &mut [f32], gate: &[f32], up: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { gelu_mul_avx512(out, gate, up) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { gelu_mul_avx2(out, gate, up) };
-        }
-    }
-    gelu_mul_loop(out, gate, up);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn gelu_mul_avx512(out: &mut [f32], gate: &[f32], up: &[f32]) {
-    gelu_mul_loop(out, gate, up);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn gelu_mul_avx2(out: &mut [f32], gate: &[f32], up: &[f32]) {
-    gelu_mul_loop(out, gate, up);
+crate::model::simd::widest_vectors! {
+    /// `out[i] = gelu(gate[i]) * up[i]` with the widest vectors this CPU has.
+    fn gelu_mul_into(out: &mut [f32], gate: &[f32], up: &[f32]) = gelu_mul_loop;
 }
 
 /// The loop the compiler vectorizes for whichever features its caller enables (branch-free

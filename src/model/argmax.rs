@@ -5,33 +5,10 @@
 /// Values compared side by side.
 const LANES: usize = 16;
 
-/// The largest value (NaN ignored; `-inf` for none), with the widest vectors this CPU has
-/// (the maximum is exact in any order, so every width gives the same value).
-pub fn max_value(values: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { max_avx512(values) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { max_avx2(values) };
-        }
-    }
-    max_loop(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn max_avx512(values: &[f32]) -> f32 {
-    max_loop(values)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn max_avx2(values: &[f32]) -> f32 {
-    max_loop(values)
+crate::model::simd::widest_vectors! {
+    /// The largest value (NaN ignored; `-inf` for none), with the widest vectors this CPU
+    /// has (the maximum is exact in any order, so every width gives the same value).
+    pub fn max_value(values: &[f32]) -> f32 = max_loop;
 }
 
 #[inline(always)]

@@ -1,5 +1,6 @@
 //! Which model a command loads and how: the `--model`, `--device`, `--dtype`, `--threads`,
-//! `--context` and `--dense` flags the model commands share, and the loading they ask for.
+//! `--simd`, `--context` and `--dense` flags the model commands share, and the loading they
+//! ask for.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::device::{DeviceChoice, WeightDtype, device_name};
+use super::simd::{self, SimdChoice};
 use super::{LoadOptions, LoadedModel, fetch, load, threads};
 
 /// Which model to load and how.
@@ -27,6 +29,10 @@ pub struct ModelChoice {
     /// CPU threads [default: the container's CPU limit, else all CPUs].
     #[arg(long, env = "GEMBATCH_THREADS")]
     pub threads: Option<usize>,
+    /// Vector instructions the CPU kernels use: `auto` the widest the CPU has; `avx2` or
+    /// `portable` run what an older CPU runs (same results, to test or measure its speed).
+    #[arg(long, env = "GEMBATCH_SIMD", value_enum, default_value_t)]
+    pub simd: SimdChoice,
     /// Most positions (prompt + output) per sequence [default: the model's context].
     #[arg(long)]
     pub context: Option<usize>,
@@ -41,6 +47,7 @@ impl ModelChoice {
     /// first use, its progress lines to `say`) and loads it.
     pub fn load(&self, say: impl FnMut(&str)) -> anyhow::Result<LoadedModel> {
         let threads = threads::configure(self.threads);
+        let simd = simd::choose(self.simd).map_err(anyhow::Error::msg)?;
         let path = match &self.model {
             Some(path) => path.clone(),
             None => {
@@ -63,6 +70,7 @@ impl ModelChoice {
             device = %device_name(&options.device),
             weights = %loaded.weights,
             threads,
+            simd = simd.name(),
             seconds = loaded.load_seconds,
             "model loaded"
         );

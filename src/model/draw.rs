@@ -203,33 +203,10 @@ fn weight(logit: f32, max: f32, scale: f32) -> f32 {
     if x.is_nan() { 0.0 } else { exp_non_positive(x) }
 }
 
-/// The sum of [`weight`] over `logits`, with the widest vectors this CPU has. Always 16
-/// lanes added in the same order, so the sum has the same bits on every CPU.
-fn sum_weights(logits: &[f32], max: f32, scale: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { sum_weights_avx512(logits, max, scale) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { sum_weights_avx2(logits, max, scale) };
-        }
-    }
-    sum_weights_loop(logits, max, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_weights_avx512(logits: &[f32], max: f32, scale: f32) -> f32 {
-    sum_weights_loop(logits, max, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sum_weights_avx2(logits: &[f32], max: f32, scale: f32) -> f32 {
-    sum_weights_loop(logits, max, scale)
+crate::model::simd::widest_vectors! {
+    /// The sum of [`weight`] over `logits`, with the widest vectors this CPU has. Always 16
+    /// lanes added in the same order, so the sum has the same bits on every CPU.
+    fn sum_weights(logits: &[f32], max: f32, scale: f32) -> f32 = sum_weights_loop;
 }
 
 #[inline(always)]

@@ -22,6 +22,7 @@ pub mod logprobs;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod simd;
 pub mod tanh;
 pub mod text_stream;
 pub mod threads;

@@ -39,8 +39,8 @@ impl QuantizedRows {
 /// quants are the same.
 fn quantize_blocks(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
+    if crate::model::simd::level() == crate::model::simd::SimdLevel::Avx512 {
+        // SAFETY: the level is never more than the CPU has.
         return unsafe { quantize_blocks_avx512(x, biased, scales) };
     }
     quantize_blocks_loop(x, biased, scales)

@@ -9,19 +9,9 @@ use std::arch::x86_64::*;
 
 use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 
-/// Whether the CPU runs this kernel.
+/// Whether the CPU runs this kernel (and `--simd` allows it).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::model::simd::level() >= crate::model::simd::SimdLevel::Avx2
 }
 
 /// Same contract as `scalar::tile`.

@@ -13,16 +13,13 @@ use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 /// Activation rows per tile (four accumulators each, with the weights, in the 32 registers).
 pub(crate) const MAX_ROWS: usize = 4;
 
-/// Whether the CPU runs this kernel.
+/// Whether the CPU runs this kernel (and `--simd` allows it).
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("f16c")
-        })
+        static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        crate::model::simd::level() == crate::model::simd::SimdLevel::Avx512
+            && *VNNI.get_or_init(|| is_x86_feature_detected!("avx512vnni"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
