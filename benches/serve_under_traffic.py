@@ -21,6 +21,7 @@
     cargo build --release
     "$(.ci/python-venv)/bin/python" benches/serve_under_traffic.py --llama-server PATH/build/bin/llama-server \\
         [--threads 2] [--rounds 3] [--seconds 60] [--sweep-seconds 60] [--rows 1000] [--pods 2]
+        [--parts closed,open,run] [--simd auto|avx2|portable] [--keep DIR]
 
 Servers: gembatch `serve --max-batch 16 --context 2048`; llama-server `--parallel 16` with
 2,048 positions per slot (`-c 32768`), `--no-repack` on AMX CPUs. Prints one Markdown table
@@ -28,6 +29,7 @@ per round with the ratios gembatch / llama.cpp (for latencies, lower is better: 
 <= 0.8x), then the median over rounds.
 """
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -155,6 +157,7 @@ def sustained(requests):
     backlog that llama-server's 16 slots hid from the first token.)"""
     ok = [r for r in requests if r["outcome"] == "ok"]
     if not requests or len(ok) < 0.99 * len(requests) or len(ok) < 10:
+        print(f"    {len(ok)} of {len(requests)} requests ok: not sustained", file=sys.stderr)
         return False
     first = min(r["intended_start_s"] for r in requests)
     last = max(r["intended_start_s"] for r in requests)
@@ -165,6 +168,12 @@ def sustained(requests):
     spread = sum((x - mx) ** 2 for x in times)
     slope = sum((x - mx) * (y - my) for x, y in zip(times, counts)) / spread if spread else 0.0
     rate = len(requests) / span if span else 0.0
+    # Shown, not judged: completions lag arrivals by a request's latency, which for the
+    # longest outputs is most of a 45-second step.
+    done = sum(1 for r in ok if times[0] <= r["end_s"] < times[-1]) / (times[-1] - times[0])
+    print(f"    arrivals {rate:.3f}/s, completions in the middle 80 % {done:.3f}/s, in flight "
+          f"{counts[0]} -> {counts[-1]}, slope {slope:.3f}/s (limit {0.1 * rate:.3f})",
+          file=sys.stderr)
     return slope < 0.1 * rate
 
 
@@ -322,14 +331,21 @@ def main():
     parser.add_argument("--pods", type=int, default=2, help="pods of the run")
     parser.add_argument("--parts", default="closed,open,run",
                         help="which measurements, comma-separated: closed, open, run")
+    parser.add_argument("--simd", default="auto", choices=["auto", "avx2", "portable"],
+                        help="gembatch's --simd, for its serve and its run's pods; build "
+                             "llama-server for the same instructions")
+    parser.add_argument("--keep", help="a directory to keep every load and run output in "
+                                       "[default: a temporary one, deleted]")
     args = parser.parse_args()
+    os.environ["GEMBATCH_SIMD"] = args.simd
     args.parts = set(args.parts.split(","))
     model = args.model or subprocess.run([GEMBATCH, "fetch-model"], check=True, text=True,
                                          capture_output=True).stdout.strip().splitlines()[-1]
     servers = Servers(args, model)
     capacity = None
     rounds = []
-    with tempfile.TemporaryDirectory(prefix="serve-under-traffic-") as work:
+    print(f"gembatch --simd {args.simd}, {args.threads} threads", file=sys.stderr)
+    with kept_or_temporary(args.keep) as work:
         for index in range(args.rounds):
             rows, capacity = one_round(args, servers, work, index, capacity)
             rounds.append(rows)
@@ -340,6 +356,17 @@ def main():
         table([(label, statistics.median(r[i][1] for r in rounds),
                 statistics.median(r[i][2] for r in rounds), goal)
                for i, (label, _, _, goal) in enumerate(rounds[0])])
+
+
+@contextlib.contextmanager
+def kept_or_temporary(keep):
+    """`keep` (created) when given, else a temporary directory deleted afterwards."""
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="serve-under-traffic-") as work:
+        yield work
 
 
 def table(rows):
