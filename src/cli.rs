@@ -62,6 +62,20 @@ pub enum Command {
     Release(ReleaseArgs),
 }
 
+impl Command {
+    /// The model flags of a command that runs the model.
+    pub fn model_choice(&self) -> Option<&ModelChoice> {
+        match self {
+            Self::Tokenize(args) => Some(&args.model),
+            Self::Generate(args) => Some(&args.model),
+            Self::BenchModel(args) => Some(&args.model),
+            Self::Logits(args) => Some(&args.model),
+            Self::Serve(args) => Some(&args.model),
+            _ => None,
+        }
+    }
+}
+
 /// `gembatch tokenize`.
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {

@@ -21,6 +21,10 @@ pub use run::check_job_file;
 
 /// Executes the parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    if let Some(model) = cli.command.model_choice() {
+        // Before any thread starts: it may set an environment variable candle reads.
+        crate::model::simd::apply_before_threads(model.simd)?;
+    }
     match cli.command {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),

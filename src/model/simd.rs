@@ -1,7 +1,7 @@
 //! Which vector instructions the CPU kernels use: the widest the CPU has, or narrower when
 //! `--simd` (`GEMBATCH_SIMD`) asks, so an AVX-512 machine can run, test and measure the
-//! code an AVX2-only or older CPU runs. Every level computes the same bits; only speed
-//! differs.
+//! code an AVX2-only or older CPU runs. Every level computes the same bits (a CLI test
+//! compares the logits); only speed differs.
 
 use std::sync::OnceLock;
 
@@ -37,7 +37,7 @@ pub enum SimdChoice {
     Auto,
     /// At most AVX2: the code an AVX2-only CPU runs.
     Avx2,
-    /// No vector extensions beyond the build's baseline.
+    /// gembatch's kernels without vector extensions (candle's Q4_K/Q6_K ones at most AVX2).
     Portable,
 }
 
@@ -77,6 +77,22 @@ pub fn choose(choice: SimdChoice) -> Result<SimdLevel, String> {
         ))
     }
 }
+
+/// [`choose`], and the same cap for candle's repacked Q4_K/Q6_K kernels, which read
+/// `MISTRALRS_FORCE_AVX2` once (they have no portable level: at most AVX2 is the nearest).
+/// Call it only while the process has one thread: it may set that environment variable.
+pub fn apply_before_threads(choice: SimdChoice) -> anyhow::Result<SimdLevel> {
+    let level = choose(choice).map_err(anyhow::Error::msg)?;
+    if level < SimdLevel::Avx512 {
+        // SAFETY: the caller runs before any other thread exists, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(CANDLE_AVX2_CAP, "1") };
+    }
+    Ok(level)
+}
+
+/// What candle's x86 repacked kernels read to stay on AVX2.
+const CANDLE_AVX2_CAP: &str = "MISTRALRS_FORCE_AVX2";
 
 /// The widest level this CPU supports.
 fn detected() -> SimdLevel {
