@@ -33,6 +33,17 @@ impl QuantizedRows {
     }
 }
 
+impl QuantizedRows {
+    /// The quants without the bias, as signed bytes, same order: the AVX2 kernel's operand
+    /// (taken off once here rather than once per weight half in every tile).
+    pub(crate) fn signed(&self) -> Vec<[i8; BLOCK]> {
+        self.biased
+            .iter()
+            .map(|block| std::array::from_fn(|c| unbiased(block[c])))
+            .collect()
+    }
+}
+
 /// Quantizes each 32-value block of `x` into `biased` and `scales`: with AVX-512 where the
 /// CPU has it, else one value at a time. Both do the same arithmetic (an exact maximum
 /// that skips NaN, one division, products rounded half away from zero, NaN to 0), so the

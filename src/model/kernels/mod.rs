@@ -39,6 +39,13 @@ const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q5_0 block in a GGUF file (f16 scale, 32 high bits, 16 nibble bytes).
 const Q5_0_BYTES: usize = 22;
 
+/// The most activation rows any kernel's tile covers.
+const TILE_ROWS: usize = if vnni::MAX_ROWS > avx2::MAX_ROWS {
+    vnni::MAX_ROWS
+} else {
+    avx2::MAX_ROWS
+};
+
 /// Which kernel runs the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
@@ -62,7 +69,8 @@ impl Kernel {
     /// Activation rows one tile covers.
     fn max_rows(self) -> usize {
         match self {
-            Self::Scalar | Self::Avx2 => 1,
+            Self::Scalar => 1,
+            Self::Avx2 => avx2::MAX_ROWS,
             Self::Vnni => vnni::MAX_ROWS,
         }
     }
@@ -193,6 +201,11 @@ impl PackedQ8 {
     fn matmul_with(&self, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols);
         let acts = QuantizedRows::quantize(x, m, self.cols);
+        let signed = if kernel == Kernel::Avx2 {
+            acts.signed()
+        } else {
+            Vec::new()
+        };
         let n = self.rows;
         let padded = n.next_multiple_of(GROUP);
         // Not zero-filled (for the output head that is 16 MB a step, on this thread while
@@ -203,7 +216,7 @@ impl PackedQ8 {
         barrier_pool().execute_chunked(padded / GROUP, |range| {
             // Each group writes only its own eight columns of every output row.
             let out_ptr = &out_ptr;
-            let mut tile = [[0f32; GROUP]; vnni::MAX_ROWS];
+            let mut tile = [[0f32; GROUP]; TILE_ROWS];
             for group in range {
                 let w = self.group(group);
                 let mut i = 0;
@@ -213,7 +226,7 @@ impl PackedQ8 {
                     match kernel {
                         Kernel::Scalar => scalar::tile(&w, &acts, i, tile),
                         // SAFETY: `Kernel::best` chose these after detecting their features.
-                        Kernel::Avx2 => unsafe { avx2::tile(&w, &acts, i, tile) },
+                        Kernel::Avx2 => unsafe { avx2::tile(&w, &acts, &signed, i, tile) },
                         Kernel::Vnni => unsafe { vnni::tile(&w, &acts, i, tile) },
                     }
                     for (r, values) in tile.iter().enumerate() {
