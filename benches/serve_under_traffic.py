@@ -10,8 +10,9 @@
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
    then a sweep of rising rates (capacity x 0.8, 1.0, 1.2, ...) up to the first one a
    server does not sustain, `--sweep-seconds` each. A rate is sustained when under 1 % of
-   requests fail and the requests in flight (queued or running) do not climb over the
-   run: their least-squares slope stays under a tenth of the arrival rate;
+   requests fail, the requests in flight (queued or running) do not climb over the run
+   (their least-squares slope stays under a tenth of the arrival rate), and the requests
+   completed over the middle 80 % of the run come to at least 0.8 of the arrivals;
 3. `gembatch run` over a `--rows` dataset with that length mix (seeded), the cores split
    into pods as the local backend splits them (`--pods`, threads / pods each): rows/s with
    gembatch pods against the same job sent with `--endpoints` to llama-server processes
@@ -153,8 +154,10 @@ def sustained(requests):
     flight climbs through the run; a server that keeps up holds it level. The count is
     sampled every second over the middle 80 % of the run (the start fills the batch, the
     end is the drain), and the least-squares slope of the count against time must stay
-    under a tenth of the arrival rate. (A first criterion, the slope of TTFT, missed a
-    backlog that llama-server's 16 slots hid from the first token.)"""
+    under a tenth of the arrival rate; and over the same window the server must complete
+    at least `COMPLETED` of the arrival rate. (A first criterion, the slope of TTFT, missed
+    a backlog that llama-server's 16 slots hid from the first token; the slope alone let
+    through a step completing 0.61 of its arrivals.)"""
     ok = [r for r in requests if r["outcome"] == "ok"]
     if not requests or len(ok) < 0.99 * len(requests) or len(ok) < 10:
         print(f"    {len(ok)} of {len(requests)} requests ok: not sustained", file=sys.stderr)
@@ -168,13 +171,21 @@ def sustained(requests):
     spread = sum((x - mx) ** 2 for x in times)
     slope = sum((x - mx) * (y - my) for x, y in zip(times, counts)) / spread if spread else 0.0
     rate = len(requests) / span if span else 0.0
-    # Shown, not judged: completions lag arrivals by a request's latency, which for the
-    # longest outputs is most of a 45-second step.
-    done = sum(1 for r in ok if times[0] <= r["end_s"] < times[-1]) / (times[-1] - times[0])
-    print(f"    arrivals {rate:.3f}/s, completions in the middle 80 % {done:.3f}/s, in flight "
-          f"{counts[0]} -> {counts[-1]}, slope {slope:.3f}/s (limit {0.1 * rate:.3f})",
-          file=sys.stderr)
-    return slope < 0.1 * rate
+    window = times[-1] - times[0]
+    came = sum(1 for r in requests if times[0] <= r["intended_start_s"] < times[-1]) / window
+    done = sum(1 for r in ok if times[0] <= r["end_s"] < times[-1]) / window
+    print(f"    over the middle 80 %: arrivals {came:.3f}/s, completions {done:.3f}/s (limit "
+          f"{COMPLETED * came:.3f}), in flight {counts[0]} -> {counts[-1]}, slope {slope:.3f}/s "
+          f"(limit {0.1 * rate:.3f})", file=sys.stderr)
+    return slope < 0.1 * rate and done >= COMPLETED * came
+
+
+# The least share of the arrival rate a sustained step completes over the middle 80 % of
+# its run. Completions lag arrivals by a request's latency (the step starts empty), so
+# even a server that keeps up completes a little less: 0.90-0.96 of the arrivals in the
+# sustained steps of the AVX2 round (both servers), 0.56-0.61 in the two that were not,
+# one of which (in flight 12 -> 18) the slope alone let through.
+COMPLETED = 0.8
 
 
 def open_loop(url, out, rate, seconds):
