@@ -19,7 +19,8 @@ use crate::cli::{Cli, Command};
 
 pub use run::check_job_file;
 
-/// Executes the parsed command line.
+/// Executes the parsed command line. Call it before the process starts other threads
+/// (`main` does): `--simd` may set an environment variable first.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     if let Some(model) = cli.command.model_choice() {
         // Before any thread starts: it may set an environment variable candle reads.

@@ -83,7 +83,9 @@ pub fn choose(choice: SimdChoice) -> Result<SimdLevel, String> {
 /// Call it only while the process has one thread: it may set that environment variable.
 pub fn apply_before_threads(choice: SimdChoice) -> anyhow::Result<SimdLevel> {
     let level = choose(choice).map_err(anyhow::Error::msg)?;
-    if level < SimdLevel::Avx512 {
+    // Only when asked: left alone, candle takes AVX-VNNI on CPUs that have it without
+    // AVX-512.
+    if choice != SimdChoice::Auto {
         // SAFETY: the caller runs before any other thread exists, so nothing reads the
         // environment concurrently.
         unsafe { std::env::set_var(CANDLE_AVX2_CAP, "1") };
