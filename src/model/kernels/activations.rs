@@ -31,9 +31,7 @@ impl QuantizedRows {
             blocks,
         }
     }
-}
 
-impl QuantizedRows {
     /// The quants without the bias, as signed bytes, same order: the AVX2 kernel's operand
     /// (taken off once here rather than once per weight half in every tile).
     pub(crate) fn signed(&self) -> Vec<[i8; BLOCK]> {
