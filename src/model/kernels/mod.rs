@@ -1,16 +1,20 @@
 //! CPU matrix kernels for 8-bit block-quantized weights (Q8_0, and Q5_0 re-encoded as
-//! Q8_0), with llama.cpp's arithmetic to the last bit. Activations are quantized to Q8_0 per
-//! 32 values (f16-rounded scale), as llama.cpp and candle do. llama.cpp's dot product of two
-//! blocks keeps eight partial sums of four products each, adds each (as f32, scaled, with
-//! one fused multiply-add) to its own lane of a running sum, and adds the eight lanes at the
-//! end in a fixed order; this model's greedy choices move with any other rounding, so every
-//! kernel here does exactly that.
+//! Q8_0). Activations are quantized to Q8_0 per 32 values (f16-rounded scale), as llama.cpp
+//! and candle do. Each block's dot product is summed exactly in integers, converted once
+//! and added to the running f32 sum with one fused multiply-add by the block's scales,
+//! block after block. Every kernel here does exactly that, so the logits are the same bits
+//! on every CPU (this model's greedy choices move with any rounding difference). It is
+//! not llama.cpp's order: llama.cpp keeps eight lanes of four-product partials, each
+//! converted and scaled on its own (eight roundings a block instead of one), which costs
+//! AVX2 two instructions per four products it cannot share between activation rows; the
+//! golden tests bound the difference, which is of the size of llama.cpp's own between its
+//! builds for different instruction sets.
 //!
 //! Weights are packed eight rows at a time: in each 64-byte chunk of a block, eight
 //! consecutive quants of each of the eight rows. A 512-bit register of the chunk holds two
-//! four-quant partials of every row in its 16 lanes; against the activation's eight
-//! matching bytes, broadcast, one instruction gives 16 partial sums, each in the lane
-//! llama.cpp keeps it in, with no shuffles.
+//! four-quant pieces of every row in its 16 lanes; against the activation's eight
+//! matching bytes, broadcast, one instruction adds 16 four-product sums into the lanes,
+//! with no shuffles until the block's end.
 
 mod activations;
 mod avx2;
@@ -30,10 +34,9 @@ pub const GROUP: usize = 8;
 const GROUP_BLOCK_BYTES: usize = GROUP * BLOCK;
 /// Quants of one row next to each other in the interleaved layout (two partial sums).
 const CHUNK_COLS: usize = 8;
-/// Quants in one partial sum (one i32 lane of llama.cpp's dot product).
-const PARTIAL: usize = 4;
-/// Partial sums per block.
-const PARTIALS: usize = BLOCK / PARTIAL;
+/// The largest weight magnitude of a narrow matrix (Q5_0's is 16): a sum of eight products
+/// with 8-bit activations (at most 8 x 16 x 128) fits in an `i16`.
+const NARROW_QUANT: u8 = 16;
 /// Bytes of one Q8_0 block in a GGUF file (f16 scale, 32 quants).
 const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q5_0 block in a GGUF file (f16 scale, 32 high bits, 16 nibble bytes).
@@ -87,6 +90,8 @@ pub struct PackedQ8 {
     /// The 8 rows' scales of each group block, same order, as in the file (f16: decoding
     /// is bandwidth-bound).
     scales: Vec<[f16; GROUP]>,
+    /// Whether every quant lies in `-NARROW_QUANT..=NARROW_QUANT` (Q5_0's range).
+    narrow: bool,
 }
 
 /// The encodings `PackedQ8` reads from GGUF.
@@ -118,6 +123,7 @@ impl PackedQ8 {
             cols,
             qs: Vec::with_capacity(blocks),
             scales: Vec::with_capacity(blocks),
+            narrow: true,
         }
     }
 
@@ -138,6 +144,7 @@ impl PackedQ8 {
                     for (c, &value) in q.iter().enumerate() {
                         qs[interleaved(r, c)] = value;
                     }
+                    self.narrow &= q.iter().all(|v| v.unsigned_abs() <= NARROW_QUANT);
                     *scale = d;
                 }
                 self.qs.push(qs);
@@ -173,6 +180,7 @@ impl PackedQ8 {
         let mut joined = PackedQ8::with_capacity(parts.iter().map(|p| p.rows).sum(), cols);
         for part in parts {
             joined.rows += part.rows;
+            joined.narrow &= part.narrow;
             joined.qs.extend_from_slice(&part.qs);
             joined.scales.extend_from_slice(&part.scales);
         }
@@ -257,6 +265,7 @@ impl PackedQ8 {
         WeightGroup {
             qs: &self.qs[span.clone()],
             scales: &self.scales[span],
+            narrow: self.narrow,
         }
     }
 }
@@ -266,9 +275,12 @@ fn interleaved(r: usize, c: usize) -> usize {
     (c / CHUNK_COLS) * GROUP * CHUNK_COLS + r * CHUNK_COLS + c % CHUNK_COLS
 }
 
-/// Adds llama.cpp's eight lanes of a dot product in its order (`hsum_float_8`).
-fn lane_sum(x: [f32; PARTIALS]) -> f32 {
-    ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]))
+/// Row `r` of a group block times one activation block: the exact integer dot product
+/// (at most 32 x 127 x 128 in magnitude, well inside `i32`).
+fn block_dot(wq: &[i8; GROUP_BLOCK_BYTES], r: usize, xq: &[u8; BLOCK]) -> i32 {
+    (0..BLOCK)
+        .map(|c| wq[interleaved(r, c)] as i32 * unbiased(xq[c]) as i32)
+        .sum()
 }
 
 /// Asks for the weights [`PREFETCH_BYTES`] past `block`, for the SIMD kernels: the packed
@@ -293,6 +305,8 @@ const PREFETCH_BYTES: usize = 4096;
 pub(crate) struct WeightGroup<'a> {
     qs: &'a [[i8; GROUP_BLOCK_BYTES]],
     scales: &'a [[f16; GROUP]],
+    /// [`PackedQ8`]'s `narrow`.
+    narrow: bool,
 }
 
 struct SharedOut(*mut f32);
@@ -444,35 +458,86 @@ mod tests {
         check_against_candle(GgmlDType::Q5_0, SourceType::Q5_0, 13, 64, 5);
     }
 
+    /// `rows x cols` weights quantized to `dtype` and packed, the first block of row 0 all
+    /// 1.0 and of row 1 all -1.0 (the widest quants, where a 16-bit sum could overflow).
+    fn packed_extremes(dtype: GgmlDType, source: SourceType, rows: usize, cols: usize) -> PackedQ8 {
+        let mut values = pseudo_random(rows * cols, 5);
+        values[..BLOCK].fill(1.0);
+        values[cols..cols + BLOCK].fill(-1.0);
+        let w = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+        let qw = QTensor::quantize(&w, dtype).unwrap();
+        let mut packed = PackedQ8::with_capacity(rows, cols);
+        packed.push_rows(source, &qw.data().unwrap());
+        packed
+    }
+
     #[test]
     fn every_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
-        let dev = Device::Cpu;
-        // Extreme values too: -127/127 quants are where an unsigned offset could overflow.
-        let mut values = pseudo_random(16 * 128, 5);
-        values[..32].fill(1.0);
-        values[32..64].fill(-1.0);
-        let w = Tensor::from_vec(values, (16, 128), &dev).unwrap();
-        let qw = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let mut packed = PackedQ8::with_capacity(16, 128);
-        packed.push_rows(SourceType::Q8_0, &qw.data().unwrap());
+        let wide = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 16, 128);
+        let narrow = packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 16, 128);
+        assert!(!wide.narrow && narrow.narrow);
+        // 11 rows: every tile height of every kernel, and a last partial tile.
         let mut x = pseudo_random(11 * 128, 9);
         x[..128].fill(-1.0);
-        let portable = packed.matmul_with(&x, 11, Kernel::Scalar);
+        x[128..256].fill(1.0);
         let kernels = [
             (Kernel::Avx2, avx2::available()),
             (Kernel::Vnni, vnni::available()),
         ];
-        for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
-            let simd = packed.matmul_with(&x, 11, *kernel);
-            // Bit for bit: all of them do llama.cpp's arithmetic in llama.cpp's order.
-            for (i, (a, b)) in portable.iter().zip(&simd).enumerate() {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{kernel:?}, element {i}: {a} vs {b}"
-                );
+        for packed in [&wide, &narrow] {
+            let portable = packed.matmul_with(&x, 11, Kernel::Scalar);
+            for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
+                let simd = packed.matmul_with(&x, 11, *kernel);
+                // Bit for bit: every kernel sums each block exactly and rounds it once.
+                for (i, (a, b)) in portable.iter().zip(&simd).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{kernel:?}, narrow {}, element {i}: {a} vs {b}",
+                        packed.narrow
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_portable_kernel_rounds_each_block_once() {
+        let packed = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 8, 96);
+        let x = pseudo_random(96, 4);
+        let acts = QuantizedRows::quantize(&x, 1, 96);
+        let ours = packed.matmul_with(&x, 1, Kernel::Scalar);
+        for (r, value) in ours.iter().enumerate() {
+            let (mut expected, mut exact, mut magnitude) = (0f32, 0f64, 0f64);
+            for b in 0..3 {
+                let (wd, xd) = (packed.scales[b][r].to_f32(), acts.scales[b]);
+                let dot: i32 = (0..BLOCK)
+                    .map(|c| {
+                        packed.qs[b][interleaved(r, c)] as i32 * unbiased(acts.biased[b][c]) as i32
+                    })
+                    .sum();
+                expected = (dot as f32).mul_add(wd * xd, expected);
+                let term = dot as f64 * wd as f64 * xd as f64;
+                exact += term;
+                magnitude += term.abs();
+            }
+            assert_eq!(value.to_bits(), expected.to_bits(), "row {r}");
+            // Each block's scale product and its fused add round once (2^-24 each): with
+            // three blocks the error stays under 6 roundings of the terms' magnitude.
+            let bound = 6.0 * magnitude / (1u64 << 24) as f64;
+            assert!(
+                (*value as f64 - exact).abs() <= bound,
+                "row {r}: {value} vs exact {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_matrix_with_any_wide_quant_is_not_narrow() {
+        let narrow = packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 8, 64);
+        let wide = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 8, 64);
+        assert!(narrow.narrow);
+        assert!(!PackedQ8::concat(vec![narrow, wide]).narrow);
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! AVX-512 VNNI tile kernel (Cascade Lake and later Xeons, Zen 4 and later EPYCs): one
-//! 512-bit register is one chunk, two partial sums of each of eight rows, and `vpdpbusd`
-//! multiplies four unsigned by four signed bytes per lane and adds them to the lane, one
-//! instruction where AVX2 needs three. The activations come biased to unsigned (`x + 128`)
-//! and each partial starts at `-128 *` the sum of its four weights, which takes the bias back
-//! off; those starts are computed once per block for all the tile's activation rows.
+//! 512-bit register is one chunk, two four-quant pieces of each of eight rows, and
+//! `vpdpbusd` multiplies four unsigned by four signed bytes per lane and adds them to the
+//! lane, one instruction where AVX2 needs three; the four chunks of a block accumulate in
+//! one register, whose two lanes per row are added at the block's end. The activations come
+//! biased to unsigned (`x + 128`) and each lane starts at `-128 *` the sum of its weights,
+//! which takes the bias back off; those starts are computed once per block for all the
+//! tile's activation rows.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::{CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 
-/// Activation rows per tile (four accumulators each, with the weights, in the 32 registers).
+/// Activation rows per tile (more measured no faster).
 pub(crate) const MAX_ROWS: usize = 4;
 
 /// Whether the CPU runs this kernel (and `--simd` allows it).
@@ -61,8 +63,8 @@ fn tile_n<const R: usize>(
     let bias = _mm512_set1_epi8(-128);
     // Lane 2r + e holds row r's scale.
     let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    // acc[s][j]: activation row s, chunk j; lane 2r + e is llama.cpp's lane 2j + e of row r.
-    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    // acc[s]: activation row s; lanes 2r and 2r + 1 both hold weight row r's sum.
+    let mut acc = [_mm512_setzero_ps(); R];
     for (b, (wq, wd)) in w.qs.iter().zip(w.scales).enumerate() {
         // SAFETY: a group block is 256 bytes (four 64-byte chunks), its scales 8 f16;
         // activation rows row0 + s and block b exist; 8-byte unaligned reads of their quants.
@@ -74,36 +76,38 @@ fn tile_n<const R: usize>(
             }
             let wd = _mm256_cvtph_ps(_mm_loadu_si128(wd.as_ptr() as *const __m128i));
             let wd = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(wd));
-            // Each partial starts at -128 * (sum of its four weights), which cancels the
-            // activations' bias of 128; computed once per block for every row of the tile.
-            let mut weights = [_mm512_setzero_si512(); 4];
-            let mut starts = [_mm512_setzero_si512(); 4];
-            for (j, (weight, start)) in weights.iter_mut().zip(&mut starts).enumerate() {
-                *weight = _mm512_loadu_si512(wq.as_ptr().add(j * 64) as *const __m512i);
-                let biases = _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, *weight);
-                *start = _mm512_sub_epi32(_mm512_setzero_si512(), biases);
-            }
+            // Lane 2r + e of a sum covers quants 8j + 4e.. of row r in every chunk j. It
+            // starts at -128 * (the sum of those weights), which cancels the activations'
+            // bias of 128; computed once per block for every row of the tile.
+            let weights: [__m512i; 4] = std::array::from_fn(|j| {
+                _mm512_loadu_si512(wq.as_ptr().add(j * 64) as *const __m512i)
+            });
+            let biases = weights.iter().fold(_mm512_setzero_si512(), |sum, &weight| {
+                _mm512_dpbusd_epi32(sum, bias, weight)
+            });
+            let start = _mm512_sub_epi32(_mm512_setzero_si512(), biases);
             for (s, acc) in acc.iter_mut().enumerate() {
                 let at = (row0 + s) * x.blocks + b;
-                let d = _mm512_mul_ps(wd, _mm512_set1_ps(*x.scales.get_unchecked(at)));
                 let xq = x.biased.get_unchecked(at).as_ptr();
-                for (j, acc) in acc.iter_mut().enumerate() {
+                let mut sums = start;
+                for (j, &weight) in weights.iter().enumerate() {
                     let piece =
                         _mm512_set1_epi64((xq.add(j * CHUNK_COLS) as *const i64).read_unaligned());
-                    let partials = _mm512_dpbusd_epi32(starts[j], piece, weights[j]);
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(partials), d, *acc);
+                    sums = _mm512_dpbusd_epi32(sums, piece, weight);
                 }
+                // Each row's two halves added: its block sum, in both of its lanes.
+                let totals = _mm512_add_epi32(sums, _mm512_shuffle_epi32::<0b10_11_00_01>(sums));
+                let d = _mm512_mul_ps(wd, _mm512_set1_ps(*x.scales.get_unchecked(at)));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), d, *acc);
             }
         }
     }
     for (out, acc) in tile.iter_mut().zip(&acc) {
-        // llama.cpp's lane order: ((0 + 4) + (2 + 6)) and ((1 + 5) + (3 + 7)), then those two.
-        let sums = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
         let mut lanes = [0f32; 16];
         // SAFETY: `lanes` holds 16 f32.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *acc) };
         for (r, value) in out.iter_mut().enumerate() {
-            *value = lanes[2 * r] + lanes[2 * r + 1];
+            *value = lanes[2 * r];
         }
     }
 }
