@@ -476,26 +476,30 @@ mod tests {
         let wide = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 16, 128);
         let narrow = packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 16, 128);
         assert!(!wide.narrow && narrow.narrow);
-        // 11 rows: every tile height of every kernel, and a last partial tile.
-        let mut x = pseudo_random(11 * 128, 9);
-        x[..128].fill(-1.0);
-        x[128..256].fill(1.0);
         let kernels = [
             (Kernel::Avx2, avx2::available()),
             (Kernel::Vnni, vnni::available()),
         ];
-        for packed in [&wide, &narrow] {
-            let portable = packed.matmul_with(&x, 11, Kernel::Scalar);
-            for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
-                let simd = packed.matmul_with(&x, 11, *kernel);
-                // Bit for bit: every kernel sums each block exactly and rounds it once.
-                for (i, (a, b)) in portable.iter().zip(&simd).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{kernel:?}, narrow {}, element {i}: {a} vs {b}",
-                        packed.narrow
-                    );
+        // 1, 2 and 11 rows (tiles of 4, 4 and 3): every tile height of every kernel.
+        for m in [1, 2, 11] {
+            let mut x = pseudo_random(m * 128, 9);
+            x[..128].fill(-1.0);
+            if m > 1 {
+                x[128..256].fill(1.0);
+            }
+            for packed in [&wide, &narrow] {
+                let portable = packed.matmul_with(&x, m, Kernel::Scalar);
+                for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
+                    let simd = packed.matmul_with(&x, m, *kernel);
+                    // Bit for bit: every kernel sums each block exactly and rounds it once.
+                    for (i, (a, b)) in portable.iter().zip(&simd).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{kernel:?}, {m} rows, narrow {}, element {i}: {a} vs {b}",
+                            packed.narrow
+                        );
+                    }
                 }
             }
         }
