@@ -32,7 +32,7 @@ pub const BLOCK: usize = 32;
 pub const GROUP: usize = 8;
 /// Bytes of one packed block of a group: 32 quants of each of its 8 rows.
 const GROUP_BLOCK_BYTES: usize = GROUP * BLOCK;
-/// Quants of one row next to each other in the interleaved layout (two partial sums).
+/// Quants of one row next to each other in the interleaved layout (two four-quant lanes).
 const CHUNK_COLS: usize = 8;
 /// The largest weight magnitude of a narrow matrix (Q5_0's is 16): a sum of eight products
 /// with 8-bit activations (at most 8 x 16 x 128) fits in an `i16`.
