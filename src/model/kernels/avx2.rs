@@ -1,10 +1,14 @@
 //! AVX2 tile kernel: a 256-bit register holds half a chunk (eight quants of each of four
-//! weight rows); `maddubs` needs one unsigned operand, so the weights' absolute values meet
-//! the activation bytes carrying the weights' signs, and `madd` widens the pairs to 32 bits.
-//! The integer sums of a whole block stay in two registers (rows 0-3 and 4-7, two lanes a
-//! row); one horizontal add gives the eight rows' block sums, converted and added with the
-//! block's scales in one fused multiply-add. Every activation row of the tile shares each
-//! weight load and its absolute value.
+//! weight rows), and `maddubs` multiplies unsigned by signed bytes, adding pairs into 16 bits.
+//! Narrow groups (quants in -16..16, Q5_0) take the activations biased to unsigned
+//! (`x + 128`, as stored): one `maddubs` per 32 products and row, the four chunks' pairs
+//! added in 16 bits, widened once per block, and `128 x` the weights' block sums (stored
+//! with them) taken off. Wide groups (Q8_0) would overflow that: their absolute values meet
+//! the activation bytes carrying the weights' signs, and `madd` widens every chunk's pairs.
+//! Either way the integer sums of a whole block stay in two registers (rows 0-3 and 4-7,
+//! two lanes a row); one horizontal add gives the eight rows' block sums, converted and
+//! added with the block's scales in one fused multiply-add. Every activation row of the
+//! tile shares each weight load.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -20,7 +24,7 @@ pub(crate) fn available() -> bool {
 }
 
 /// Same contract as `scalar::tile`, for up to [`MAX_ROWS`] rows; `signed` is
-/// [`QuantizedRows::signed`] of `x`.
+/// [`QuantizedRows::signed`] of `x` (read for wide groups only).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C ([`available`]).
@@ -85,47 +89,66 @@ fn tile_n<const R: usize, const NARROW: bool>(
     // acc[s]: activation row s; lane k is weight row HADD_ROWS[k].
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, (wq, wd)) in w.qs.iter().zip(w.scales).enumerate() {
-        // SAFETY: a group block is 256 bytes (four 64-byte chunks), its scales 8 f16;
-        // activation rows row0 + s and block b exist.
+        // SAFETY: a group block is 256 bytes (four 64-byte chunks), its scales and sums 8
+        // values each; activation rows row0 + s and block b exist (in `signed` too when the
+        // group is wide).
         unsafe {
             if R > 1 {
                 prefetch_ahead(wq);
             }
             let at: [usize; R] = std::array::from_fn(|s| (row0 + s) * x.blocks + b);
-            let xq: [*const i8; R] = std::array::from_fn(|s| signed.get_unchecked(at[s]).as_ptr());
-            // sums[s][h]: rows 4h..4h+4 of the group, lane 2r + e: quants 8j + 4e.. of row 4h + r.
-            // With narrow weights the pairs of all four chunks add up in 16 bits first.
+            let xq: [*const i8; R] = std::array::from_fn(|s| {
+                if NARROW {
+                    x.biased.get_unchecked(at[s]).as_ptr() as *const i8
+                } else {
+                    signed.get_unchecked(at[s]).as_ptr()
+                }
+            });
+            // sums[s][h]: rows 4h..4h+4 of the group, lane 2r + e: quants 8j + 4e.. of row
+            // 4h + r; narrow: pairs of all four chunks in 16-bit lanes, wide: 32-bit lanes.
             let mut sums = [[_mm256_setzero_si256(); 2]; R];
             for j in 0..BLOCK / CHUNK_COLS {
                 let pieces: [__m256i; R] = std::array::from_fn(|s| piece(xq[s], j));
                 for h in 0..2 {
                     let weight =
                         _mm256_loadu_si256(wq.as_ptr().add(j * 64 + h * 32) as *const __m256i);
-                    let magnitude = _mm256_sign_epi8(weight, weight);
-                    for (sums, piece) in sums.iter_mut().zip(pieces) {
-                        let pairs =
-                            _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(piece, weight));
-                        sums[h] = if NARROW {
-                            _mm256_add_epi16(sums[h], pairs)
-                        } else {
-                            _mm256_add_epi32(sums[h], _mm256_madd_epi16(pairs, ones))
-                        };
+                    if NARROW {
+                        for (sums, piece) in sums.iter_mut().zip(pieces) {
+                            sums[h] =
+                                _mm256_add_epi16(sums[h], _mm256_maddubs_epi16(piece, weight));
+                        }
+                    } else {
+                        let magnitude = _mm256_sign_epi8(weight, weight);
+                        for (sums, piece) in sums.iter_mut().zip(pieces) {
+                            let pairs =
+                                _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(piece, weight));
+                            sums[h] = _mm256_add_epi32(sums[h], _mm256_madd_epi16(pairs, ones));
+                        }
                     }
                 }
             }
-            if NARROW {
-                for sums in &mut sums {
-                    *sums = sums.map(|pairs| _mm256_madd_epi16(pairs, ones));
-                }
-            }
+            // What the activations' bias of 128 added to each row's block sum.
+            let bias = if NARROW {
+                let row_sums = _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                    w.sums.get_unchecked(b).as_ptr() as *const __m128i,
+                ));
+                _mm256_permutevar8x32_epi32(_mm256_slli_epi32::<7>(row_sums), order)
+            } else {
+                _mm256_setzero_si256()
+            };
             let wd = _mm256_permutevar8x32_ps(
                 _mm256_cvtph_ps(_mm_loadu_si128(wd.as_ptr() as *const __m128i)),
                 order,
             );
             for s in 0..R {
-                let totals = _mm256_cvtepi32_ps(_mm256_hadd_epi32(sums[s][0], sums[s][1]));
+                let halves = if NARROW {
+                    sums[s].map(|pairs| _mm256_madd_epi16(pairs, ones))
+                } else {
+                    sums[s]
+                };
+                let totals = _mm256_sub_epi32(_mm256_hadd_epi32(halves[0], halves[1]), bias);
                 let d = _mm256_mul_ps(wd, _mm256_set1_ps(*x.scales.get_unchecked(at[s])));
-                acc[s] = _mm256_fmadd_ps(totals, d, acc[s]);
+                acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals), d, acc[s]);
             }
         }
     }

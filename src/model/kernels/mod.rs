@@ -34,8 +34,8 @@ pub const GROUP: usize = 8;
 const GROUP_BLOCK_BYTES: usize = GROUP * BLOCK;
 /// Quants of one row next to each other in the interleaved layout (two four-quant lanes).
 const CHUNK_COLS: usize = 8;
-/// The largest weight magnitude of a narrow matrix (Q5_0's is 16): a sum of eight products
-/// with 8-bit activations (at most 8 x 16 x 128) fits in an `i16`.
+/// The largest weight magnitude of a narrow group (Q5_0's is 16): a block's pair sums of
+/// unsigned 8-bit activations (at most 4 chunks x 2 x 255 x 16 = 32,640) fit in an `i16`.
 const NARROW_QUANT: u8 = 16;
 /// Bytes of one Q8_0 block in a GGUF file (f16 scale, 32 quants).
 const Q8_0_BYTES: usize = 34;
@@ -90,8 +90,12 @@ pub struct PackedQ8 {
     /// The 8 rows' scales of each group block, same order, as in the file (f16: decoding
     /// is bandwidth-bound).
     scales: Vec<[f16; GROUP]>,
-    /// Whether every quant lies in `-NARROW_QUANT..=NARROW_QUANT` (Q5_0's range).
-    narrow: bool,
+    /// The sum of each of the 8 rows' 32 quants, same order (at most 4,096 in magnitude):
+    /// what the AVX2 kernel takes back off after multiplying biased activations.
+    sums: Vec<[i16; GROUP]>,
+    /// Per group of 8 rows: whether every quant lies in `-NARROW_QUANT..=NARROW_QUANT`
+    /// (Q5_0's range).
+    narrow: Vec<bool>,
 }
 
 /// The encodings `PackedQ8` reads from GGUF.
@@ -123,7 +127,8 @@ impl PackedQ8 {
             cols,
             qs: Vec::with_capacity(blocks),
             scales: Vec::with_capacity(blocks),
-            narrow: true,
+            sums: Vec::with_capacity(blocks),
+            narrow: Vec::with_capacity(rows.div_ceil(GROUP)),
         }
     }
 
@@ -135,21 +140,26 @@ impl PackedQ8 {
         assert!(bytes.len().is_multiple_of(row_bytes) && self.rows.is_multiple_of(GROUP));
         for group in bytes.chunks(row_bytes * GROUP) {
             let rows_here = group.len() / row_bytes;
+            let mut narrow = true;
             for b in 0..kb {
                 let mut qs = [0i8; GROUP_BLOCK_BYTES];
                 let mut scales = [f16::ZERO; GROUP];
-                for (r, scale) in scales.iter_mut().enumerate().take(rows_here) {
+                let mut sums = [0i16; GROUP];
+                for r in 0..rows_here {
                     let start = r * row_bytes + b * source.block_bytes();
                     let (q, d) = decode_block(source, &group[start..start + source.block_bytes()]);
                     for (c, &value) in q.iter().enumerate() {
                         qs[interleaved(r, c)] = value;
                     }
-                    self.narrow &= q.iter().all(|v| v.unsigned_abs() <= NARROW_QUANT);
-                    *scale = d;
+                    narrow &= q.iter().all(|v| v.unsigned_abs() <= NARROW_QUANT);
+                    scales[r] = d;
+                    sums[r] = q.iter().map(|&v| v as i16).sum();
                 }
                 self.qs.push(qs);
                 self.scales.push(scales);
+                self.sums.push(sums);
             }
+            self.narrow.push(narrow);
             self.rows += rows_here;
         }
     }
@@ -166,7 +176,7 @@ impl PackedQ8 {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.qs.len() * GROUP_BLOCK_BYTES + self.scales.len() * GROUP * 2
+        self.qs.len() * GROUP_BLOCK_BYTES + (self.scales.len() + self.sums.len()) * GROUP * 2
     }
 
     /// Stacks matrices with the same column count along their rows.
@@ -180,11 +190,17 @@ impl PackedQ8 {
         let mut joined = PackedQ8::with_capacity(parts.iter().map(|p| p.rows).sum(), cols);
         for part in parts {
             joined.rows += part.rows;
-            joined.narrow &= part.narrow;
+            joined.narrow.extend_from_slice(&part.narrow);
             joined.qs.extend_from_slice(&part.qs);
             joined.scales.extend_from_slice(&part.scales);
+            joined.sums.extend_from_slice(&part.sums);
         }
         joined
+    }
+
+    /// Whether every group is narrow.
+    fn all_narrow(&self) -> bool {
+        self.narrow.iter().all(|&narrow| narrow)
     }
 
     /// Writes row `row` as f32 into `out` (`cols` values).
@@ -209,7 +225,8 @@ impl PackedQ8 {
     fn matmul_with(&self, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols);
         let acts = QuantizedRows::quantize(x, m, self.cols);
-        let signed = if kernel == Kernel::Avx2 {
+        // Only the AVX2 kernel's wide groups take the activations signed.
+        let signed = if kernel == Kernel::Avx2 && !self.all_narrow() {
             acts.signed()
         } else {
             Vec::new()
@@ -264,8 +281,9 @@ impl PackedQ8 {
         let span = group * kb..(group + 1) * kb;
         WeightGroup {
             qs: &self.qs[span.clone()],
-            scales: &self.scales[span],
-            narrow: self.narrow,
+            scales: &self.scales[span.clone()],
+            sums: &self.sums[span],
+            narrow: self.narrow[group],
         }
     }
 }
@@ -305,7 +323,9 @@ const PREFETCH_BYTES: usize = 4096;
 pub(crate) struct WeightGroup<'a> {
     qs: &'a [[i8; GROUP_BLOCK_BYTES]],
     scales: &'a [[f16; GROUP]],
-    /// [`PackedQ8`]'s `narrow`.
+    /// [`PackedQ8`]'s `sums`.
+    sums: &'a [[i16; GROUP]],
+    /// [`PackedQ8`]'s `narrow` of this group.
     narrow: bool,
 }
 

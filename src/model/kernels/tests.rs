@@ -60,7 +60,12 @@ fn packed_extremes(dtype: GgmlDType, source: SourceType, rows: usize, cols: usiz
 fn every_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
     let wide = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 16, 128);
     let narrow = packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 16, 128);
-    assert!(!wide.narrow && narrow.narrow);
+    assert!(wide.narrow.iter().all(|n| !n) && narrow.all_narrow());
+    // A fused matrix of both, as when a layer's V projection is Q8_0 and its Q and K Q5_0.
+    let mixed = PackedQ8::concat(vec![
+        packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 8, 128),
+        packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 8, 128),
+    ]);
     let kernels = [
         (Kernel::Avx2, avx2::available()),
         (Kernel::Vnni, vnni::available()),
@@ -72,7 +77,7 @@ fn every_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
         if m > 1 {
             x[128..256].fill(1.0);
         }
-        for packed in [&wide, &narrow] {
+        for packed in [&wide, &narrow, &mixed] {
             let portable = packed.matmul_with(&x, m, Kernel::Scalar);
             for (kernel, _) in kernels.iter().filter(|(_, runs)| *runs) {
                 let simd = packed.matmul_with(&x, m, *kernel);
@@ -81,7 +86,7 @@ fn every_kernel_this_cpu_runs_gives_the_portable_kernels_bits() {
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{kernel:?}, {m} rows, narrow {}, element {i}: {a} vs {b}",
+                        "{kernel:?}, {m} rows, narrow groups {:?}, element {i}: {a} vs {b}",
                         packed.narrow
                     );
                 }
@@ -122,11 +127,30 @@ fn the_portable_kernel_rounds_each_block_once() {
 }
 
 #[test]
-fn a_matrix_with_any_wide_quant_is_not_narrow() {
+fn a_group_with_any_wide_quant_is_not_narrow_and_its_neighbours_stay_so() {
     let narrow = packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 8, 64);
     let wide = packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 8, 64);
-    assert!(narrow.narrow);
-    assert!(!PackedQ8::concat(vec![narrow, wide]).narrow);
+    assert_eq!(narrow.narrow, [true]);
+    let joined = PackedQ8::concat(vec![narrow, wide]);
+    assert_eq!(joined.narrow, [true, false]);
+    assert!(!joined.all_narrow());
+}
+
+#[test]
+fn each_blocks_weight_sums_are_its_rows_quant_sums() {
+    let packed = PackedQ8::concat(vec![
+        packed_extremes(GgmlDType::Q5_0, SourceType::Q5_0, 8, 64),
+        packed_extremes(GgmlDType::Q8_0, SourceType::Q8_0, 8, 64),
+    ]);
+    // The extremes: rows 0 and 1 of each part start with a block of one repeated quant.
+    assert_eq!(packed.sums[0][0], -16 * 32);
+    assert_eq!(packed.sums[2][0], 127 * 32);
+    for (at, (qs, sums)) in packed.qs.iter().zip(&packed.sums).enumerate() {
+        for (r, &sum) in sums.iter().enumerate() {
+            let expected: i32 = (0..BLOCK).map(|c| qs[interleaved(r, c)] as i32).sum();
+            assert_eq!(sum as i32, expected, "block {at}, row {r}");
+        }
+    }
 }
 
 #[test]
