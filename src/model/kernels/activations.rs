@@ -42,15 +42,20 @@ impl QuantizedRows {
     }
 }
 
-/// Quantizes each 32-value block of `x` into `biased` and `scales`: with AVX-512 where the
-/// CPU has it, else one value at a time. Both do the same arithmetic (an exact maximum
-/// that skips NaN, one division, products rounded half away from zero, NaN to 0), so the
-/// quants are the same.
+/// Quantizes each 32-value block of `x` into `biased` and `scales`: with AVX-512 or AVX2
+/// where the CPU has it, else one value at a time. All do the same arithmetic (an exact
+/// maximum that skips NaN, one division, products rounded half away from zero and
+/// saturated to -128..127 as `as i8` does, NaN to 0), so the quants are the same.
 fn quantize_blocks(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::model::simd::level() == crate::model::simd::SimdLevel::Avx512 {
+    {
+        use crate::model::simd::{SimdLevel, level};
         // SAFETY: the level is never more than the CPU has.
-        return unsafe { quantize_blocks_avx512(x, biased, scales) };
+        match level() {
+            SimdLevel::Avx512 => return unsafe { quantize_blocks_avx512(x, biased, scales) },
+            SimdLevel::Avx2 => return unsafe { quantize_blocks_avx2(x, biased, scales) },
+            _ => {}
+        }
     }
     quantize_blocks_loop(x, biased, scales)
 }
@@ -82,6 +87,7 @@ fn quantize_blocks_avx512(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f
     // The float just below one half: added with the value's sign and truncated, it
     // rounds half away from zero exactly (what `f32::round` does).
     let below_half = _mm512_set1_ps(0.499_999_97);
+    let (low, high) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
     let flip = _mm_set1_epi8(i8::MIN);
     for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
         // SAFETY: a block is 32 f32 (two 16-lane loads), its quants 32 bytes (two stores).
@@ -103,12 +109,64 @@ fn quantize_blocks_avx512(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f
                 let nudged = _mm512_add_ps(p, _mm512_or_ps(_mm512_and_ps(p, sign), below_half));
                 let rounded =
                     _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(nudged);
-                // NaN becomes 0, as `NaN as i8` does; the rest saturates as `as i8` does.
+                // Saturated as `as i8` does (infinities come from a block so small that
+                // `1 / d` overflows), and NaN becomes 0, as `NaN as i8` does.
+                let clamped = _mm512_min_ps(_mm512_max_ps(rounded, low), high);
                 let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-                let ints = _mm512_maskz_cvttps_epi32(ordered, rounded);
+                let ints = _mm512_maskz_cvttps_epi32(ordered, clamped);
                 let bytes = _mm_xor_si128(_mm512_cvtsepi32_epi8(ints), flip);
                 _mm_storeu_si128(q.as_mut_ptr().add(16 * half) as *mut __m128i, bytes);
             }
+            *scale = stored;
+        }
+    }
+}
+
+/// [`quantize_blocks_avx512`] in 256-bit registers, a block in four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_blocks_avx2(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let below_half = _mm256_set1_ps(0.499_999_97);
+    let (low, high) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    let flip = _mm256_set1_epi8(i8::MIN);
+    // The two saturating packs leave quarter q's quants 4i..4i+4 in dword 4i + q.
+    let in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
+        // SAFETY: a block is 32 f32 (four 8-lane loads), its quants 32 bytes (one store).
+        unsafe {
+            let quarters: [__m256; 4] =
+                std::array::from_fn(|i| _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+            // `max_ps` returns its second operand when either is NaN: NaNs are skipped.
+            let widest = quarters.iter().fold(_mm256_setzero_ps(), |widest, &v| {
+                _mm256_max_ps(_mm256_andnot_ps(sign, v), widest)
+            });
+            let halves = _mm_max_ps(
+                _mm256_castps256_ps128(widest),
+                _mm256_extractf128_ps::<1>(widest),
+            );
+            let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
+            let amax = _mm_max_ss(pairs, _mm_shuffle_ps::<1>(pairs, pairs));
+            let (stored, id) = block_scale(_mm_cvtss_f32(amax));
+            let id = _mm256_set1_ps(id);
+            let ints = quarters.map(|v| {
+                let p = _mm256_mul_ps(v, id);
+                let nudged = _mm256_add_ps(p, _mm256_or_ps(_mm256_and_ps(p, sign), below_half));
+                let rounded = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(nudged);
+                let clamped = _mm256_min_ps(_mm256_max_ps(rounded, low), high);
+                let ordered = _mm256_cmp_ps::<_CMP_ORD_Q>(p, p);
+                _mm256_cvttps_epi32(_mm256_and_ps(clamped, ordered))
+            });
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(ints[0], ints[1]),
+                _mm256_packs_epi32(ints[2], ints[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(bytes, in_order);
+            _mm256_storeu_si256(
+                q.as_mut_ptr() as *mut __m256i,
+                _mm256_xor_si256(bytes, flip),
+            );
             *scale = stored;
         }
     }
@@ -138,6 +196,8 @@ mod tests {
         values.extend(pseudo_random(32 * 6, 3).iter().map(|v| v * 40.0));
         values.extend([0.0; 32]);
         values.extend((0..32).map(|i| if i == 5 { f32::NAN } else { i as f32 }));
+        // A block so small that `1 / d` overflows: the products are infinite and saturate.
+        values.extend((0..32).map(|i| [1e-38, -1e-38, 0.0, 5e-39][i % 4]));
         let blocks = values.len() / BLOCK;
         let expected: Vec<([i8; BLOCK], f32)> = values
             .chunks_exact(BLOCK)
@@ -150,6 +210,7 @@ mod tests {
             })
             .collect();
         assert_eq!(&expected[0].0[..8], &[127, -3, 3, 1, -1, 0, 127, -127]);
+        assert_eq!(&expected[blocks - 1].0[..4], &[127, -128, 0, 127]);
         let mut paths: Vec<(&str, QuantizedRows)> = vec![(
             "dispatched",
             QuantizedRows::quantize(&values, 1, values.len()),
@@ -165,6 +226,19 @@ mod tests {
                 blocks,
             },
         ));
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            let mut biased = vec![[0u8; BLOCK]; blocks];
+            let mut scales = vec![0f32; blocks];
+            // SAFETY: the CPU has AVX2.
+            unsafe { quantize_blocks_avx2(&values, &mut biased, &mut scales) };
+            let rows = QuantizedRows {
+                biased,
+                scales,
+                blocks,
+            };
+            paths.push(("avx2", rows));
+        }
         for (path, rows) in paths {
             for (b, (q, d)) in expected.iter().enumerate() {
                 let ours: Vec<i8> = rows.biased[b].iter().map(|&q| unbiased(q)).collect();
