@@ -9,7 +9,8 @@
    `log:16..1024` words (uniform in the logarithm: each doubling as likely) and output
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
    then a sweep of rising rates (capacity x 0.8, 1.0, 1.2, ...) up to the first one a
-   server does not sustain, `--sweep-seconds` each. A rate is sustained when under 1 % of
+   server does not sustain, refined by two bisections between that one and the last
+   sustained, `--sweep-seconds` each. A rate is sustained when under 1 % of
    requests fail, the requests in flight (queued or running) do not climb over the run
    (their least-squares slope stays under a tenth of the arrival rate), and the requests
    completed over the middle 80 % of the run come to at least 0.8 of the arrivals;
@@ -33,6 +34,7 @@ import argparse
 import contextlib
 import glob
 import json
+import math
 import os
 import random
 import socket
@@ -50,7 +52,7 @@ GEMBATCH = os.path.join(ROOT, "target", "release", "gembatch")
 PROMPTS = "log:16..1024"
 OUTPUTS = "log:16..512"
 TEMPERATURE = "0.8"
-SWEEP = [0.8, 1.0, 1.2, 1.4, 1.6, 1.9, 2.2, 2.6, 3.0]
+SWEEP = [0.8, 1.0, 1.2, 1.4, 1.6, 1.9, 2.2, 2.6, 3.0, 3.5, 4.0]
 
 
 def free_port():
@@ -197,19 +199,39 @@ def open_loop(url, out, rate, seconds):
 
 
 def highest_sustained(url, work, capacity, seconds, first_sustained):
-    """The highest rate of the sweep sustained before the first that is not; the open-loop
-    run at 0.8 x capacity is its first point."""
+    """The highest rate of the sweep sustained before the first that is not (the open-loop
+    run at 0.8 x capacity is its first point), then refined between the two by `REFINE`
+    halvings of their ratio: the sweep's steps (15-20 %) alone would quantize the ratio of
+    the two servers' rates by as much."""
     if not first_sustained:
         return 0.0
-    best = SWEEP[0] * capacity
+    best, failed = SWEEP[0], None
     for factor in SWEEP[1:]:
-        rate = capacity * factor
-        _, ok = open_loop(url, os.path.join(work, f"sweep-{factor}"), rate, seconds)
-        print(f"    {rate:.3f} req/s: {'sustained' if ok else 'queue grows'}", file=sys.stderr)
-        if not ok:
+        if not sweep_step(url, work, capacity, factor, seconds):
+            failed = factor
             break
-        best = rate
-    return best
+        best = factor
+    for _ in range(REFINE if failed else 0):
+        middle = round(math.sqrt(best * failed), 3)
+        if sweep_step(url, work, capacity, middle, seconds):
+            best = middle
+        else:
+            failed = middle
+    return best * capacity
+
+
+# Halvings (of the logarithm) between the last sustained step and the first that is not:
+# two leave the rate known within a quarter of a step, about 4-5 %.
+REFINE = 2
+
+
+def sweep_step(url, work, capacity, factor, seconds):
+    """Whether a `factor` x capacity open-loop step is sustained."""
+    rate = capacity * factor
+    _, ok = open_loop(url, os.path.join(work, f"sweep-{factor}"), rate, seconds)
+    print(f"    {rate:.3f} req/s ({factor}x capacity): "
+          f"{'sustained' if ok else 'queue grows'}", file=sys.stderr)
+    return ok
 
 
 def dataset(path, rows):
