@@ -186,6 +186,22 @@ pub(super) fn unbiased(b: u8) -> i8 {
 mod tests {
     use super::*;
 
+    /// `x` as one row, quantized by one of the block functions.
+    fn quantized_by(
+        x: &[f32],
+        quantize: impl Fn(&[f32], &mut [[u8; BLOCK]], &mut [f32]),
+    ) -> QuantizedRows {
+        let blocks = x.len() / BLOCK;
+        let mut biased = vec![[0u8; BLOCK]; blocks];
+        let mut scales = vec![0f32; blocks];
+        quantize(x, &mut biased, &mut scales);
+        QuantizedRows {
+            biased,
+            scales,
+            blocks,
+        }
+    }
+
     #[test]
     fn activations_are_quantized_as_llama_cpp_does_on_every_path() {
         // A block whose scale is exactly 1 (max 127), so the products are the values: ties
@@ -215,29 +231,14 @@ mod tests {
             "dispatched",
             QuantizedRows::quantize(&values, 1, values.len()),
         )];
-        let mut biased = vec![[0u8; BLOCK]; blocks];
-        let mut scales = vec![0f32; blocks];
-        quantize_blocks_loop(&values, &mut biased, &mut scales);
-        paths.push((
-            "portable",
-            QuantizedRows {
-                biased,
-                scales,
-                blocks,
-            },
-        ));
+        paths.push(("portable", quantized_by(&values, quantize_blocks_loop)));
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
-            let mut biased = vec![[0u8; BLOCK]; blocks];
-            let mut scales = vec![0f32; blocks];
             // SAFETY: the CPU has AVX2.
-            unsafe { quantize_blocks_avx2(&values, &mut biased, &mut scales) };
-            let rows = QuantizedRows {
-                biased,
-                scales,
-                blocks,
+            let avx2 = |x: &[f32], q: &mut [[u8; BLOCK]], d: &mut [f32]| unsafe {
+                quantize_blocks_avx2(x, q, d)
             };
-            paths.push(("avx2", rows));
+            paths.push(("avx2", quantized_by(&values, avx2)));
         }
         for (path, rows) in paths {
             for (b, (q, d)) in expected.iter().enumerate() {
