@@ -8,16 +8,14 @@
    under 16 closed-loop users with the same mix, measured in round 1), prompts
    `log:16..1024` words (uniform in the logarithm: each doubling as likely) and output
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
-   then a sweep of rising rates (capacity x 0.8, 1.0, 1.2, ...) up to the first one a
-   server does not sustain, refined by two bisections between that one and the last
-   sustained, `--sweep-seconds` each. A rate is sustained when under 1 % of
-   requests fail, the requests in flight (queued or running) do not climb over the run
-   (their least-squares slope stays under a tenth of the arrival rate), and the requests
-   completed over the middle 80 % of the run come to at least 0.8 of the arrivals. The
-   highest rate so found is then confirmed by a step three times as long
-   (`--confirm-seconds`) that must complete 0.9 of its arrivals; one that fails it is
-   replaced by the lower of 0.95 x it and what the server completed under it, up to
-   three times;
+   then the highest rate each sustains: its throughput when overloaded (the requests it
+   completes a second over the middle 80 % of a `--saturate-seconds` run at 3x that
+   capacity), then 0.95 x that rate run for `--confirm-seconds` (3x as long by default).
+   A rate is sustained when under 1 % of requests fail, the requests in flight (queued or
+   running) do not climb over the run (their least-squares slope stays under a tenth of
+   the arrival rate) and the requests completed over its middle 80 % come to at least 0.9
+   of the arrivals; one that is not is replaced by the lower of 0.95 x it and what the
+   server completed under it, up to three times;
 3. `gembatch run` over a `--rows` dataset with that length mix (seeded), the cores split
    into pods as the local backend splits them (`--pods`, threads / pods each): rows/s with
    gembatch pods against the same job sent with `--endpoints` to llama-server processes
@@ -26,7 +24,7 @@
     # llama-server: see benches/serve_vs_llamacpp.py for the build (no AMX code on 0.3.36).
     cargo build --release
     "$(.ci/python-venv)/bin/python" benches/serve_under_traffic.py --llama-server PATH/build/bin/llama-server \\
-        [--threads 2] [--rounds 3] [--seconds 60] [--sweep-seconds 60] [--confirm-seconds 180]
+        [--threads 2] [--rounds 3] [--seconds 60] [--saturate-seconds 60] [--confirm-seconds 180]
         [--rows 1000] [--pods 2]
         [--parts closed,open,run] [--simd auto|avx2|portable] [--keep DIR]
 
@@ -57,7 +55,8 @@ GEMBATCH = os.path.join(ROOT, "target", "release", "gembatch")
 PROMPTS = "log:16..1024"
 OUTPUTS = "log:16..512"
 TEMPERATURE = "0.8"
-SWEEP = [0.8, 1.0, 1.2, 1.4, 1.6, 1.9, 2.2, 2.6, 3.0, 3.5, 4.0]
+# The open loop's rate, in llama-server capacities.
+OPEN_LOAD = 0.8
 
 
 def free_port():
@@ -162,7 +161,7 @@ class Verdict:
         self.ok, self.completed = ok, completed
 
 
-def sustained(requests, completed_share):
+def sustained(requests):
     """Whether an open-loop step kept up: under 1 % failed, and the requests in flight
     (sent, not yet finished: queued or running) not growing. A server slower than the
     arrivals adds `rate - capacity` requests a second to its backlog, so the count in
@@ -170,15 +169,15 @@ def sustained(requests, completed_share):
     (warm-up requests included: they hold slots too) is sampled over the middle 80 % of
     the measured run (the start fills the batch, the end is the drain), and its
     least-squares slope against time must stay under a tenth of the arrival rate; and over
-    the same window the server must complete at least `completed_share` of the arrivals.
-    (A first criterion, the slope of TTFT, missed a backlog that llama-server's 16 slots hid
+    the same window the server must complete at least `COMPLETED` of the arrivals. (A
+    first criterion, the slope of TTFT, missed a backlog that llama-server's 16 slots hid
     from the first token; the slope alone let through a step completing 0.61 of its
     arrivals.)"""
     measured = [r for r in requests if not r["warmup"]]
-    failed = sum(1 for r in measured if r["outcome"] != "ok")
-    if len(measured) < 10 or failed > 0.01 * len(measured):
-        print(f"    {failed} of {len(measured)} requests failed: not sustained", file=sys.stderr)
+    if len(measured) < 10:
+        print(f"    {len(measured)} requests: too few to judge", file=sys.stderr)
         return Verdict(False, 0.0)
+    failed = sum(1 for r in measured if r["outcome"] != "ok")
     first = min(r["intended_start_s"] for r in measured)
     last = max(r["intended_start_s"] for r in measured)
     span = last - first
@@ -194,79 +193,66 @@ def sustained(requests, completed_share):
     done = sum(1 for r in requests
                if r["outcome"] == "ok" and times[0] <= r["end_s"] < times[-1]) / window
     print(f"    over the middle 80 %: arrivals {came:.3f}/s, completions {done:.3f}/s (limit "
-          f"{completed_share * came:.3f}), in flight {counts[0]} -> {counts[-1]}, slope "
-          f"{slope:.3f}/s (limit {0.1 * rate:.3f})", file=sys.stderr)
-    return Verdict(slope < 0.1 * rate and done >= completed_share * came, done)
+          f"{COMPLETED * came:.3f}), in flight {counts[0]} -> {counts[-1]}, slope "
+          f"{slope:.3f}/s (limit {0.1 * rate:.3f}), {failed} of {len(measured)} failed",
+          file=sys.stderr)
+    ok = failed <= 0.01 * len(measured) and slope < 0.1 * rate and done >= COMPLETED * came
+    return Verdict(ok, done)
 
 
-# The least share of the arrivals a sweep step (`--sweep-seconds`) completes over the
-# middle 80 % of its run. Completions lag arrivals by a request's latency, and over a
-# 36-second window the arrivals in the latency before it and at its end differ by several
-# requests (Poisson), so a server that keeps up completes 0.90-0.96 of the arrivals in
-# the sustained steps of the AVX2 round (both servers), 0.56-0.61 in the two that were not.
-# That lets the sweep through a server completing 0.83 (B, the AVX2 table): the sweep only
-# brackets the rate, and the confirmation below decides it.
-COMPLETED = 0.8
-
-# The least share for the confirmation step (`--confirm-seconds`, 3 x the sweep's by
-# default): over a 108-second window the latency at either end is a tenth as much of it,
-# the Poisson difference about 4-5 % of the arrivals at 1 req/s and 10 s of latency, so a
-# server that keeps up clears 0.9 by two of those, and an overload of 10 % of the rate
-# climbs its backlog by a tenth of the rate a second: the slope limit.
-CONFIRMED = 0.9
+# The least share of the arrivals a sustained step completes over the middle 80 % of its
+# run. Completions lag arrivals by a request's latency, and the arrivals over one latency
+# before the window and at its end differ by a few requests (Poisson): over a 36-second
+# window (45-second runs) that was up to 10 % of the arrivals of a server that kept up,
+# so 45-second runs needed a share of 0.8, which let through llama-server completing 0.83
+# of its arrivals (in flight 10 -> 15) and gembatch at 2.6x capacity where 135-second runs
+# at 1.85x grew its queue. The confirmation runs 3x as long: the same few requests are a
+# third of the share, so 0.9 keeps that margin, and an overload of 10 % of the rate climbs
+# the backlog by a tenth of the rate a second, the slope's limit.
+COMPLETED = 0.9
 
 
-def open_loop(url, out, rate, seconds, completed_share=COMPLETED):
+def open_loop(url, out, rate, seconds):
     step, requests = load(url, out, "--rate", f"{rate:.4f}", "--poisson", "--duration",
                           f"{seconds}s", "--warmup", "5s", "--prompt-tokens", PROMPTS,
                           "--output-tokens", OUTPUTS, "--seed", "7",
                           "--timeout", "120s")
-    return step, sustained(requests, completed_share)
+    return step, sustained(requests)
 
 
-def highest_sustained(url, work, capacity, seconds, confirm_seconds, first_sustained):
-    """The highest rate a server sustains: the sweep's highest step sustained before the
-    first that is not (the open-loop run at 0.8 x capacity is its first point), refined
-    between the two by `REFINE` halvings of their ratio (the sweep's steps, 15-20 %, would
-    quantize the ratio of the two servers' rates by as much), then confirmed by a step
-    `confirm_seconds` long judged by `CONFIRMED`. A rate that fails the confirmation is
-    replaced by the lower of 0.95 x it and what the server completed a second under it,
-    `CONFIRM_TRIES` times at most; 0 when none is confirmed."""
-    if not first_sustained:
-        return 0.0
-    best, failed = SWEEP[0], None
-    for factor in SWEEP[1:]:
-        if not sweep_step(url, work, capacity, factor, seconds).ok:
-            failed = factor
-            break
-        best = factor
-    for _ in range(REFINE if failed else 0):
-        middle = round(math.sqrt(best * failed), 3)
-        if sweep_step(url, work, capacity, middle, seconds).ok:
-            best = middle
-        else:
-            failed = middle
+def highest_sustained(url, work, capacity, seconds, confirm_seconds):
+    """The highest rate a server sustains, by its own throughput: a `seconds` run at
+    `SATURATE` x capacity gives what it completes a second when overloaded, and 0.95 x
+    that is run for `confirm_seconds` (a rate any server sustains stays under its
+    throughput). A rate not sustained is replaced by the lower of 0.95 x it and what the
+    server completed under it, `CONFIRM_TRIES` times at most; 0 when none is sustained.
+    (Rising rates of 45-second runs, the first way, called rates sustained that 135-second
+    runs showed were not, and took an hour a round.)"""
+    overloaded = step_at(url, work, capacity, SATURATE, seconds, "saturate")
+    factor = SATURATE if overloaded.ok else round(0.95 * overloaded.completed / capacity, 3)
     for _ in range(CONFIRM_TRIES):
-        verdict = sweep_step(url, work, capacity, best, confirm_seconds, "confirm-", CONFIRMED)
+        if factor <= 0:
+            break
+        verdict = step_at(url, work, capacity, factor, confirm_seconds, "confirm")
         if verdict.ok:
-            return best * capacity
-        best = round(min(0.95 * best, verdict.completed / capacity), 3)
+            return factor * capacity
+        factor = round(min(0.95 * factor, verdict.completed / capacity), 3)
     return 0.0
 
 
-# Halvings (of the logarithm) between the last sustained step and the first that is not:
-# two leave the rate known within a quarter of a step, about 4-5 %.
-REFINE = 2
+# The overloading rate, in llama-server capacities: over every throughput measured with
+# the mix (gembatch completed up to 2.2x on this AVX-512 CPU, 2.5x with --simd avx2 where
+# llama-server's capacity is lower).
+SATURATE = 3.0
 CONFIRM_TRIES = 3
 
 
-def sweep_step(url, work, capacity, factor, seconds, prefix="", completed_share=COMPLETED):
-    """The verdict on a `factor` x capacity open-loop step."""
+def step_at(url, work, capacity, factor, seconds, what):
+    """The verdict on a `factor` x capacity open-loop run of `seconds`."""
     rate = capacity * factor
-    _, verdict = open_loop(url, os.path.join(work, f"{prefix}sweep-{factor}"), rate, seconds,
-                           completed_share)
+    _, verdict = open_loop(url, os.path.join(work, f"{what}-{factor}"), rate, seconds)
     print(f"    {rate:.3f} req/s ({factor}x capacity, {seconds} s): "
-          f"{'sustained' if verdict.ok else 'queue grows'}", file=sys.stderr)
+          f"{'sustained' if verdict.ok else 'not sustained'}", file=sys.stderr)
     return verdict
 
 
@@ -339,8 +325,8 @@ def one_round(args, servers, work, index, capacity):
 
 
 def open_rows(args, servers, rows, path, both, capacity):
-    """The open-loop rows: llama-server's capacity (once), both servers at 0.8 x of it,
-    and the sweep."""
+    """The open-loop rows: llama-server's capacity (once), both servers at `OPEN_LOAD` x
+    of it, and the highest rate each sustains."""
     if capacity is None:
         processes, urls = servers.llama(args.threads)
         try:
@@ -350,18 +336,18 @@ def open_rows(args, servers, rows, path, both, capacity):
         capacity = mix["rps"]
         print(f"llama-server capacity with the mix: {capacity:.3f} req/s", file=sys.stderr)
 
-    def open_and_sweep(name, urls):
-        step, verdict = open_loop(urls[0], path(name, "open"), SWEEP[0] * capacity,
-                                  args.seconds)
-        confirm = args.confirm_seconds or 3 * args.sweep_seconds
-        best = highest_sustained(urls[0], path(name, "sweep"), capacity, args.sweep_seconds,
-                                 confirm, verdict.ok) if args.sweep_seconds else float("nan")
+    def open_and_highest(name, urls):
+        step, _ = open_loop(urls[0], path(name, "open"), OPEN_LOAD * capacity, args.seconds)
+        confirm = args.confirm_seconds or 3 * args.saturate_seconds
+        best = highest_sustained(urls[0], path(name, "sustained"), capacity,
+                                 args.saturate_seconds, confirm) \
+            if args.saturate_seconds else float("nan")
         return step, best
 
-    (ours, our_best), (theirs, their_best) = both(lambda s: s(args.threads), open_and_sweep)
-    rows.append((f"open loop {0.8 * capacity:.2f} req/s: p95 TTFT (s)", ours["p95_ttft_s"],
+    (ours, our_best), (theirs, their_best) = both(lambda s: s(args.threads), open_and_highest)
+    rows.append((f"open loop {OPEN_LOAD * capacity:.2f} req/s: p95 TTFT (s)", ours["p95_ttft_s"],
                  theirs["p95_ttft_s"], "<= 0.8x"))
-    rows.append((f"open loop {0.8 * capacity:.2f} req/s: p95 ITL (s)", ours["p95_itl_s"],
+    rows.append((f"open loop {OPEN_LOAD * capacity:.2f} req/s: p95 ITL (s)", ours["p95_itl_s"],
                  theirs["p95_itl_s"], "<= 0.8x"))
     rows.append(("highest rate sustained (req/s)", our_best, their_best, ">= 1.5x"))
     return capacity
@@ -396,11 +382,12 @@ def main():
     parser.add_argument("--model", help="GGUF path [default: gembatch's cached default model]")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=60, help="measured seconds per load run")
-    parser.add_argument("--sweep-seconds", type=int, default=60,
-                        help="seconds per rate of the sweep (0: no sweep)")
+    parser.add_argument("--saturate-seconds", type=int, default=60,
+                        help="seconds of the overloaded run that measures each server's "
+                             "throughput (0: no sustained-rate row)")
     parser.add_argument("--confirm-seconds", type=int, default=0,
-                        help="seconds of the step that confirms the highest sustained rate "
-                             "[default: 3 x --sweep-seconds]")
+                        help="seconds of each run that tries a rate as sustained "
+                             "[default: 3 x --saturate-seconds]")
     parser.add_argument("--rows", type=int, default=1000, help="rows of the run (0: no run)")
     parser.add_argument("--pods", type=int, default=2, help="pods of the run")
     parser.add_argument("--parts", default="closed,open,run",
