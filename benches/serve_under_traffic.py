@@ -9,8 +9,8 @@
    `log:16..1024` words (uniform in the logarithm: each doubling as likely) and output
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
    then the highest rate each sustains: its throughput when overloaded (the requests it
-   completes a second over the middle 80 % of a `--saturate-seconds` run at 3x that
-   capacity), then 0.95 x that rate run for `--confirm-seconds` (3x as long by default).
+   completes a second over the middle 80 % of a `--sustain-seconds` run at 2.5x that
+   capacity), then 0.95 x that rate run as long.
    A rate is sustained when under 1 % of requests fail, the requests in flight (queued or
    running) do not climb over the run (their least-squares slope stays under a tenth of
    the arrival rate) and the requests completed over its middle 80 % come to at least 0.9
@@ -24,7 +24,7 @@
     # llama-server: see benches/serve_vs_llamacpp.py for the build (no AMX code on 0.3.36).
     cargo build --release
     "$(.ci/python-venv)/bin/python" benches/serve_under_traffic.py --llama-server PATH/build/bin/llama-server \\
-        [--threads 2] [--rounds 3] [--seconds 60] [--saturate-seconds 60] [--confirm-seconds 180]
+        [--threads 2] [--rounds 3] [--seconds 60] [--sustain-seconds 180]
         [--rows 1000] [--pods 2]
         [--parts closed,open,run] [--simd auto|avx2|portable] [--keep DIR]
 
@@ -206,9 +206,9 @@ def sustained(requests):
 # window (45-second runs) that was up to 10 % of the arrivals of a server that kept up,
 # so 45-second runs needed a share of 0.8, which let through llama-server completing 0.83
 # of its arrivals (in flight 10 -> 15) and gembatch at 2.6x capacity where 135-second runs
-# at 1.85x grew its queue. The confirmation runs 3x as long: the same few requests are a
-# third of the share, so 0.9 keeps that margin, and an overload of 10 % of the rate climbs
-# the backlog by a tenth of the rate a second, the slope's limit.
+# at 1.85x grew its queue. Runs 3x as long make the same few requests a third of the
+# share, so 0.9 keeps that margin, and an overload of 10 % of the rate climbs the backlog
+# by a tenth of the rate a second, the slope's limit.
 COMPLETED = 0.9
 
 
@@ -220,20 +220,22 @@ def open_loop(url, out, rate, seconds):
     return step, sustained(requests)
 
 
-def highest_sustained(url, work, capacity, seconds, confirm_seconds):
-    """The highest rate a server sustains, by its own throughput: a `seconds` run at
-    `SATURATE` x capacity gives what it completes a second when overloaded, and 0.95 x
-    that is run for `confirm_seconds` (a rate any server sustains stays under its
-    throughput). A rate not sustained is replaced by the lower of 0.95 x it and what the
-    server completed under it, `CONFIRM_TRIES` times at most; 0 when none is sustained.
-    (Rising rates of 45-second runs, the first way, called rates sustained that 135-second
-    runs showed were not, and took an hour a round.)"""
+def highest_sustained(url, work, capacity, seconds):
+    """The highest rate a server sustains, by its own throughput: a run at `SATURATE` x
+    capacity gives what it completes a second when overloaded, and 0.95 x that is run (a
+    rate any server sustains stays under its throughput). A rate not sustained is replaced
+    by the lower of 0.95 x it and what the server completed under it, `CONFIRM_TRIES`
+    times at most; 0 when none is sustained. Every run is `seconds` long: over 45 seconds
+    an overloaded server completes its short requests while its long ones wait, which
+    overstated llama-server's throughput by 60 % and gembatch's by 18 %, and rising rates
+    of 45-second runs (the first way) called rates sustained that 135-second runs showed
+    were not."""
     overloaded = step_at(url, work, capacity, SATURATE, seconds, "saturate")
     factor = SATURATE if overloaded.ok else round(0.95 * overloaded.completed / capacity, 3)
     for _ in range(CONFIRM_TRIES):
         if factor <= 0:
             break
-        verdict = step_at(url, work, capacity, factor, confirm_seconds, "confirm")
+        verdict = step_at(url, work, capacity, factor, seconds, "confirm")
         if verdict.ok:
             return factor * capacity
         factor = round(min(0.95 * factor, verdict.completed / capacity), 3)
@@ -241,9 +243,10 @@ def highest_sustained(url, work, capacity, seconds, confirm_seconds):
 
 
 # The overloading rate, in llama-server capacities: over every throughput measured with
-# the mix (gembatch completed up to 2.2x on this AVX-512 CPU, 2.5x with --simd avx2 where
-# llama-server's capacity is lower).
-SATURATE = 3.0
+# the mix in 135-second runs (gembatch completed up to 2.0x on the Zen 4's AVX-512 path;
+# its mean over overloaded 45-second runs with --simd avx2 was 2.3x), and the most the
+# row can show. Higher rates time requests out (120 s) and take minutes to drain.
+SATURATE = 2.5
 CONFIRM_TRIES = 3
 
 
@@ -338,10 +341,8 @@ def open_rows(args, servers, rows, path, both, capacity):
 
     def open_and_highest(name, urls):
         step, _ = open_loop(urls[0], path(name, "open"), OPEN_LOAD * capacity, args.seconds)
-        confirm = args.confirm_seconds or 3 * args.saturate_seconds
         best = highest_sustained(urls[0], path(name, "sustained"), capacity,
-                                 args.saturate_seconds, confirm) \
-            if args.saturate_seconds else float("nan")
+                                 args.sustain_seconds) if args.sustain_seconds else float("nan")
         return step, best
 
     (ours, our_best), (theirs, their_best) = both(lambda s: s(args.threads), open_and_highest)
@@ -382,12 +383,9 @@ def main():
     parser.add_argument("--model", help="GGUF path [default: gembatch's cached default model]")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=60, help="measured seconds per load run")
-    parser.add_argument("--saturate-seconds", type=int, default=60,
-                        help="seconds of the overloaded run that measures each server's "
-                             "throughput (0: no sustained-rate row)")
-    parser.add_argument("--confirm-seconds", type=int, default=0,
-                        help="seconds of each run that tries a rate as sustained "
-                             "[default: 3 x --saturate-seconds]")
+    parser.add_argument("--sustain-seconds", type=int, default=180,
+                        help="seconds of each run that finds the highest sustained rate "
+                             "(0: no such row)")
     parser.add_argument("--rows", type=int, default=1000, help="rows of the run (0: no run)")
     parser.add_argument("--pods", type=int, default=2, help="pods of the run")
     parser.add_argument("--parts", default="closed,open,run",
