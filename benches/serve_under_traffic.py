@@ -10,12 +10,12 @@
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
    then the highest rate each sustains: its throughput when overloaded (the requests it
    completes a second over the middle 80 % of a `--sustain-seconds` run at 2.5x that
-   capacity), then 0.95 x that rate run as long.
-   A rate is sustained when under 1 % of requests fail, the requests in flight (queued or
-   running) do not climb over the run (their least-squares slope stays under a tenth of
-   the arrival rate) and the requests completed over its middle 80 % come to at least 0.9
-   of the arrivals; one that is not is replaced by the lower of 0.95 x it and what the
-   server completed under it, up to three times;
+   capacity), then 0.95 x that rate run as long. A rate is sustained when at most 1 % of
+   its requests fail, the requests in flight (queued or running) do not climb over the
+   run (their least-squares slope stays under a tenth of the arrival rate) and the
+   requests completed over its middle 80 % come to at least 0.9 of the arrivals; one that
+   is not is replaced by the lower of 0.95 x it and what the server completed under it,
+   up to three times;
 3. `gembatch run` over a `--rows` dataset with that length mix (seeded), the cores split
    into pods as the local backend splits them (`--pods`, threads / pods each): rows/s with
    gembatch pods against the same job sent with `--endpoints` to llama-server processes
@@ -243,7 +243,7 @@ def highest_sustained(url, work, capacity, seconds):
 
 
 # The overloading rate, in llama-server capacities: over every throughput measured with
-# the mix in 135-second runs (gembatch completed up to 2.0x on the Zen 4's AVX-512 path;
+# the mix in 135-second runs (gembatch completed up to 2.2x on the Zen 4's AVX-512 path;
 # its mean over overloaded 45-second runs with --simd avx2 was 2.3x), and the most the
 # row can show. Higher rates time requests out (120 s) and take minutes to drain.
 SATURATE = 2.5
