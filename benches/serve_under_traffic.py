@@ -10,7 +10,8 @@
    limits `log:16..512` tokens, temperature 0.8: p95 TTFT and p95 inter-token latency;
    then the highest rate each sustains: its throughput when overloaded (the requests it
    completes a second over the middle 80 % of a `--sustain-seconds` run at 2.5x that
-   capacity), then 0.95 x that rate run as long. A rate is sustained when at most 1 % of
+   capacity; if it keeps up even there, that is its rate), then 0.95 x that rate run as
+   long. A rate is sustained when at most 1 % of
    its requests fail, the requests in flight (queued or running) do not climb over the
    run (their least-squares slope stays under a tenth of the arrival rate) and the
    requests completed over its middle 80 % come to at least 0.9 of the arrivals; one that
@@ -162,7 +163,7 @@ class Verdict:
 
 
 def sustained(requests):
-    """Whether an open-loop step kept up: under 1 % failed, and the requests in flight
+    """Whether an open-loop step kept up: at most 1 % failed, and the requests in flight
     (sent, not yet finished: queued or running) not growing. A server slower than the
     arrivals adds `rate - capacity` requests a second to its backlog, so the count in
     flight climbs through the run; a server that keeps up holds it level. The count
@@ -222,23 +223,25 @@ def open_loop(url, out, rate, seconds):
 
 def highest_sustained(url, work, capacity, seconds):
     """The highest rate a server sustains, by its own throughput: a run at `SATURATE` x
-    capacity gives what it completes a second when overloaded, and 0.95 x that is run (a
+    capacity gives what it completes a second when overloaded, and `BELOW` x that is run (a
     rate any server sustains stays under its throughput). A rate not sustained is replaced
-    by the lower of 0.95 x it and what the server completed under it, `CONFIRM_TRIES`
-    times at most; 0 when none is sustained. Every run is `seconds` long: over 45 seconds
+    by the lower of `BELOW` x it and what the server completed under it, `CONFIRM_TRIES`
+    times at most; 0 when none is sustained (`SATURATE` itself when that run is). Every run is `seconds` long: over 45 seconds
     an overloaded server completes its short requests while its long ones wait, which
     overstated llama-server's throughput by 60 % and gembatch's by 18 %, and rising rates
     of 45-second runs (the first way) called rates sustained that 135-second runs showed
     were not."""
     overloaded = step_at(url, work, capacity, SATURATE, seconds, "saturate")
-    factor = SATURATE if overloaded.ok else round(0.95 * overloaded.completed / capacity, 3)
+    if overloaded.ok:
+        return SATURATE * capacity
+    factor = round(BELOW * overloaded.completed / capacity, 3)
     for _ in range(CONFIRM_TRIES):
         if factor <= 0:
             break
         verdict = step_at(url, work, capacity, factor, seconds, "confirm")
         if verdict.ok:
             return factor * capacity
-        factor = round(min(0.95 * factor, verdict.completed / capacity), 3)
+        factor = round(min(BELOW * factor, verdict.completed / capacity), 3)
     return 0.0
 
 
@@ -247,6 +250,8 @@ def highest_sustained(url, work, capacity, seconds):
 # its mean over overloaded 45-second runs with --simd avx2 was 2.3x), and the most the
 # row can show. Higher rates time requests out (120 s) and take minutes to drain.
 SATURATE = 2.5
+# How far under a throughput, or under a rate that was not sustained, the next try goes.
+BELOW = 0.95
 CONFIRM_TRIES = 3
 
 
