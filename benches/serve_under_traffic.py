@@ -11,12 +11,11 @@
    then the highest rate each sustains: its throughput when overloaded (the requests it
    completes a second over the middle 80 % of a `--sustain-seconds` run at 2.5x that
    capacity; if it keeps up even there, that is its rate), then 0.95 x that rate run as
-   long. A rate is sustained when at most 1 % of
-   its requests fail, the requests in flight (queued or running) do not climb over the
-   run (their least-squares slope stays under a tenth of the arrival rate) and the
-   requests completed over its middle 80 % come to at least 0.9 of the arrivals; one that
-   is not is replaced by the lower of 0.95 x it and what the server completed under it,
-   up to three times;
+   long. A rate is sustained when at most 1 % of its requests fail, the requests in
+   flight (queued or running) do not climb over the run (their least-squares slope stays
+   under a tenth of the arrival rate) and the requests completed over its middle 80 % come
+   to at least 0.9 of the arrivals; one that is not is replaced by the lower of 0.95 x it
+   and what the server completed under it, up to three times;
 3. `gembatch run` over a `--rows` dataset with that length mix (seeded), the cores split
    into pods as the local backend splits them (`--pods`, threads / pods each): rows/s with
    gembatch pods against the same job sent with `--endpoints` to llama-server processes
@@ -229,11 +228,11 @@ def highest_sustained(url, work, capacity, seconds):
     capacity gives what it completes a second when overloaded, and `BELOW` x that is run (a
     rate any server sustains stays under its throughput). A rate not sustained is replaced
     by the lower of `BELOW` x it and what the server completed under it, `CONFIRM_TRIES`
-    times at most; 0 when none is sustained (`SATURATE` itself when that run is). Every run is `seconds` long: over 45 seconds
-    an overloaded server completes its short requests while its long ones wait, which
-    overstated llama-server's throughput by 60 % and gembatch's by 18 %, and rising rates
-    of 45-second runs (the first way) called rates sustained that 135-second runs showed
-    were not."""
+    times at most; 0 when none is sustained (`SATURATE` itself when that run is). Every
+    run is `seconds` long: over 45 seconds an overloaded server completes its short
+    requests while its long ones wait, which overstated llama-server's throughput by 60 %
+    and gembatch's by 18 %, and rising rates of 45-second runs (the first way) called rates
+    sustained that 135-second runs showed were not."""
     overloaded = step_at(url, work, capacity, SATURATE, seconds, "saturate")
     if overloaded.ok:
         return SATURATE * capacity
