@@ -1,6 +1,6 @@
 //! Linear layers and the token embedding over whichever weight format was loaded: packed
-//! 8-bit blocks run by gembatch's own CPU kernels, or candle's `QMatMul` (other quant types,
-//! dense weights, GPUs).
+//! 8-bit blocks or Q4_K/Q6_K super-blocks run by gembatch's own CPU kernels, or candle's
+//! `QMatMul` (other quant types, dense weights, GPUs).
 
 use std::sync::Arc;
 
@@ -8,12 +8,14 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Module, Result, Tensor};
 
 use super::host_rows::with_host_rows;
-use super::kernels::PackedQ8;
+use super::kernels::{PackedK, PackedQ8};
 
 /// A linear layer (`y = x W^T`).
 pub enum Linear {
     /// 8-bit blocks on the CPU, run by [`PackedQ8::matmul`].
     Packed(Arc<PackedQ8>),
+    /// Q4_K/Q6_K super-blocks on the CPU, run by [`PackedK::matmul`].
+    PackedK(Arc<PackedK>),
     /// Anything candle runs.
     Candle(QMatMul),
 }
@@ -41,20 +43,8 @@ impl Linear {
                     .to_dtype(xs.dtype())
             }
             Self::Candle(m) => m.forward(xs),
-            Self::Packed(w) => {
-                let mut dims = xs.dims().to_vec();
-                dims.pop();
-                dims.push(w.rows());
-                let ys = with_host_rows(xs, |x| match x.contiguous() {
-                    Some(values) => w.matmul(values, x.rows),
-                    None => {
-                        let values: Vec<f32> =
-                            (0..x.rows).flat_map(|i| x.row(i)).copied().collect();
-                        w.matmul(&values, x.rows)
-                    }
-                })?;
-                Tensor::from_vec(ys, dims, xs.device())
-            }
+            Self::Packed(w) => host_matmul(xs, w.rows(), |x, m| w.matmul(x, m)),
+            Self::PackedK(w) => host_matmul(xs, w.rows(), |x, m| w.matmul(x, m)),
         }
     }
 
@@ -62,10 +52,31 @@ impl Linear {
     fn out_dim(&self) -> Result<usize> {
         match self {
             Self::Packed(w) => Ok(w.rows()),
+            Self::PackedK(w) => Ok(w.rows()),
             Self::Candle(QMatMul::QTensor(q)) => Ok(q.shape().dims()[0]),
             Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dim(0),
         }
     }
+}
+
+/// `[..., in]` activations through a CPU kernel `matmul(x, m)` of `rows` outputs on their
+/// `m` rows of `in` values, giving `[..., rows]`.
+fn host_matmul(
+    xs: &Tensor,
+    rows: usize,
+    matmul: impl Fn(&[f32], usize) -> Vec<f32>,
+) -> Result<Tensor> {
+    let mut dims = xs.dims().to_vec();
+    dims.pop();
+    dims.push(rows);
+    let ys = with_host_rows(xs, |x| match x.contiguous() {
+        Some(values) => matmul(values, x.rows),
+        None => {
+            let values: Vec<f32> = (0..x.rows).flat_map(|i| x.row(i)).copied().collect();
+            matmul(&values, x.rows)
+        }
+    })?;
+    Tensor::from_vec(ys, dims, xs.device())
 }
 
 /// Several linear layers over the same input (QKV, gate+up), stored as one matrix where

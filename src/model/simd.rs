@@ -37,7 +37,7 @@ pub enum SimdChoice {
     Auto,
     /// At most AVX2: the code an AVX2-only CPU runs.
     Avx2,
-    /// gembatch's kernels without vector extensions (candle's Q4_K/Q6_K ones at most AVX2).
+    /// gembatch's kernels without vector extensions (candle's K-quant fallback at most AVX2).
     Portable,
 }
 
@@ -78,8 +78,9 @@ pub fn choose(choice: SimdChoice) -> Result<SimdLevel, String> {
     }
 }
 
-/// [`choose`], and the same cap for candle's repacked Q4_K/Q6_K kernels, which read
-/// `MISTRALRS_FORCE_AVX2` once (they have no portable level: at most AVX2 is the nearest).
+/// [`choose`], and the same cap for candle's repacked K-quant kernels (types and shapes
+/// gembatch's own do not take), which read `MISTRALRS_FORCE_AVX2` once (they have no
+/// portable level: at most AVX2 is the nearest).
 /// Call it only while the process has one thread: it may set that environment variable.
 pub fn apply_before_threads(choice: SimdChoice) -> anyhow::Result<SimdLevel> {
     let level = choose(choice).map_err(anyhow::Error::msg)?;

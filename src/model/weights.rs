@@ -1,6 +1,6 @@
-//! Reading weights from a GGUF file or a safetensors directory: 8-bit blocks are streamed
-//! into gembatch's packed CPU format, other types become candle tensors; projections that
-//! share an input are stacked into one matrix.
+//! Reading weights from a GGUF file or a safetensors directory: 8-bit blocks and Q4_K/Q6_K
+//! super-blocks are streamed into gembatch's packed CPU formats, other types become candle
+//! tensors; projections that share an input are stacked into one matrix.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -13,11 +13,23 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::error::{ModelError, Result, one_line};
-use super::kernels::{GROUP, PackedQ8, SourceType};
+use super::kernels::{GROUP, KSource, PackedK, PackedQ8, SourceType};
 use super::linear::{Embedding, FusedLinear, Linear};
 
 /// Rows read from the file at once while packing (bounds the transient memory).
 const PACK_CHUNK_ROWS: usize = 256 * GROUP;
+
+/// Values per Q4_K/Q6_K super-block.
+const K_SUPER: usize = 256;
+
+/// gembatch's packed CPU weight formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// Q8_0 and Q5_0 blocks: [`PackedQ8`].
+    Q8,
+    /// Q4_K and Q6_K super-blocks: [`PackedK`].
+    K,
+}
 
 /// Where a safetensors checkpoint keeps the language model's tensors: a text-only one
 /// (`Gemma3ForCausalLM`), a multimodal one as Google ships Gemma 3 4B
@@ -121,14 +133,26 @@ impl WeightSource {
         match self {
             Self::Gguf { dense, .. } => {
                 let dense = *dense;
-                if self.packs(gguf_names, device) {
-                    let parts = gguf_names
-                        .iter()
-                        .map(|name| self.read_packed(name))
-                        .collect::<Result<Vec<_>>>()?;
-                    let out_dims = parts.iter().map(PackedQ8::rows).collect();
-                    let matrix = Linear::Packed(Arc::new(PackedQ8::concat(parts)));
-                    return Ok(FusedLinear::stacked(matrix, out_dims));
+                match self.packing(gguf_names, device) {
+                    Some(Packing::Q8) => {
+                        let parts = gguf_names
+                            .iter()
+                            .map(|name| self.read_packed(name))
+                            .collect::<Result<Vec<_>>>()?;
+                        let out_dims = parts.iter().map(PackedQ8::rows).collect();
+                        let matrix = Linear::Packed(Arc::new(PackedQ8::concat(parts)));
+                        return Ok(FusedLinear::stacked(matrix, out_dims));
+                    }
+                    Some(Packing::K) => {
+                        let parts = gguf_names
+                            .iter()
+                            .map(|name| self.read_packed_k(name))
+                            .collect::<Result<Vec<_>>>()?;
+                        let out_dims = parts.iter().map(PackedK::rows).collect();
+                        let matrix = Linear::PackedK(Arc::new(PackedK::concat(parts)));
+                        return Ok(FusedLinear::stacked(matrix, out_dims));
+                    }
+                    None => {}
                 }
                 let parts = gguf_names
                     .iter()
@@ -155,9 +179,13 @@ impl WeightSource {
     /// Loads the token embedding.
     pub fn embedding(&mut self, device: &Device) -> Result<Embedding> {
         match self {
-            Self::Gguf { .. } if self.packs(&["token_embd.weight"], device) => Ok(
-                Embedding::Packed(Arc::new(self.read_packed("token_embd.weight")?)),
-            ),
+            Self::Gguf { .. }
+                if self.packing(&["token_embd.weight"], device) == Some(Packing::Q8) =>
+            {
+                Ok(Embedding::Packed(Arc::new(
+                    self.read_packed("token_embd.weight")?,
+                )))
+            }
             Self::Gguf { .. } => {
                 let q = self.read_qtensor("token_embd.weight", device)?;
                 Ok(Embedding::Quantized(Arc::new(q)))
@@ -172,24 +200,40 @@ impl WeightSource {
         }
     }
 
-    /// Whether the named GGUF matrices go to gembatch's packed CPU kernels: all of them
-    /// 8-bit block types with whole groups of rows, on the CPU, not dense.
-    fn packs(&self, names: &[&str], device: &Device) -> bool {
+    /// Which of gembatch's packed CPU formats the named GGUF matrices go to, if any: on the
+    /// CPU, not dense, whole groups of rows, and all of them 8-bit block types, or all
+    /// Q4_K/Q6_K of whole super-blocks.
+    fn packing(&self, names: &[&str], device: &Device) -> Option<Packing> {
         let Self::Gguf {
             content,
             dense: false,
             ..
         } = self
         else {
-            return false;
+            return None;
         };
-        device.is_cpu()
-            && names.iter().all(|name| {
-                content.tensor_infos.get(*name).is_some_and(|info| {
-                    matches!(info.ggml_dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0)
-                        && matches!(info.shape.dims(), [rows, _] if rows.is_multiple_of(GROUP))
-                })
+        let kinds: Option<Vec<Packing>> = names
+            .iter()
+            .map(|name| {
+                let info = content.tensor_infos.get(*name)?;
+                let [rows, cols] = info.shape.dims() else {
+                    return None;
+                };
+                if !rows.is_multiple_of(GROUP) {
+                    return None;
+                }
+                match info.ggml_dtype {
+                    GgmlDType::Q8_0 | GgmlDType::Q5_0 => Some(Packing::Q8),
+                    GgmlDType::Q4K | GgmlDType::Q6K if cols.is_multiple_of(K_SUPER) => {
+                        Some(Packing::K)
+                    }
+                    _ => None,
+                }
             })
+            .collect();
+        let kinds = kinds?;
+        let first = *kinds.first()?;
+        (device.is_cpu() && kinds.iter().all(|&kind| kind == first)).then_some(first)
     }
 
     /// Where tensor `name` lies in the file: its info, first byte and size in bytes.
@@ -243,24 +287,47 @@ impl WeightSource {
             })
     }
 
-    /// Streams an 8-bit block matrix into the packed format, a bounded chunk at a time.
+    /// Streams an 8-bit block matrix into the packed format.
     fn read_packed(&mut self, name: &str) -> Result<PackedQ8> {
-        let (dtype, shape, start, size) = self.locate(name)?;
+        let (dtype, shape, ..) = self.locate(name)?;
         let source = if dtype == GgmlDType::Q5_0 {
             SourceType::Q5_0
         } else {
             SourceType::Q8_0
         };
         let (rows, cols) = shape.dims2()?;
-        let row_bytes = size / rows;
         let mut packed = PackedQ8::with_capacity(rows, cols);
+        self.stream_rows(name, |chunk| packed.push_rows(source, chunk))?;
+        Ok(packed)
+    }
+
+    /// Streams a Q4_K or Q6_K matrix into the packed format.
+    fn read_packed_k(&mut self, name: &str) -> Result<PackedK> {
+        let (dtype, shape, ..) = self.locate(name)?;
+        let source = if dtype == GgmlDType::Q4K {
+            KSource::Q4K
+        } else {
+            KSource::Q6K
+        };
+        let (rows, cols) = shape.dims2()?;
+        let mut packed = PackedK::with_capacity(rows, cols);
+        self.stream_rows(name, |chunk| packed.push_rows(source, chunk))?;
+        Ok(packed)
+    }
+
+    /// Hands matrix `name`'s raw rows to `sink` in order, [`PACK_CHUNK_ROWS`] at a time
+    /// (bounding the transient memory).
+    fn stream_rows(&mut self, name: &str, mut sink: impl FnMut(&[u8])) -> Result<()> {
+        let (_, shape, start, size) = self.locate(name)?;
+        let rows = shape.dims2()?.0;
+        let row_bytes = size / rows;
         let mut buffer = vec![0u8; PACK_CHUNK_ROWS.min(rows) * row_bytes];
         for first in (0..rows).step_by(PACK_CHUNK_ROWS) {
             let chunk = &mut buffer[..(rows - first).min(PACK_CHUNK_ROWS) * row_bytes];
             self.read_bytes(name, start, first * row_bytes, chunk)?;
-            packed.push_rows(source, chunk);
+            sink(chunk);
         }
-        Ok(packed)
+        Ok(())
     }
 
     /// Reads a tensor as a candle `QTensor` on `device`.

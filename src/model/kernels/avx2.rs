@@ -62,7 +62,7 @@ pub(crate) unsafe fn tile(
 
 /// The weight row in each lane after `_mm256_hadd_epi32(rows 0-3, rows 4-7)`.
 #[cfg(target_arch = "x86_64")]
-const HADD_ROWS: [usize; GROUP] = [0, 1, 4, 5, 2, 3, 6, 7];
+pub(super) const HADD_ROWS: [usize; GROUP] = [0, 1, 4, 5, 2, 3, 6, 7];
 
 /// Chunk `j`'s eight activation quants, in each quarter of a register.
 ///

@@ -1,6 +1,6 @@
 //! CPU matrix kernels for 8-bit block-quantized weights (Q8_0, and Q5_0 re-encoded as
-//! Q8_0). Activations are quantized to Q8_0 per 32 values (f16-rounded scale), as llama.cpp
-//! and candle do. Each block's dot product is summed exactly in integers, converted once
+//! Q8_0; Q4_K and Q6_K are in `kquant`). Activations are quantized to Q8_0 per 32 values
+//! (f16-rounded scale), as llama.cpp and candle do. Each block's dot product is summed exactly in integers, converted once
 //! and added to the running f32 sum with one fused multiply-add by the block's scales,
 //! block after block. Every kernel here does exactly that, so the logits are the same bits
 //! on every CPU (this model's greedy choices move with any rounding difference). It is
@@ -18,8 +18,11 @@
 
 mod activations;
 mod avx2;
+mod kquant;
 mod scalar;
 mod vnni;
+
+pub use kquant::{KSource, PackedK};
 
 use activations::{QuantizedRows, unbiased};
 
@@ -231,49 +234,15 @@ impl PackedQ8 {
         } else {
             Vec::new()
         };
-        let n = self.rows;
-        let padded = n.next_multiple_of(GROUP);
-        // Not zero-filled (for the output head that is 16 MB a step, on this thread while
-        // the pool waits): the groups below write every element before `set_len`.
-        let mut out: Vec<f32> = Vec::with_capacity(m * padded);
-        let out_ptr = SharedOut(out.as_mut_ptr());
-        let max_rows = kernel.max_rows();
-        barrier_pool().execute_chunked(padded / GROUP, |range| {
-            // Each group writes only its own eight columns of every output row.
-            let out_ptr = &out_ptr;
-            let mut tile = [[0f32; GROUP]; TILE_ROWS];
-            for group in range {
-                let w = self.group(group);
-                let mut i = 0;
-                while i < m {
-                    let rows = (m - i).min(max_rows);
-                    let tile = &mut tile[..rows];
-                    match kernel {
-                        Kernel::Scalar => scalar::tile(&w, &acts, i, tile),
-                        // SAFETY: `Kernel::best` chose these after detecting their features.
-                        Kernel::Avx2 => unsafe { avx2::tile(&w, &acts, &signed, i, tile) },
-                        Kernel::Vnni => unsafe { vnni::tile(&w, &acts, i, tile) },
-                    }
-                    for (r, values) in tile.iter().enumerate() {
-                        // SAFETY: row i + r, columns 8*group..8*group+8 belong to this item alone.
-                        unsafe {
-                            let dst = out_ptr.0.add((i + r) * padded + group * GROUP);
-                            std::ptr::copy_nonoverlapping(values.as_ptr(), dst, GROUP);
-                        }
-                    }
-                    i += rows;
-                }
+        run_tiles(self.rows, m, kernel.max_rows(), |group, row0, tile| {
+            let w = self.group(group);
+            match kernel {
+                Kernel::Scalar => scalar::tile(&w, &acts, row0, tile),
+                // SAFETY: `Kernel::best` chose these after detecting their features.
+                Kernel::Avx2 => unsafe { avx2::tile(&w, &acts, &signed, row0, tile) },
+                Kernel::Vnni => unsafe { vnni::tile(&w, &acts, row0, tile) },
             }
-        });
-        // SAFETY: groups 0..padded/GROUP each wrote their eight columns of all m rows.
-        unsafe { out.set_len(m * padded) };
-        if padded != n {
-            out = out
-                .chunks(padded)
-                .flat_map(|row| row[..n].to_vec())
-                .collect();
-        }
-        out
+        })
     }
 
     fn group(&self, group: usize) -> WeightGroup<'_> {
@@ -286,6 +255,52 @@ impl PackedQ8 {
             narrow: self.narrow[group],
         }
     }
+}
+
+/// `[m, n]` outputs of a matrix of `n` rows in groups of eight: `tile(group, row0, tile)`
+/// fills `tile[s][r]`, activation row `row0 + s` against weight row `8 * group + r`, for up
+/// to `max_rows` activation rows at a time; the groups are spread over the CPU threads.
+fn run_tiles(
+    n: usize,
+    m: usize,
+    max_rows: usize,
+    tile: impl Fn(usize, usize, &mut [[f32; GROUP]]) + Sync,
+) -> Vec<f32> {
+    let padded = n.next_multiple_of(GROUP);
+    // Not zero-filled (for the output head that is 16 MB a step, on this thread while
+    // the pool waits): the groups below write every element before `set_len`.
+    let mut out: Vec<f32> = Vec::with_capacity(m * padded);
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    barrier_pool().execute_chunked(padded / GROUP, |range| {
+        // Each group writes only its own eight columns of every output row.
+        let out_ptr = &out_ptr;
+        let mut values = [[0f32; GROUP]; TILE_ROWS];
+        for group in range {
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(max_rows);
+                let values = &mut values[..rows];
+                tile(group, i, values);
+                for (r, row) in values.iter().enumerate() {
+                    // SAFETY: row i + r, columns 8*group..8*group+8 belong to this item alone.
+                    unsafe {
+                        let dst = out_ptr.0.add((i + r) * padded + group * GROUP);
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), dst, GROUP);
+                    }
+                }
+                i += rows;
+            }
+        }
+    });
+    // SAFETY: groups 0..padded/GROUP each wrote their eight columns of all m rows.
+    unsafe { out.set_len(m * padded) };
+    if padded != n {
+        out = out
+            .chunks(padded)
+            .flat_map(|row| row[..n].to_vec())
+            .collect();
+    }
+    out
 }
 
 /// Where row `r`, column `c` of a block sits in its group block.
