@@ -13,14 +13,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::error::{ModelError, Result, one_line};
-use super::kernels::{GROUP, KSource, PackedK, PackedQ8, SourceType};
+use super::kernels::{GROUP, K_SUPER, KSource, PackedK, PackedQ8, SourceType};
 use super::linear::{Embedding, FusedLinear, Linear};
 
 /// Rows read from the file at once while packing (bounds the transient memory).
 const PACK_CHUNK_ROWS: usize = 256 * GROUP;
-
-/// Values per Q4_K/Q6_K super-block.
-const K_SUPER: usize = 256;
 
 /// gembatch's packed CPU weight formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

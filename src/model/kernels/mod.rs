@@ -22,7 +22,7 @@ mod kquant;
 mod scalar;
 mod vnni;
 
-pub use kquant::{KSource, PackedK};
+pub use kquant::{KSource, PackedK, SUPER as K_SUPER};
 
 use activations::{QuantizedRows, unbiased};
 

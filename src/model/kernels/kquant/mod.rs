@@ -190,11 +190,6 @@ impl PackedK {
         self.rows
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.blocks.len() * size_of::<GroupBlock>()
-    }
-
     /// Writes row `row` as f32 into `out` (`cols` values): `(d * s) * w - (dmin * m)`, as
     /// llama.cpp and candle dequantize.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
