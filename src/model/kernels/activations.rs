@@ -130,9 +130,6 @@ fn quantize_blocks_avx2(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32
     let sign = _mm256_set1_ps(-0.0);
     let below_half = _mm256_set1_ps(0.499_999_97);
     let (low, high) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
-    let flip = _mm256_set1_epi8(i8::MIN);
-    // The two saturating packs leave quarter q's quants 4i..4i+4 in dword 4i + q.
-    let in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for ((block, q), scale) in x.chunks_exact(BLOCK).zip(biased).zip(scales) {
         // SAFETY: a block is 32 f32 (four 8-lane loads), its quants 32 bytes (one store).
         unsafe {
@@ -142,13 +139,7 @@ fn quantize_blocks_avx2(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32
             let widest = quarters.iter().fold(_mm256_setzero_ps(), |widest, &v| {
                 _mm256_max_ps(_mm256_andnot_ps(sign, v), widest)
             });
-            let halves = _mm_max_ps(
-                _mm256_castps256_ps128(widest),
-                _mm256_extractf128_ps::<1>(widest),
-            );
-            let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
-            let amax = _mm_max_ss(pairs, _mm_shuffle_ps::<1>(pairs, pairs));
-            let (stored, id) = block_scale(_mm_cvtss_f32(amax));
+            let (stored, id) = block_scale(widest_lane_avx2(widest));
             let id = _mm256_set1_ps(id);
             let ints = quarters.map(|v| {
                 let p = _mm256_mul_ps(v, id);
@@ -158,18 +149,42 @@ fn quantize_blocks_avx2(x: &[f32], biased: &mut [[u8; BLOCK]], scales: &mut [f32
                 let ordered = _mm256_cmp_ps::<_CMP_ORD_Q>(p, p);
                 _mm256_cvttps_epi32(_mm256_and_ps(clamped, ordered))
             });
-            let bytes = _mm256_packs_epi16(
-                _mm256_packs_epi32(ints[0], ints[1]),
-                _mm256_packs_epi32(ints[2], ints[3]),
-            );
-            let bytes = _mm256_permutevar8x32_epi32(bytes, in_order);
-            _mm256_storeu_si256(
-                q.as_mut_ptr() as *mut __m256i,
-                _mm256_xor_si256(bytes, flip),
-            );
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, biased_bytes_avx2(ints));
             *scale = stored;
         }
     }
+}
+
+/// The largest of the eight lanes (the last of the pairwise `max_ps`, as the block
+/// reductions above: NaNs already skipped).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) fn widest_lane_avx2(widest: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let halves = _mm_max_ps(
+        _mm256_castps256_ps128(widest),
+        _mm256_extractf128_ps::<1>(widest),
+    );
+    let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
+    _mm_cvtss_f32(_mm_max_ss(pairs, _mm_shuffle_ps::<1>(pairs, pairs)))
+}
+
+/// Four registers of eight quants (-128..127 in 32-bit lanes) as 32 bytes in order, each
+/// plus 128.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) fn biased_bytes_avx2(
+    ints: [std::arch::x86_64::__m256i; 4],
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // The two saturating packs leave quarter q's quants 4i..4i+4 in dword 4i + q.
+    let in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let bytes = _mm256_packs_epi16(
+        _mm256_packs_epi32(ints[0], ints[1]),
+        _mm256_packs_epi32(ints[2], ints[3]),
+    );
+    let bytes = _mm256_permutevar8x32_epi32(bytes, in_order);
+    _mm256_xor_si256(bytes, _mm256_set1_epi8(i8::MIN))
 }
 
 /// A signed quant plus 128, as a byte.

@@ -136,12 +136,10 @@ fn quantize_blocks_avx512(x: &[f32], rows: &mut SuperRows) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn quantize_blocks_avx2(x: &[f32], rows: &mut SuperRows) {
+    use crate::model::kernels::activations::{biased_bytes_avx2, widest_lane_avx2};
     use std::arch::x86_64::*;
     let sign = _mm256_set1_ps(-0.0);
     let (low, high) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
-    let flip = _mm256_set1_epi8(i8::MIN);
-    // The two saturating packs leave quarter q's quants 4i..4i+4 in dword 4i + q.
-    let in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (at, block) in x.chunks_exact(SUPER).enumerate() {
         // SAFETY: a super-block is 256 f32 (32 loads of 8), its quants 256 bytes (8 stores
         // of 32).
@@ -151,13 +149,7 @@ fn quantize_blocks_avx2(x: &[f32], rows: &mut SuperRows) {
                 .fold(_mm256_setzero_ps(), |widest, v| {
                     _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(v.as_ptr())), widest)
                 });
-            let halves = _mm_max_ps(
-                _mm256_castps256_ps128(widest),
-                _mm256_extractf128_ps::<1>(widest),
-            );
-            let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
-            let amax = _mm_max_ss(pairs, _mm_shuffle_ps::<1>(pairs, pairs));
-            let (d, iscale) = block_scale(_mm_cvtss_f32(amax));
+            let (d, iscale) = block_scale(widest_lane_avx2(widest));
             let iscale = _mm256_set1_ps(iscale);
             for (span, values) in block.chunks_exact(SUM_SPAN).enumerate() {
                 let ints: [__m256i; 4] = std::array::from_fn(|i| {
@@ -168,14 +160,9 @@ fn quantize_blocks_avx2(x: &[f32], rows: &mut SuperRows) {
                     let ordered = _mm256_cmp_ps::<_CMP_ORD_Q>(p, p);
                     _mm256_cvttps_epi32(_mm256_and_ps(clamped, ordered))
                 });
-                let bytes = _mm256_packs_epi16(
-                    _mm256_packs_epi32(ints[0], ints[1]),
-                    _mm256_packs_epi32(ints[2], ints[3]),
-                );
-                let bytes = _mm256_permutevar8x32_epi32(bytes, in_order);
                 _mm256_storeu_si256(
                     rows.biased[at].as_mut_ptr().add(SUM_SPAN * span) as *mut __m256i,
-                    _mm256_xor_si256(bytes, flip),
+                    biased_bytes_avx2(ints),
                 );
                 let sum = _mm256_add_epi32(
                     _mm256_add_epi32(ints[0], ints[1]),
