@@ -30,6 +30,7 @@ fn stub() -> Stub {
 fn bucket_job(space: &Workspace, bucket: &dyn TestBucket, rows: usize) -> std::path::PathBuf {
     let local = space.dataset(rows);
     bucket.put("datasets/requests.jsonl", std::fs::read(local).unwrap());
+    std::fs::create_dir(space.dir.path().join("tmp")).unwrap();
     space.file(
         "job.yaml",
         &format!(
@@ -40,10 +41,27 @@ fn bucket_job(space: &Workspace, bucket: &dyn TestBucket, rows: usize) -> std::p
     )
 }
 
+/// `gembatch run` with the bucket's credentials, its temporary folders in the workspace's
+/// `tmp/` (the job's sibling), where a test can see what a killed runner left.
 fn gembatch(job: &Path, args: &[&str], bucket: &dyn TestBucket) -> std::process::Command {
     let mut command = common::run::command(job, args);
-    command.envs(bucket.env());
+    command.envs(bucket.env()).env("TMPDIR", scratch_dir(job));
     command
+}
+
+/// The runners' `$TMPDIR`.
+fn scratch_dir(job: &Path) -> std::path::PathBuf {
+    job.parent().unwrap().join("tmp")
+}
+
+/// What is in the runners' `$TMPDIR`, sorted.
+fn scratch_left(job: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(scratch_dir(job))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn run(job: &Path, args: &[&str], bucket: &dyn TestBucket) -> Output {
@@ -133,6 +151,12 @@ fn killed_runners_resume_from_the_bucket(bucket: &dyn TestBucket, kills: usize, 
         killed.iter().any(|(_, done)| done.len() < shards),
         "some kill landed mid-run: {killed:?}"
     );
+    // A killed runner cannot remove its dataset copy and working copy; each later runner
+    // removes those its predecessors left, so only the last one's are there.
+    let left = scratch_left(&job);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[0].starts_with("gembatch-dataset-"), "{left:?}");
+    assert!(left[1].starts_with("gembatch-run-"), "{left:?}");
     let output = run(
         &job,
         &["--endpoints", &stub.url, "--resume", "crashy"],
@@ -143,6 +167,8 @@ fn killed_runners_resume_from_the_bucket(bucket: &dyn TestBucket, kills: usize, 
     let url = bucket.url("results/crashy");
     assert!(said.contains(&format!("results in {url}")), "{said}");
     assert!(said.contains("committed shards from"), "{said}");
+    assert!(said.contains("ended without cleaning up"), "{said}");
+    assert_eq!(scratch_left(&job), Vec::<String>::new());
 
     let requests = bucket_requests(bucket, "crashy");
     assert_eq!(

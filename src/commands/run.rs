@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use futures_util::FutureExt;
-use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::heartbeat;
@@ -21,6 +20,7 @@ use crate::capacity::{CapacityError, Reservation};
 use crate::cli::RunArgs;
 use crate::common::Endpoint;
 use crate::common::say;
+use crate::common::scratch::Scratch;
 use crate::dataset::DatasetError;
 use crate::dispatch::ledger::Ledger;
 use crate::dispatch::run_dir::Fingerprint;
@@ -137,7 +137,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// The dataset's fingerprint, the job reading a local copy of it, and the temporary folder
 /// of that copy: a dataset in a bucket is fetched whole first (its fingerprint is the
 /// object's), a local one is read where it is.
-fn dataset_copy(job: &JobSpec) -> anyhow::Result<(Fingerprint, JobSpec, Option<TempDir>)> {
+fn dataset_copy(job: &JobSpec) -> anyhow::Result<(Fingerprint, JobSpec, Option<Scratch>)> {
     let Some(url) = StoreUrl::parse(&job.dataset.path) else {
         let dataset = Fingerprint::of(&job.dataset.path).map_err(|source| DatasetError::Io {
             path: job.dataset.path.clone(),
@@ -146,9 +146,7 @@ fn dataset_copy(job: &JobSpec) -> anyhow::Result<(Fingerprint, JobSpec, Option<T
         return Ok((dataset, job.clone(), None));
     };
     let url = url.map_err(anyhow::Error::msg)?;
-    let folder = tempfile::Builder::new()
-        .prefix("gembatch-dataset-")
-        .tempdir()?;
+    let folder = Scratch::new("gembatch-dataset-")?;
     say::info(format!("fetching {url}"));
     let fetched = crate::store::dataset::fetch(&url, folder.path())?;
     let dataset = Fingerprint {

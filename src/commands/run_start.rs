@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::RunArgs;
 use crate::common::say;
+use crate::common::scratch::Scratch;
 use crate::dispatch::remote_run::RemoteRun;
 use crate::dispatch::run_dir::{Fingerprint, MANIFEST_FILE, RunDirError, RunManifest};
 use crate::dispatch::run_lock::RunLock;
@@ -26,7 +27,7 @@ pub(super) struct RunPlace {
     pub remote: Option<RemoteRun>,
     _lock: RunLock,
     /// The working copy's temporary parent, removed with it.
-    _stage: Option<tempfile::TempDir>,
+    _stage: Option<Scratch>,
 }
 
 /// What a new run's `run.json` holds.
@@ -95,7 +96,7 @@ fn remote_run_dir(
     let url = output.join(&run_id);
     let shown = PathBuf::from(url.to_string());
     let remote = RemoteRun::open(&url)?;
-    let stage = tempfile::Builder::new().prefix("gembatch-run-").tempdir()?;
+    let stage = Scratch::new("gembatch-run-")?;
     let dir = stage.path().join(&run_id);
     let exists = remote.exists()?;
     let mut resumed = args.resume.is_some() || (args.start_or_resume.is_some() && exists);

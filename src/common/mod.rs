@@ -13,6 +13,7 @@
 //! - `proc_file`: sizes from Linux's `/proc` files;
 //! - `retries`: the batch runner's retry policy;
 //! - `route`: the OpenAI route of a request;
+//! - `scratch`: temporary folders that a killed process leaves only until the next run;
 //! - `say`: gembatch's own lines on stderr, as text or as Cloud Logging JSON;
 //! - `units`: the one duration and number parser;
 //! - `wall_clock`: now, as Unix seconds.
@@ -30,6 +31,7 @@ pub mod proc_file;
 pub mod retries;
 pub mod route;
 pub mod say;
+pub mod scratch;
 pub mod units;
 pub mod wall_clock;
 

