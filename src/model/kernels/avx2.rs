@@ -13,6 +13,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::by_rows_and_flag;
 use super::{BLOCK, CHUNK_COLS, GROUP, QuantizedRows, WeightGroup, prefetch_ahead};
 
 /// Activation rows per tile.
@@ -37,16 +39,7 @@ pub(crate) unsafe fn tile(
     row0: usize,
     tile: &mut [[f32; GROUP]],
 ) {
-    match (tile.len(), w.narrow) {
-        (1, false) => tile_n::<1, false>(w, x, signed, row0, tile),
-        (1, true) => tile_n::<1, true>(w, x, signed, row0, tile),
-        (2, false) => tile_n::<2, false>(w, x, signed, row0, tile),
-        (2, true) => tile_n::<2, true>(w, x, signed, row0, tile),
-        (3, false) => tile_n::<3, false>(w, x, signed, row0, tile),
-        (3, true) => tile_n::<3, true>(w, x, signed, row0, tile),
-        (_, false) => tile_n::<4, false>(w, x, signed, row0, tile),
-        (_, true) => tile_n::<4, true>(w, x, signed, row0, tile),
-    }
+    by_rows_and_flag!(tile_n(w, x, signed, row0, tile), tile.len(), w.narrow)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

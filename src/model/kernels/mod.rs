@@ -52,6 +52,25 @@ const TILE_ROWS: usize = if vnni::MAX_ROWS > avx2::MAX_ROWS {
     avx2::MAX_ROWS
 };
 
+/// Calls `$kernel::<R, FLAG>(args)` with the tile's activation row count `R` (1 to 4,
+/// more taken as 4) and a flag, both as const generics: each tile kernel is compiled once
+/// per pair, with its loops over rows unrolled.
+macro_rules! by_rows_and_flag {
+    ($kernel:ident($($arg:expr),* $(,)?), $rows:expr, $flag:expr) => {
+        match ($rows, $flag) {
+            (1, false) => $kernel::<1, false>($($arg),*),
+            (1, true) => $kernel::<1, true>($($arg),*),
+            (2, false) => $kernel::<2, false>($($arg),*),
+            (2, true) => $kernel::<2, true>($($arg),*),
+            (3, false) => $kernel::<3, false>($($arg),*),
+            (3, true) => $kernel::<3, true>($($arg),*),
+            (_, false) => $kernel::<4, false>($($arg),*),
+            (_, true) => $kernel::<4, true>($($arg),*),
+        }
+    };
+}
+pub(crate) use by_rows_and_flag;
+
 /// Which kernel runs the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {

@@ -13,7 +13,7 @@ use super::{GroupBlock, SuperRows};
 use super::{SUB, SUBS};
 use crate::model::kernels::GROUP;
 #[cfg(target_arch = "x86_64")]
-use crate::model::kernels::{CHUNK_COLS, avx2::HADD_ROWS, prefetch_ahead};
+use crate::model::kernels::{CHUNK_COLS, avx2::HADD_ROWS, by_rows_and_flag, prefetch_ahead};
 
 /// Same contract as `scalar::tile`, for up to four activation rows.
 ///
@@ -28,16 +28,7 @@ pub(crate) unsafe fn tile(
     row0: usize,
     tile: &mut [[f32; GROUP]],
 ) {
-    match (tile.len(), offsets) {
-        (1, false) => tile_n::<1, false>(w, x, row0, tile),
-        (1, true) => tile_n::<1, true>(w, x, row0, tile),
-        (2, false) => tile_n::<2, false>(w, x, row0, tile),
-        (2, true) => tile_n::<2, true>(w, x, row0, tile),
-        (3, false) => tile_n::<3, false>(w, x, row0, tile),
-        (3, true) => tile_n::<3, true>(w, x, row0, tile),
-        (_, false) => tile_n::<4, false>(w, x, row0, tile),
-        (_, true) => tile_n::<4, true>(w, x, row0, tile),
-    }
+    by_rows_and_flag!(tile_n(w, x, row0, tile), tile.len(), offsets)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
