@@ -13,8 +13,8 @@
 //! - `proc_file`: sizes from Linux's `/proc` files;
 //! - `retries`: the batch runner's retry policy;
 //! - `route`: the OpenAI route of a request;
-//! - `scratch`: temporary folders that a killed process leaves only until the next run;
 //! - `say`: gembatch's own lines on stderr, as text or as Cloud Logging JSON;
+//! - `scratch`: temporary folders that a killed process leaves only until the next run;
 //! - `units`: the one duration and number parser;
 //! - `wall_clock`: now, as Unix seconds.
 
