@@ -31,7 +31,9 @@
 Servers: gembatch `serve --max-batch 16 --context 2048`; llama-server `--parallel 16` with
 2,048 positions per slot (`-c 32768`), `--no-repack` on AMX CPUs. Prints one Markdown table
 per round with the ratios gembatch / llama.cpp (for latencies, lower is better: the goal is
-<= 0.8x), then the median over rounds.
+<= 0.8x), then the median over rounds. The servers' logs go to the working directory
+(`--keep DIR`, else a temporary one deleted at the end); a server that does not start ends
+the bench with its log's last lines.
 """
 import argparse
 import contextlib
@@ -65,25 +67,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_ready(url, process, what):
+def wait_ready(url, process):
+    """None once the server answers, else why it never will."""
     for _ in range(1200):
         if process.poll() is not None:
-            sys.exit(f"{what} exited with {process.returncode}")
+            return f"exited with {process.returncode}"
         try:
             with urllib.request.urlopen(url + "/v1/models", timeout=2) as answer:
                 if answer.status == 200:
-                    return
+                    return None
         except Exception:
             pass
         time.sleep(0.25)
-    sys.exit(f"{what} at {url} never became ready")
+    return "never became ready in 300 s"
 
 
-def start(command, url, what):
-    """Starts a server on a known port, its log drained to a file, and waits for it."""
-    log = tempfile.NamedTemporaryFile("w", prefix=f"{what}-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(url, process, what)
+def start(command, url, what, log_path):
+    """Starts a server on a known port, its output drained to `log_path`, and waits for it;
+    a server that cannot start ends the bench with its log's last lines."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    failure = wait_ready(url, process)
+    if failure:
+        process.kill()
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = "".join(log.readlines()[-20:])
+        sys.exit(f"{what} at {url} {failure}; the end of {log_path}:\n{tail}")
     return process
 
 
@@ -103,10 +112,11 @@ def has_amx():
 
 
 class Servers:
-    """Starts either kind of server, `count` of them with `threads` each."""
+    """Starts either kind of server, `count` of them with `threads` each, their logs in
+    `log_dir` (the bench's working directory: kept with `--keep`, else deleted at the end)."""
 
-    def __init__(self, args, model):
-        self.args, self.model = args, model
+    def __init__(self, args, model, log_dir):
+        self.args, self.model, self.log_dir = args, model, log_dir
 
     def gembatch(self, threads, count=1):
         return self.start_many(count, "gembatch-serve", lambda port: [
@@ -119,14 +129,14 @@ class Servers:
             "--parallel", "16", "-c", str(16 * 2048), "--host", "127.0.0.1", "--port",
             str(port), "--no-webui", *(["--no-repack"] if has_amx() else [])])
 
-    @staticmethod
-    def start_many(count, what, command_on_port):
+    def start_many(self, count, what, command_on_port):
         """`count` servers, each on a free port; returns their processes and URLs."""
         processes, urls = [], []
         for _ in range(count):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            processes.append(start(command_on_port(port), url, what))
+            log_path = os.path.join(self.log_dir, f"{what}-{time.strftime('%H%M%S')}-{port}.log")
+            processes.append(start(command_on_port(port), url, what, log_path))
             urls.append(url)
         return processes, urls
 
@@ -403,18 +413,18 @@ def main():
     parser.add_argument("--simd", default="auto", choices=["auto", "avx2", "portable"],
                         help="gembatch's --simd, for its serve and its run's pods; build "
                              "llama-server for the same instructions")
-    parser.add_argument("--keep", help="a directory to keep every load and run output in "
-                                       "[default: a temporary one, deleted]")
+    parser.add_argument("--keep", help="a directory to keep every load and run output and "
+                                       "server log in [default: a temporary one, deleted]")
     args = parser.parse_args()
     os.environ["GEMBATCH_SIMD"] = args.simd
     args.parts = set(args.parts.split(","))
     model = args.model or subprocess.run([GEMBATCH, "fetch-model"], check=True, text=True,
                                          capture_output=True).stdout.strip().splitlines()[-1]
-    servers = Servers(args, model)
     capacity = None
     rounds = []
     print(f"gembatch --simd {args.simd}, {args.threads} threads", file=sys.stderr)
     with kept_or_temporary(args.keep) as work:
+        servers = Servers(args, model, work)
         for index in range(args.rounds):
             rows, capacity = one_round(args, servers, work, index, capacity)
             rounds.append(rows)
