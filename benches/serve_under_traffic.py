@@ -132,12 +132,17 @@ class Servers:
     def start_many(self, count, what, command_on_port):
         """`count` servers, each on a free port; returns their processes and URLs."""
         processes, urls = [], []
-        for _ in range(count):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            log_path = os.path.join(self.log_dir, f"{what}-{time.strftime('%H%M%S')}-{port}.log")
-            processes.append(start(command_on_port(port), url, what, log_path))
-            urls.append(url)
+        try:
+            for _ in range(count):
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                log_path = os.path.join(self.log_dir,
+                                        f"{what}-{time.strftime('%H%M%S')}-{port}.log")
+                processes.append(start(command_on_port(port), url, what, log_path))
+                urls.append(url)
+        except BaseException:  # one that does not start ends the bench: stop those that did
+            stop(processes)
+            raise
         return processes, urls
 
 
