@@ -216,6 +216,10 @@ pub struct ServeArgs {
     /// starts (the runner beats once every pod is ready) [default: that timeout].
     #[arg(long, value_parser = parse_duration, requires = "exit_without_runner")]
     pub first_heartbeat_within: Option<Duration>,
+    /// Write one JSON line per engine step to this file (what the step ran, how long it
+    /// took): see `benches/step_profile.py`.
+    #[arg(long)]
+    pub step_log: Option<PathBuf>,
 }
 
 /// `gembatch load`.

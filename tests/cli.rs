@@ -231,6 +231,24 @@ fn with_log_format_json_every_stderr_line_is_a_cloud_logging_object() {
     assert!(lines[0]["message"].as_str().unwrap().contains("--bogus"));
 }
 
+/// A step log that cannot be created stops `serve` before the model loads, naming the flag.
+#[test]
+fn an_unwritable_step_log_is_named() {
+    let out = on_default_model(
+        "serve",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--step-log",
+            "/nonexistent/steps.jsonl",
+        ],
+    );
+    assert_user_error(
+        &out,
+        &["--step-log", "/nonexistent/steps.jsonl", "writable"],
+    );
+}
+
 #[test]
 fn missing_model_file_is_named() {
     let out = generate_with_model(Path::new("/nonexistent/model.gguf"));

@@ -503,6 +503,70 @@ async fn an_api_key_guards_everything_but_the_probes() {
     assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
 }
 
+/// `--step-log` writes one line per engine step, and the lines account for every token:
+/// each prompt token prefilled once, one decode step per generated token after the first
+/// (which comes from the prompt's last logits), and the positions each attended to.
+#[tokio::test]
+async fn the_step_log_accounts_for_every_token_of_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steps.jsonl");
+    let server = Server::start(&["--step-log", log.to_str().unwrap()], &[]);
+    let requests = ["Once upon a time", "Rust is a language", "Hello"]
+        .iter()
+        .enumerate()
+        .map(|(i, prompt)| {
+            let url = server.at("/v1/completions");
+            async move {
+                let body = json!({"prompt": prompt, "max_tokens": 6 + 5 * i,
+                                  "temperature": 0, "ignore_eos": true});
+                post(&url, body).await
+            }
+        });
+    let (mut prompt_tokens, mut decode_steps, mut prefill_context, mut decode_context) =
+        (0, 0, 0, 0);
+    for (status, _, body) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+        let p = body["usage"]["prompt_tokens"].as_u64().unwrap();
+        let n = body["usage"]["completion_tokens"].as_u64().unwrap();
+        prompt_tokens += p;
+        decode_steps += n - 1;
+        // Prompt token i attends to i + 1 positions; the token decoded at position q to
+        // q + 1, for q = p .. p + n - 2.
+        prefill_context += p * (p + 1) / 2;
+        decode_context += (p..p + n - 1).map(|q| q + 1).sum::<u64>();
+    }
+    let steps: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let total = |field: &str| {
+        steps
+            .iter()
+            .map(|s| s[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(total("prefill_tokens"), prompt_tokens);
+    assert_eq!(total("decode_sequences"), decode_steps);
+    assert_eq!(total("prefill_context"), prefill_context);
+    assert_eq!(total("decode_context"), decode_context);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["decode_sequences"].as_u64() >= Some(2)),
+        "the requests were never decoded together"
+    );
+    let mut last_start = 0.0;
+    for step in &steps {
+        let (at, seconds) = (
+            step["at_s"].as_f64().unwrap(),
+            step["seconds"].as_f64().unwrap(),
+        );
+        assert!(at >= last_start && seconds > 0.0, "{step}");
+        last_start = at;
+    }
+}
+
 /// A prompt that cannot fit the context however it tokenizes is refused before it is
 /// tokenized ("at least"); one that might fit is tokenized and refused with its count.
 #[tokio::test]

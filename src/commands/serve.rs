@@ -18,6 +18,7 @@ use crate::server::engine::{self, EngineConfig};
 use crate::server::long_prompts::LongPrompts;
 use crate::server::metrics::Metrics;
 use crate::server::runner_watch::RunnerWatch;
+use crate::server::step_log::StepLog;
 use crate::server::{self, AppState};
 use crate::shutdown;
 
@@ -47,6 +48,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         .into());
     }
+    // Before the model loads: a mistake in the path fails at once.
+    let step_log = args
+        .step_log
+        .as_deref()
+        .map(|path| {
+            StepLog::create(path).map_err(|err| ModelError::InvalidParameter {
+                name: "serve flag",
+                reason: format!(
+                    "--step-log {}: cannot create the file ({err}); give a path in a \
+                     writable directory",
+                    path.display()
+                ),
+            })
+        })
+        .transpose()?;
     let loaded = Arc::new(args.model.load(|line| say::info(line))?);
     let served_model = args
         .served_model_name
@@ -58,7 +74,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_tokens: args.max_batch_tokens,
         max_waiting: args.max_waiting,
     };
-    let engine = engine::start(loaded.clone(), config, metrics.clone());
+    let engine = engine::start(loaded.clone(), config, metrics.clone(), step_log);
     let replica = server::replica_name();
     let state = Arc::new(AppState {
         limits: Limits {

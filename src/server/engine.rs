@@ -17,6 +17,7 @@ use super::api::GenerationSpec;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::sequence::{Outcome, Sequence};
+use super::step_log::{StepLog, StepRecord};
 use super::token_logprobs::GeneratedToken;
 use crate::model::generate::FinishReason;
 use crate::model::sampling::{Draw, sample_rows};
@@ -100,8 +101,13 @@ fn spawn_engine_thread(shared: Arc<Shared>, body: impl FnOnce() + Send + 'static
         .expect("spawning the engine thread");
 }
 
-/// Starts the engine thread on a loaded model.
-pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics>) -> EngineHandle {
+/// Starts the engine thread on a loaded model, writing each step to `step_log` if given.
+pub fn start(
+    model: Arc<LoadedModel>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    step_log: Option<StepLog>,
+) -> EngineHandle {
     let (requests, inbox) = mpsc::channel();
     let shared = Arc::new(Shared {
         config,
@@ -116,6 +122,7 @@ pub fn start(model: Arc<LoadedModel>, config: EngineConfig, metrics: Arc<Metrics
         shared: shared.clone(),
         waiting: VecDeque::new(),
         running: Vec::new(),
+        step_log,
     };
     spawn_engine_thread(shared.clone(), move || engine.run());
     EngineHandle { requests, shared }
@@ -247,6 +254,7 @@ struct Engine {
     shared: Arc<Shared>,
     waiting: VecDeque<Request>,
     running: Vec<Sequence>,
+    step_log: Option<StepLog>,
 }
 
 impl Engine {
@@ -316,11 +324,18 @@ impl Engine {
             })
             .collect();
         let planned = plan_step(&wants, self.shared.config.max_batch_tokens);
+        let started = Instant::now();
+        let mut record = StepRecord {
+            waiting: self.waiting.len(),
+            ..StepRecord::default()
+        };
         let mut slots: Vec<Option<&mut Sequence>> = self.running.iter_mut().map(Some).collect();
         let mut entries = Vec::with_capacity(planned.len());
         for &(i, take) in &planned {
             let sequence = slots[i].take().expect("each sequence planned once");
-            entries.push(sequence.batch_entry(take));
+            let entry = sequence.batch_entry(take);
+            record.count(wants[i].prefill, entry.cache.len, take);
+            entries.push(entry);
         }
         self.shared.metrics.set_batch_size(entries.len());
         let result = self.model.model.forward(&mut entries);
@@ -328,6 +343,11 @@ impl Engine {
         let outcome = result.and_then(|logits| {
             with_host_values(&logits, |values| self.take_step(&planned, values))
         });
+        if let Some(log) = self.step_log.as_mut() {
+            record.at_s = log.elapsed(started);
+            record.seconds = started.elapsed().as_secs_f64();
+            log.write(&record);
+        }
         match outcome {
             Ok(finished) => self.remove(finished),
             Err(err) => {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod responses;
 pub mod runner_watch;
 mod sequence;
+pub mod step_log;
 pub mod stop;
 pub mod token_logprobs;
 

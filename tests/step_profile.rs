@@ -1,0 +1,84 @@
+//! `benches/step_profile.py` against step logs whose times are known: it must recover the
+//! per-step, per-token and per-position costs they were made with, and name a bad line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Costs the synthetic steps are made of: per step, per prompt token, per decoding
+/// sequence (seconds), per decode and per prompt position (seconds).
+const COSTS: [f64; 5] = [0.012, 0.0014, 0.0021, 6.0e-6, 1.5e-6];
+
+fn profile(log: &Path) -> Output {
+    Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/step_profile.py"))
+        .arg(log)
+        .output()
+        .expect("run python3 benches/step_profile.py")
+}
+
+/// A step log of `steps` steps whose counts vary independently.
+fn synthetic_log(steps: usize) -> String {
+    let mut at = 0.0;
+    let mut lines = String::new();
+    for i in 0..steps {
+        let decode_sequences = (i * 7) % 13;
+        let prefill_tokens = if i % 5 == 0 { 40 + (i * 31) % 400 } else { 0 };
+        let decode_context = decode_sequences * (100 + (i * 17) % 700);
+        let prefill_context =
+            prefill_tokens * (prefill_tokens + 1) / 2 + prefill_tokens * (i % 3) * 50;
+        let counts = [
+            1.0,
+            prefill_tokens as f64,
+            decode_sequences as f64,
+            decode_context as f64,
+            prefill_context as f64,
+        ];
+        let seconds: f64 = counts.iter().zip(COSTS).map(|(n, c)| n * c).sum();
+        lines += &serde_json::json!({
+            "at_s": at, "seconds": seconds, "decode_sequences": decode_sequences,
+            "decode_context": decode_context, "prefill_tokens": prefill_tokens,
+            "prefill_context": prefill_context, "waiting": 0,
+        })
+        .to_string();
+        lines.push('\n');
+        at += seconds;
+    }
+    lines
+}
+
+#[test]
+fn the_fit_recovers_the_costs_the_steps_were_made_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steps.jsonl");
+    std::fs::write(&log, synthetic_log(200)).unwrap();
+    let out = profile(&log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| per step | 12.000 ms per step |",
+        "| prompt tokens | 1.400 ms per token |",
+        "| decoding sequences | 2.100 ms per sequence |",
+        "| decode attention | 6.000 us per position |",
+        "| prompt attention | 1.500 us per position |",
+    ] {
+        assert!(stdout.contains(row), "{row:?} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("fit R^2 1.000"), "{stdout}");
+    assert!(stdout.contains("most 12"), "{stdout}");
+}
+
+#[test]
+fn a_line_that_is_not_a_step_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steps.jsonl");
+    std::fs::write(&log, synthetic_log(3) + "listening on http://...\n").unwrap();
+    let out = profile(&log);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("steps.jsonl:4:"), "{stderr}");
+    assert!(stderr.contains("--step-log"), "{stderr}");
+}
