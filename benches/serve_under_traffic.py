@@ -32,8 +32,9 @@ Servers: gembatch `serve --max-batch 16 --context 2048`; llama-server `--paralle
 2,048 positions per slot (`-c 32768`), `--no-repack` on AMX CPUs. Prints one Markdown table
 per round with the ratios gembatch / llama.cpp (for latencies, lower is better: the goal is
 <= 0.8x), then the median over rounds. The servers' logs go to the working directory
-(`--keep DIR`, else a temporary one deleted at the end); a server that does not start ends
-the bench with its log's last lines.
+(`--keep DIR`, else a temporary one deleted at the end), gembatch's step logs beside them
+(`gembatch-steps-PORT.jsonl`, for `benches/step_profile.py`); a server that does not start
+ends the bench with its log's last lines.
 """
 import argparse
 import contextlib
@@ -121,7 +122,8 @@ class Servers:
     def gembatch(self, threads, count=1):
         return self.start_many(count, "gembatch-serve", lambda port: [
             GEMBATCH, "serve", "--model", self.model, "--threads", str(threads),
-            "--listen", f"127.0.0.1:{port}", "--max-batch", "16", "--context", "2048"])
+            "--listen", f"127.0.0.1:{port}", "--max-batch", "16", "--context", "2048",
+            "--step-log", os.path.join(self.log_dir, f"gembatch-steps-{port}.jsonl")])
 
     def llama(self, threads, count=1):
         return self.start_many(count, "llama-server", lambda port: [
