@@ -14,7 +14,7 @@ use serde::Serialize;
 /// What one engine step ran and how long it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StepRecord {
-    /// When the step began, in seconds since the engine started.
+    /// When the step began, in seconds since the log was opened (as the server started).
     pub at_s: f64,
     /// The step's duration: the model pass, sampling and handing tokens to the requests.
     pub seconds: f64,
@@ -63,7 +63,7 @@ impl StepLog {
         })
     }
 
-    /// Seconds since the engine started, for [`StepRecord::at_s`].
+    /// Seconds from the log's opening to `at`, for [`StepRecord::at_s`].
     pub fn elapsed(&self, at: Instant) -> f64 {
         at.duration_since(self.started).as_secs_f64()
     }
