@@ -30,6 +30,9 @@ TERMS = [
 ]
 
 
+FIELDS = ["at_s", "seconds"] + [field for _, field, _, _ in TERMS[1:]]
+
+
 def read_steps(path, start, end):
     steps = []
     with open(path) as f:
@@ -38,8 +41,12 @@ def read_steps(path, start, end):
                 continue
             try:
                 step = json.loads(line)
-            except json.JSONDecodeError as err:
-                sys.exit(f"{path}:{number}: not a JSON line ({err}); is this a --step-log file?")
+                missing = [f for f in FIELDS if not isinstance(step.get(f), (int, float))]
+            except (json.JSONDecodeError, AttributeError) as err:
+                sys.exit(f"{path}:{number}: not a JSON object ({err}); is this a --step-log file?")
+            if missing:
+                sys.exit(f"{path}:{number}: no number for {', '.join(missing)}; "
+                         "is this a --step-log file?")
             if start <= step["at_s"] <= end:
                 steps.append(step)
     return steps

@@ -75,10 +75,21 @@ fn the_fit_recovers_the_costs_the_steps_were_made_of() {
 fn a_line_that_is_not_a_step_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("steps.jsonl");
-    std::fs::write(&log, synthetic_log(3) + "listening on http://...\n").unwrap();
-    let out = profile(&log);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("steps.jsonl:4:"), "{stderr}");
-    assert!(stderr.contains("--step-log"), "{stderr}");
+    for (bad, needle) in [
+        ("listening on http://...", "not a JSON object"),
+        ("[1, 2]", "not a JSON object"),
+        (
+            r#"{"at_s": 1.0, "seconds": 0.1}"#,
+            "no number for prefill_tokens, decode_sequences",
+        ),
+    ] {
+        std::fs::write(&log, synthetic_log(3) + bad + "\n").unwrap();
+        let out = profile(&log);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(stderr.contains("steps.jsonl:4:"), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(stderr.contains("--step-log"), "{stderr}");
+        assert!(!stderr.contains("Traceback"), "{stderr}");
+    }
 }
