@@ -57,19 +57,24 @@ def row(step):
 
 
 def solve(matrix, vector):
-    """Gaussian elimination with partial pivoting; a column that never varies gets 0."""
+    """Gauss-Jordan elimination with partial pivoting. A column that never varies, or only
+    with the others (a closed loop's prompts of one length: their attention grows with
+    their tokens), is left out, its coefficient None: its time goes to the others."""
     n = len(vector)
     a = [matrix[i][:] + [vector[i]] for i in range(n)]
+    tiny = 1e-9 * max(abs(matrix[i][i]) for i in range(n))
+    pivot_of = {}
     for col in range(n):
-        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
-        if abs(a[pivot][col]) < 1e-12:
+        free = [r for r in range(n) if r not in pivot_of.values()]
+        pivot = max(free, key=lambda r: abs(a[r][col]))
+        if abs(a[pivot][col]) <= tiny:
             continue
-        a[col], a[pivot] = a[pivot], a[col]
+        pivot_of[col] = pivot
         for r in range(n):
-            if r != col and a[r][col] != 0.0:
-                factor = a[r][col] / a[col][col]
-                a[r] = [x - factor * y for x, y in zip(a[r], a[col])]
-    return [a[i][n] / a[i][i] if abs(a[i][i]) >= 1e-12 else 0.0 for i in range(n)]
+            if r != pivot and a[r][col] != 0.0:
+                factor = a[r][col] / a[pivot][col]
+                a[r] = [x - factor * y for x, y in zip(a[r], a[pivot])]
+    return [a[pivot_of[c]][n] / a[pivot_of[c]][c] if c in pivot_of else None for c in range(n)]
 
 
 def fit(steps):
@@ -81,13 +86,14 @@ def fit(steps):
     scaled = [[r[j] / scale[j] for j in range(k)] for r in rows]
     normal = [[sum(r[i] * r[j] for r in scaled) for j in range(k)] for i in range(k)]
     rhs = [sum(r[i] * t for r, t in zip(scaled, times)) for i in range(k)]
-    coef = [c / s for c, s in zip(solve(normal, rhs), scale)]
-    predicted = [sum(c * x for c, x in zip(coef, r)) for r in rows]
+    coef = [None if c is None else c / s for c, s in zip(solve(normal, rhs), scale)]
+    used = [c or 0.0 for c in coef]
+    predicted = [sum(c * x for c, x in zip(used, r)) for r in rows]
     mean = sum(times) / len(times)
     total = sum((t - mean) ** 2 for t in times)
     residual = sum((t - p) ** 2 for t, p in zip(times, predicted))
     r2 = 1.0 - residual / total if total > 0 else 1.0
-    shares = [sum(c * r[j] for r in rows) for j, c in enumerate(coef)]
+    shares = [sum(c * r[j] for r in rows) for j, c in enumerate(used)]
     return coef, r2, shares
 
 
@@ -109,7 +115,10 @@ def main():
     print("| term | coefficient | share of busy time |")
     print("|---|---|---|")
     for (name, _, unit_scale, unit), c, share in zip(TERMS, coef, shares):
-        print(f"| {name} | {c * unit_scale:.3f} {unit} | {share / busy:.0%} |")
+        if c is None:
+            print(f"| {name} | not separable: moves only with the other terms | - |")
+        else:
+            print(f"| {name} | {c * unit_scale:.3f} {unit} | {share / busy:.0%} |")
     decoding = [s["decode_sequences"] for s in steps]
     weighted = sum(s["decode_sequences"] * s["seconds"] for s in steps) / busy
     prompt_tokens = sum(s["prefill_tokens"] for s in steps)

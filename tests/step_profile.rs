@@ -18,14 +18,24 @@ fn profile(log: &Path) -> Output {
 
 /// A step log of `steps` steps whose counts vary independently.
 fn synthetic_log(steps: usize) -> String {
+    synthetic_log_with(steps, false)
+}
+
+/// [`synthetic_log`], or with `one_prompt_length` every prompt 24 tokens long at
+/// position 0, as in a closed loop: its attention then grows only with its tokens.
+fn synthetic_log_with(steps: usize, one_prompt_length: bool) -> String {
     let mut at = 0.0;
     let mut lines = String::new();
     for i in 0..steps {
         let decode_sequences = (i * 7) % 13;
-        let prefill_tokens = if i % 5 == 0 { 40 + (i * 31) % 400 } else { 0 };
         let decode_context = decode_sequences * (100 + (i * 17) % 700);
-        let prefill_context =
-            prefill_tokens * (prefill_tokens + 1) / 2 + prefill_tokens * (i % 3) * 50;
+        let (prefill_tokens, prefill_context) = if one_prompt_length {
+            let prompts = if i % 5 == 0 { 1 + i % 4 } else { 0 };
+            (24 * prompts, prompts * 24 * 25 / 2)
+        } else {
+            let tokens = if i % 5 == 0 { 40 + (i * 31) % 400 } else { 0 };
+            (tokens, tokens * (tokens + 1) / 2 + tokens * (i % 3) * 50)
+        };
         let counts = [
             1.0,
             prefill_tokens as f64,
@@ -69,6 +79,35 @@ fn the_fit_recovers_the_costs_the_steps_were_made_of() {
     }
     assert!(stdout.contains("fit R^2 1.000"), "{stdout}");
     assert!(stdout.contains("most 12"), "{stdout}");
+}
+
+/// Prompts of one length make their attention a fixed multiple of their tokens: the fit
+/// cannot tell the two apart, says so, and gives the tokens the time of both.
+#[test]
+fn a_term_that_moves_only_with_another_is_named_not_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steps.jsonl");
+    std::fs::write(&log, synthetic_log_with(200, true)).unwrap();
+    let out = profile(&log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| prompt attention | not separable"),
+        "{stdout}"
+    );
+    // 1.4 ms per token plus 1.5 us x 12.5 positions per token.
+    assert!(
+        stdout.contains("| prompt tokens | 1.419 ms per token |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| per step | 12.000 ms per step |"),
+        "{stdout}"
+    );
 }
 
 #[test]
