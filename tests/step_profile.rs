@@ -56,18 +56,24 @@ fn synthetic_log_with(steps: usize, one_prompt_length: bool) -> String {
     lines
 }
 
-#[test]
-fn the_fit_recovers_the_costs_the_steps_were_made_of() {
+/// The profile of a log made of `text`, which must succeed: its stdout.
+fn profile_of(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("steps.jsonl");
-    std::fs::write(&log, synthetic_log(200)).unwrap();
+    std::fs::write(&log, text).unwrap();
     let out = profile(&log);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_fit_recovers_the_costs_the_steps_were_made_of() {
+    let stdout = profile_of(&synthetic_log(200));
     for row in [
         "| per step | 12.000 ms per step |",
         "| prompt tokens | 1.400 ms per token |",
@@ -85,16 +91,7 @@ fn the_fit_recovers_the_costs_the_steps_were_made_of() {
 /// cannot tell the two apart, says so, and gives the tokens the time of both.
 #[test]
 fn a_term_that_moves_only_with_another_is_named_not_split() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("steps.jsonl");
-    std::fs::write(&log, synthetic_log_with(200, true)).unwrap();
-    let out = profile(&log);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = profile_of(&synthetic_log_with(200, true));
     assert!(
         stdout.contains("| prompt attention | not separable"),
         "{stdout}"
