@@ -41,7 +41,7 @@ def read_steps(path, start, end):
                 continue
             try:
                 step = json.loads(line)
-                missing = [f for f in FIELDS if not isinstance(step.get(f), (int, float))]
+                missing = [name for name in FIELDS if not isinstance(step.get(name), (int, float))]
             except (json.JSONDecodeError, AttributeError) as err:
                 sys.exit(f"{path}:{number}: not a JSON object ({err}); is this a --step-log file?")
             if missing:
@@ -107,6 +107,8 @@ def main():
     if len(steps) < len(TERMS) + 1:
         sys.exit(f"{args.log}: {len(steps)} steps in the window, too few to fit {len(TERMS)} terms")
     busy = sum(s["seconds"] for s in steps)
+    if busy <= 0:
+        sys.exit(f"{args.log}: the steps in the window took no time; is this a --step-log file?")
     span = steps[-1]["at_s"] + steps[-1]["seconds"] - steps[0]["at_s"]
     coef, r2, shares = fit(steps)
     print(f"{len(steps)} steps over {span:.1f} s, busy {busy:.1f} s ({busy / span:.0%}); "
