@@ -8,7 +8,7 @@
 //! - `engine` / `sequence` / `stop`: the scheduler thread and its per-request state.
 //! - `handlers` / `responses` / `token_logprobs`: routes and the OpenAI response shapes.
 //! - `error`: every failure and its HTTP mapping, in one place.
-//! - `metrics`: the Prometheus metrics.
+//! - `metrics`: the Prometheus metrics; `step_log`: `--step-log`, a line per engine step.
 //! - `runner_watch`: a batch pod's watch on its runner's heartbeat.
 
 pub mod api;
