@@ -14,7 +14,7 @@ use common::run::text;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::PodTemplate;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 
 #[test]
 fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
@@ -32,26 +32,7 @@ fn reserve_waits_for_provisioned_then_release_leaves_nothing() {
             request.data["spec"]["parameters"]["maxRunDurationSeconds"],
             "28800"
         );
-        let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
-        let started = Instant::now();
-        loop {
-            let template = templates
-                .get("gembatch-r1-pod")
-                .await
-                .expect("the PodTemplate exists first");
-            let owners = template.metadata.owner_references.unwrap_or_default();
-            if owners
-                .iter()
-                .any(|o| Some(&o.uid) == request.metadata.uid.as_ref())
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the template is not owned by the request"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_the_template_is_owned(&client, "gembatch-r1", &request).await;
         set_condition(
             &client,
             "gembatch-r1",
@@ -140,7 +121,10 @@ fn a_watch_broken_by_the_api_server_resumes_and_a_cleanup_it_refuses_is_named() 
         // The API server gone when the wait times out: the timeout is what is reported,
         // the run says the cleanup could not run, and `release` later leaves nothing.
         let child = reserve(&cluster, 1, "down", "4s", &[]);
-        wait_for_request(&client, "gembatch-down").await;
+        let request = wait_for_request(&client, "gembatch-down").await;
+        // Stopped only once the runner waits: before it has made the template owned by
+        // the request, the stop fails that step instead of the wait.
+        wait_until_the_template_is_owned(&client, "gembatch-down", &request).await;
         cluster.stop_api_server();
         let output = child.wait_with_output().unwrap();
         cluster.start_api_server();
@@ -581,4 +565,33 @@ fn a_run_lease_expires_by_the_waiting_runners_clock_not_the_holders() {
         );
         taken.release().await;
     });
+}
+
+/// Waits until the PodTemplate `{name}-pod` is owned by `request` (the runner's last step
+/// before it waits for the request to be provisioned).
+async fn wait_until_the_template_is_owned(
+    client: &kube::Client,
+    name: &str,
+    request: &DynamicObject,
+) {
+    let templates: Api<PodTemplate> = Api::namespaced(client.clone(), "default");
+    let started = Instant::now();
+    loop {
+        let template = templates
+            .get(&format!("{name}-pod"))
+            .await
+            .expect("the PodTemplate exists first");
+        let owners = template.metadata.owner_references.unwrap_or_default();
+        if owners
+            .iter()
+            .any(|o| Some(&o.uid) == request.metadata.uid.as_ref())
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the template is not owned by the request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
